@@ -1,0 +1,150 @@
+"""Typed API errors.
+
+Each class is one way the registry can refuse a request. Every error has a
+stable ``code`` (part of the HTTP contract) and an HTTP ``status``; handlers in
+``registry.app`` render them as ``{"error": {"code": ..., "message": ...}}``.
+Validation modules raise these directly so that a refusal always names the
+problem and never turns into a 500.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class RegistryError(Exception):
+    """Base class: an error with a stable code, an HTTP status and a message."""
+
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, *, details: Any = None):
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON body of the error response."""
+        body: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.details is not None:
+            body["details"] = self.details
+        return {"error": body}
+
+
+class InvalidName(RegistryError):
+    """A namespace, adapter, alias or base-model name breaks the name grammar."""
+
+    status = 422
+    code = "invalid_name"
+
+
+class InvalidRef(RegistryError):
+    """A ref string breaks the ref grammar."""
+
+    status = 422
+    code = "invalid_ref"
+
+
+class InvalidPath(RegistryError):
+    """A file path is absolute, contains '..', control characters or is too long."""
+
+    status = 422
+    code = "invalid_path"
+
+
+class PickleRefused(RegistryError):
+    """A pickle file (.bin, .pt, .pkl, ...) was offered; only safetensors are accepted."""
+
+    status = 422
+    code = "pickle_refused"
+
+
+class InvalidSafetensors(RegistryError):
+    """A safetensors file is malformed, truncated or lies about dtype/shape/offsets."""
+
+    status = 422
+    code = "invalid_safetensors"
+
+
+class InvalidConfig(RegistryError):
+    """The adapter config is not valid JSON, not a LoRA config, or contradicts the tensors."""
+
+    status = 422
+    code = "invalid_config"
+
+
+class ShapeMismatch(RegistryError):
+    """The adapter's module shapes do not fit the registered base model."""
+
+    status = 422
+    code = "shape_mismatch"
+
+
+class InvalidManifest(RegistryError):
+    """The file list of an upload is unusable (duplicates, missing required files, sizes)."""
+
+    status = 422
+    code = "invalid_manifest"
+
+
+class MissingBlob(RegistryError):
+    """A blob named by the manifest was never uploaded."""
+
+    status = 409
+    code = "missing_blob"
+
+
+class BlobMismatch(RegistryError):
+    """Uploaded bytes do not match the declared size or sha256."""
+
+    status = 422
+    code = "blob_mismatch"
+
+
+class NotFound(RegistryError):
+    """The object does not exist or is not visible to the caller."""
+
+    status = 404
+    code = "not_found"
+
+
+class Unauthorized(RegistryError):
+    """The bearer token is missing, malformed, unknown or revoked."""
+
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(RegistryError):
+    """The token can see the namespace but lacks the required scope."""
+
+    status = 403
+    code = "forbidden"
+
+
+class Conflict(RegistryError):
+    """The request conflicts with the current state."""
+
+    status = 409
+    code = "conflict"
+
+
+class UploadExpired(RegistryError):
+    """The upload session expired or was already committed."""
+
+    status = 410
+    code = "upload_expired"
+
+
+class PayloadTooLarge(RegistryError):
+    """A request body, header or file exceeds a configured limit."""
+
+    status = 413
+    code = "payload_too_large"
+
+
+class InvalidRequest(RegistryError):
+    """The request body does not match the schema."""
+
+    status = 422
+    code = "invalid_request"

@@ -1,0 +1,652 @@
+"""``loreg.Registry``: the Python SDK of the registry (push, pull, resolve, load, ...).
+
+Configuration comes from arguments or the ``LOREG_*`` environment variables
+(:mod:`loreg.constants`). Pulls go through the local cache (:mod:`loreg.cache`):
+a warm pull is one resolve request, and zero in offline mode.
+"""
+
+from __future__ import annotations
+
+import builtins
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from loreg import constants
+from loreg.cache import (
+    BARE_NAMESPACE,
+    BASE_MODEL_NAMESPACE,
+    Cache,
+    check_sha256,
+    digest_hex,
+    safe_relpath,
+    server_key,
+    strip_urls,
+)
+from loreg.errors import (
+    LoregError,
+    OfflineCacheMissError,
+    ServerError,
+    ValidationFailedError,
+)
+from loreg.http import ApiClient, default_timeout, quote_path
+from loreg.loading import adapter_name_for, load_adapter, unload_adapter, use_adapter
+from loreg.manifest import sha256_file
+from loreg.progress import Progress
+from loreg.refs import (
+    DEFAULT_NAMESPACE,
+    Ref,
+    parse_ref,
+    validate_adapter_name,
+    validate_alias,
+    validate_name,
+)
+from loreg.transfer import BlobTarget, Transfers
+
+ADAPTER_REQUIRED_FILES = ("adapter_config.json", "adapter_model.safetensors")
+SCOPES = ("read", "write", "admin")
+_HASH_WORKERS = 4
+
+
+@dataclass
+class PushResult:
+    """What a push did: the version it produced and which files were actually sent."""
+
+    ref: str
+    namespace: str
+    name: str
+    version: int
+    digest: str
+    created: bool
+    uploaded: list[str] = field(default_factory=list)
+    reused: list[str] = field(default_factory=list)
+    bytes_uploaded: int = 0
+    resolved: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (without the full resolve answer)."""
+        out = asdict(self)
+        out.pop("resolved")
+        return out
+
+
+@dataclass(frozen=True)
+class LocalFile:
+    """A file of a folder being pushed."""
+
+    path: str
+    source: Path
+    size: int
+    sha256: str = ""
+
+
+def pickle_refusal_message(path: str) -> str:
+    """The message for a pickle file (the registry's ``pickle_refused`` wording)."""
+    shown = repr(path) if len(repr(path)) <= 120 else repr(path)[:117] + "..."
+    return (
+        f"file {shown} is a pickle format, which can run code when loaded; "
+        "convert it to safetensors (e.g. save_pretrained(..., safe_serialization=True) "
+        "or safetensors.torch.save_file) and upload that instead"
+    )
+
+
+def collect_files(folder: str | os.PathLike[str]) -> list[LocalFile]:
+    """Every regular file under ``folder`` (hidden files and folders skipped), sorted by path.
+
+    Symlinked files are followed (a pulled snapshot can be pushed again).
+    """
+    root = Path(folder).expanduser()
+    if not root.is_dir():
+        raise ValidationFailedError(f"{root} is not a folder: pass the folder holding the files")
+    found: list[LocalFile] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for filename in filenames:
+            if filename.startswith("."):
+                continue
+            source = Path(dirpath) / filename
+            if not source.is_file():
+                continue
+            rel = source.relative_to(root).as_posix()
+            found.append(LocalFile(rel, source, source.stat().st_size))
+    found.sort(key=lambda f: f.path)
+    if not found:
+        raise ValidationFailedError(f"{root} holds no files to push")
+    for f in found:
+        if constants.is_pickle_path(f.path):
+            raise ValidationFailedError(pickle_refusal_message(f.path), code="pickle_refused")
+    return found
+
+
+def hash_files(files: Sequence[LocalFile]) -> list[LocalFile]:
+    """The same files with their sha256 filled in (hashed in parallel)."""
+    with ThreadPoolExecutor(max_workers=min(_HASH_WORKERS, max(1, len(files)))) as pool:
+        digests = list(pool.map(lambda f: sha256_file(f.source), files))
+    return [LocalFile(f.path, f.source, f.size, d) for f, d in zip(files, digests, strict=True)]
+
+
+def ref_text(ref: Ref) -> str:
+    """The ref as the API path expects it (``ns/name-v3``, ``name@prod``, ...)."""
+    prefix = f"{ref.namespace}/" if ref.namespace else ""
+    selector = ref.selector()
+    if selector == "latest":
+        suffix = ""
+    elif selector.startswith("@"):
+        suffix = selector
+    else:
+        suffix = f"-{selector}"
+    return f"{prefix}{ref.name}{suffix}"
+
+
+def normalize_grants(grants: Iterable[Any]) -> list[dict[str, str]]:
+    """Grants as ``[{"namespace", "scope"}]`` from tuples, ``"ns:scope"`` strings or dicts."""
+    out = []
+    for grant in grants:
+        if isinstance(grant, Mapping):
+            namespace, scope = grant.get("namespace"), grant.get("scope")
+        elif isinstance(grant, str):
+            namespace, _, scope = grant.rpartition(":")
+        else:
+            namespace, scope = grant
+        if not namespace or scope not in SCOPES:
+            raise ValidationFailedError(
+                f"invalid grant {grant!r}: expected a namespace (or '*') and a scope in "
+                f"{', '.join(SCOPES)}, e.g. ('acme', 'write') or 'acme:write'"
+            )
+        if namespace != "*":
+            validate_name(namespace, "namespace")
+        out.append({"namespace": namespace, "scope": scope})
+    if not out:
+        raise ValidationFailedError("a token needs at least one grant, e.g. ('acme', 'read')")
+    return out
+
+
+class Registry:
+    """Client of a loreg registry, with a local cache.
+
+    Arguments default to the environment: ``url`` ``LOREG_URL``, ``token``
+    ``LOREG_TOKEN``, ``cache_dir`` ``LOREG_CACHE_DIR``, ``offline``
+    ``LOREG_OFFLINE``, ``progress`` (None: on when stderr is a TTY and
+    ``LOREG_NO_PROGRESS`` is unset), ``timeout`` ``LOREG_TIMEOUT`` (seconds per
+    API request). ``transport`` replaces the network (``httpx.MockTransport``
+    in tests). Use as a context manager, or call :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        *,
+        cache_dir: str | os.PathLike[str] | None = None,
+        offline: bool | None = None,
+        progress: bool | None = None,
+        timeout: float | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ):
+        self.url = (url or constants.registry_url()).rstrip("/")
+        self.token = token if token is not None else constants.registry_token()
+        self.cache = Cache(cache_dir if cache_dir is not None else constants.default_cache_dir())
+        self.offline = constants.offline_mode() if offline is None else offline
+        self.progress = progress
+        self.upload_concurrency = constants.upload_concurrency()
+        self.download_concurrency = constants.download_concurrency()
+        self._server = server_key(self.url)
+        self._api = ApiClient(self.url, self.token, timeout=timeout, transport=transport)
+        transfer_timeout = default_timeout(constants.transfer_timeout())
+        self._transfers = Transfers(
+            self._api,
+            timeout=transfer_timeout,
+            retries=constants.transfer_retries(),
+            transport=transport,
+        )
+        self._default_namespace: str | None = None
+
+    # -------------------------------------------------------------- basics
+    def close(self) -> None:
+        """Close the HTTP connections."""
+        self._transfers.close()
+        self._api.close()
+
+    def __enter__(self) -> Registry:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        root = str(self.cache.root)
+        return f"Registry(url={self.url!r}, cache_dir={root!r}, offline={self.offline})"
+
+    @property
+    def api(self) -> ApiClient:
+        """The JSON API client (for endpoints the SDK does not wrap)."""
+        self._require_online("this call")
+        return self._api
+
+    def _require_online(self, what: str) -> None:
+        if self.offline:
+            raise LoregError(
+                f"{what} needs the registry, but offline mode is on (LOREG_OFFLINE=1): "
+                "unset LOREG_OFFLINE or pass offline=False"
+            )
+
+    def _progress(self, total: int, description: str) -> Progress:
+        return Progress(total, description, enabled=self.progress)
+
+    def health(self) -> dict[str, Any]:
+        """``GET /v1/health``: server version, storage and database kinds."""
+        return self.api.get("/v1/health")
+
+    def whoami(self) -> dict[str, Any]:
+        """The caller: ``authenticated``, ``token_name``, ``default_namespace``, ``grants``."""
+        return self.api.get("/v1/whoami")
+
+    def default_namespace(self) -> str:
+        """The namespace bare names mean for this token (asked once, then remembered)."""
+        if self._default_namespace is None:
+            if self.offline:
+                return DEFAULT_NAMESPACE
+            self._default_namespace = self.whoami().get("default_namespace") or DEFAULT_NAMESPACE
+        return self._default_namespace
+
+    # ------------------------------------------------------------- resolve
+    def resolve(self, ref: str | Ref) -> dict[str, Any]:
+        """Resolve a ref to its version manifest (``ref``, ``digest``, ``files``, ``config``, ...).
+
+        Online the answer carries short-lived download URLs; offline it comes from
+        the cache (the last answer stored by :meth:`pull`, without URLs; a bare
+        name never pulled as "latest" means the newest version pulled).
+        """
+        parsed = _parse(ref)
+        if self.offline:
+            return self._resolve_offline(parsed)
+        path = "/v1/resolve/" + quote_path(ref_text(parsed), safe="/@:")
+        resolved = self._api.get(path)
+        _check_manifest(resolved)
+        return resolved
+
+    def _resolve_offline(self, ref: Ref) -> dict[str, Any]:
+        selector = ref.selector()
+        manifest = None
+        if selector.startswith("@sha256:"):
+            manifest = self.cache.read_manifest(selector[1:])
+            if manifest is not None and not _same_adapter(manifest, ref):
+                manifest = None
+        else:
+            namespaces = [ref.namespace] if ref.namespace else [BARE_NAMESPACE, DEFAULT_NAMESPACE]
+            for namespace in namespaces:
+                digest = self.cache.read_ref(self._server, namespace, ref.name, selector)
+                if digest is None and ref.is_latest:
+                    # Never resolved as "latest": use the newest version pulled before.
+                    known = self.cache.cached_versions(self._server, namespace, ref.name)
+                    if known:
+                        digest = self.cache.read_ref(
+                            self._server, namespace, ref.name, f"v{known[-1]}"
+                        )
+                if digest is not None:
+                    manifest = self.cache.read_manifest(digest)
+                    break
+        if manifest is None:
+            raise OfflineCacheMissError(
+                f"{ref_text(ref)} is not in the local cache at {self.cache.root} and offline "
+                "mode is on (LOREG_OFFLINE=1): pull it once with the registry reachable, "
+                "or unset LOREG_OFFLINE"
+            )
+        return manifest
+
+    def _remember(self, ref: Ref, resolved: Mapping[str, Any]) -> None:
+        """Store the manifest and the ref entries that lead to it (for offline mode)."""
+        self.cache.write_manifest(resolved)
+        namespace, name, digest = resolved["namespace"], resolved["name"], resolved["digest"]
+        selector = ref.selector()
+        self.cache.write_ref(self._server, namespace, name, f"v{resolved['version']}", digest)
+        if not selector.startswith("@sha256:"):
+            self.cache.write_ref(self._server, namespace, name, selector, digest)
+            if not ref.namespace:
+                self.cache.write_ref(self._server, BARE_NAMESPACE, name, selector, digest)
+
+    # ---------------------------------------------------------------- pull
+    def pull(self, ref: str | Ref) -> Path:
+        """Download a version into the cache (if needed) and return its snapshot folder.
+
+        A warm pull costs one resolve request; offline, none. Every file is
+        sha256-verified before it becomes visible.
+        """
+        return self._pull(ref)[1]
+
+    def _pull(self, ref: str | Ref) -> tuple[dict[str, Any], Path]:
+        parsed = _parse(ref)
+        resolved = self.resolve(parsed)
+        files = resolved["files"]
+        if self.offline:
+            if not self.cache.snapshot_ready(resolved["digest"], files):
+                raise OfflineCacheMissError(
+                    f"the files of {resolved['ref']} are missing from the cache at "
+                    f"{self.cache.root} and offline mode is on: pull it again online"
+                )
+            return resolved, self.cache.snapshot_path(resolved["digest"])
+        path = self._materialize(resolved, f"pull {resolved['ref']}")
+        self._remember(parsed, resolved)
+        return resolved, path
+
+    def _materialize(self, resolved: Mapping[str, Any], description: str) -> Path:
+        """Make sure every blob and the snapshot of ``resolved`` are in the cache."""
+        digest, files = resolved["digest"], resolved["files"]
+        if self.cache.snapshot_ready(digest, files):
+            return self.cache.snapshot_path(digest)
+        self.cache.clean_temp()
+        targets = [
+            BlobTarget(f["sha256"], int(f["size"]), _file_url(f), f["path"])
+            for f in files
+            if not self.cache.has_blob(f["sha256"], int(f["size"]))
+        ]
+        total = sum(t.size for t in {t.sha256: t for t in targets}.values())
+        with self._progress(total, description) as bar:
+            self._transfers.download(
+                targets, self.cache, concurrency=self.download_concurrency, progress=bar
+            )
+        return self.cache.build_snapshot(digest, files)
+
+    # ---------------------------------------------------------------- push
+    def push(
+        self,
+        folder: str | os.PathLike[str],
+        name: str,
+        *,
+        namespace: str | None = None,
+        base_model: str | None = None,
+        description: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        parents: Sequence[str | Mapping[str, Any]] | None = None,
+    ) -> PushResult:
+        """Publish the adapter in ``folder`` as the next version of ``[namespace/]name``.
+
+        Only blobs the registry lacks are sent; the version appears at once on
+        commit, or not at all. Byte-identical content returns the existing version
+        with ``created=False``. Hidden files and folders are skipped; pickle files
+        are refused. ``parents`` are refs (relation ``continued_from``) or dicts
+        ``{"ref", "relation", "params"}``.
+        """
+        self._require_online("push")
+        validate_adapter_name(name)
+        if namespace is not None:
+            validate_name(namespace, "namespace")
+        files = collect_files(folder)
+        present = {f.path for f in files}
+        missing = [p for p in ADAPTER_REQUIRED_FILES if p not in present]
+        if missing:
+            raise ValidationFailedError(
+                f"{folder} is not a PEFT adapter folder: it lacks {', '.join(missing)} "
+                "(save it with PeftModel.save_pretrained)",
+                code="invalid_manifest",
+            )
+        body: dict[str, Any] = {"kind": "adapter", "name": name}
+        if namespace is not None:
+            body["namespace"] = namespace
+        if base_model is not None:
+            body["base_model"] = base_model
+        if description is not None:
+            body["description"] = description
+        if metadata is not None:
+            body["metadata"] = dict(metadata)
+        if parents:
+            body["parents"] = [_parent(p) for p in parents]
+        answer, uploaded, reused, sent_bytes = self._publish(files, body, f"push {name}")
+        resolved = answer["resolved"]
+        return PushResult(
+            ref=resolved["ref"],
+            namespace=resolved["namespace"],
+            name=resolved["name"],
+            version=int(resolved["version"]),
+            digest=resolved["digest"],
+            created=bool(answer.get("created")),
+            uploaded=uploaded,
+            reused=reused,
+            bytes_uploaded=sent_bytes,
+            resolved=resolved,
+        )
+
+    def _publish(
+        self, files: list[LocalFile], body: dict[str, Any], description: str
+    ) -> tuple[dict[str, Any], list[str], list[str], int]:
+        """Two-phase publish: declare, send the missing blobs, commit."""
+        hashed = hash_files(files)
+        body["files"] = [{"path": f.path, "size": f.size, "sha256": f.sha256} for f in hashed]
+        session = self._api.post("/v1/uploads", body)
+        upload_id = session.get("upload_id") if isinstance(session, dict) else None
+        if not upload_id or not isinstance(session.get("blobs"), list):
+            raise ServerError("the registry's upload answer lacks upload_id or blobs")
+        sources = {f.sha256: f.source for f in hashed}
+        sizes = {f.sha256: f.size for f in hashed}
+        wanted = [b for b in session["blobs"] if not b.get("present")]
+        total = sum(sizes.get(b.get("sha256"), 0) for b in wanted)
+        with self._progress(total, description) as bar:
+            sent = set(
+                self._transfers.upload(
+                    wanted, sources, concurrency=self.upload_concurrency, progress=bar
+                )
+            )
+        answer = self._api.post(f"/v1/uploads/{quote_path(str(upload_id))}/commit", {})
+        if not isinstance(answer, dict) or "resolved" not in answer:
+            raise ServerError("the registry's commit answer lacks 'resolved'")
+        uploaded = [f.path for f in hashed if f.sha256 in sent]
+        reused = [f.path for f in hashed if f.sha256 not in sent]
+        return answer, uploaded, reused, sum(sizes[s] for s in sent)
+
+    # ------------------------------------------------------------- catalog
+    def list(self, namespace: str | None = None) -> builtins.list[dict[str, Any]]:
+        """Adapters visible to the caller, optionally only those of ``namespace``."""
+        params = None
+        if namespace is not None:
+            validate_name(namespace, "namespace")
+            params = {"namespace": namespace}
+        return self.api.get("/v1/adapters", params=params)
+
+    def show(self, ref: str | Ref) -> dict[str, Any]:
+        """A version's details plus its adapter's (``adapter``: versions, aliases, ...).
+
+        Keys: everything :meth:`resolve` returns (files without URLs, config,
+        digest, base model, lineage, ...) and ``adapter`` (None offline).
+        """
+        resolved = strip_urls(self.resolve(ref))
+        detail = None
+        if not self.offline:
+            namespace, name = quote_path(resolved["namespace"]), quote_path(resolved["name"])
+            detail = self._api.get(f"/v1/adapters/{namespace}/{name}")
+        return {**resolved, "adapter": detail}
+
+    def set_alias(self, ref: str | Ref, alias: str) -> dict[str, Any]:
+        """Point ``alias`` at the version ``ref`` resolves to.
+
+        Returns ``{namespace, name, alias, version, previous}``.
+        """
+        validate_alias(alias)
+        self._require_online("alias")
+        resolved = self.resolve(ref)
+        answer = self._api.put(
+            _alias_path(resolved["namespace"], resolved["name"], alias),
+            {"version": int(resolved["version"])},
+        )
+        return {"namespace": resolved["namespace"], "name": resolved["name"], **answer}
+
+    def remove_alias(self, name_or_ref: str | Ref, alias: str) -> dict[str, Any]:
+        """Delete ``alias`` from the adapter ``[namespace/]name``.
+
+        Returns ``{namespace, name, alias, version: None, previous}``.
+        """
+        validate_alias(alias)
+        self._require_online("alias removal")
+        parsed = _parse(name_or_ref)
+        namespace = parsed.namespace or self.default_namespace()
+        answer = self._api.delete(_alias_path(namespace, parsed.name, alias))
+        return {"namespace": namespace, "name": parsed.name, **answer}
+
+    # --------------------------------------------------------- base models
+    def push_base_model(
+        self, folder: str | os.PathLike[str], name: str, revision: str | None = None
+    ) -> dict[str, Any]:
+        """Register a base model from a folder (``config.json`` + ``*.safetensors``).
+
+        Returns the base-model object plus ``created``, ``uploaded``, ``reused``
+        and ``bytes_uploaded``.
+        """
+        self._require_online("base model push")
+        files = collect_files(folder)
+        paths = [f.path for f in files]
+        if "config.json" not in paths or not any(p.endswith(".safetensors") for p in paths):
+            raise ValidationFailedError(
+                f"{folder} is not a base-model folder: it needs config.json and at least one "
+                "*.safetensors file (save_pretrained(..., safe_serialization=True))",
+                code="invalid_manifest",
+            )
+        body: dict[str, Any] = {"kind": "base_model", "name": name}
+        if revision is not None:
+            body["revision"] = revision
+        answer, uploaded, reused, sent_bytes = self._publish(files, body, f"push base {name}")
+        return {
+            **answer["resolved"],
+            "created": bool(answer.get("created")),
+            "uploaded": uploaded,
+            "reused": reused,
+            "bytes_uploaded": sent_bytes,
+        }
+
+    def pull_base_model(self, name: str) -> Path:
+        """Download a registered base model's files into the cache; returns the folder."""
+        key = ("latest",)
+        if self.offline:
+            digest = self.cache.read_ref(self._server, BASE_MODEL_NAMESPACE, name, *key)
+            manifest = self.cache.read_manifest(digest) if digest else None
+            if manifest is None or not self.cache.snapshot_ready(digest, manifest["files"]):
+                raise OfflineCacheMissError(
+                    f"base model {name} is not in the local cache at {self.cache.root} and "
+                    "offline mode is on: pull it once online, or unset LOREG_OFFLINE"
+                )
+            return self.cache.snapshot_path(digest)
+        detail = self._api.get(f"/v1/base-models/{quote_path(name, safe='/')}")
+        _check_manifest(detail)
+        path = self._materialize(detail, f"pull base {name}")
+        self.cache.write_manifest(detail)
+        self.cache.write_ref(self._server, BASE_MODEL_NAMESPACE, name, *key, detail["digest"])
+        return path
+
+    def list_base_models(self) -> builtins.list[dict[str, Any]]:
+        """Registered base models (name, revision, architecture, module count, size)."""
+        return self.api.get("/v1/base-models")
+
+    # ------------------------------------------------------ tokens, admin
+    def create_token(
+        self,
+        name: str,
+        grants: Iterable[tuple[str, str] | Mapping[str, str] | str],
+        default_namespace: str | None = None,
+    ) -> dict[str, Any]:
+        """Create an API token (admin); the answer's ``token`` is shown only this once."""
+        body: dict[str, Any] = {"name": name, "grants": normalize_grants(grants)}
+        if default_namespace is not None:
+            validate_name(default_namespace, "namespace")
+            body["default_namespace"] = default_namespace
+        return self.api.post("/v1/tokens", body)
+
+    def gc(self) -> dict[str, Any]:
+        """Garbage-collect blobs no version references (admin): ``POST /v1/admin/gc``."""
+        return self.api.post("/v1/admin/gc", {})
+
+    # ------------------------------------------------------------- models
+    def adapter_name(self, ref: str | Ref) -> str:
+        """The adapter name :meth:`load` uses for a ref (resolves it unless fully pinned)."""
+        parsed = _parse(ref)
+        if parsed.namespace and parsed.version is not None:
+            return adapter_name_for(parsed.namespace, parsed.name, parsed.version)
+        resolved = self.resolve(parsed)
+        return adapter_name_for(resolved["namespace"], resolved["name"], resolved["version"])
+
+    def load(
+        self,
+        model: Any,
+        ref: str | Ref,
+        adapter_name: str | None = None,
+        is_trainable: bool = False,
+    ) -> Any:
+        """Pull ``ref`` and load it onto ``model`` as the active adapter; returns the PeftModel.
+
+        The default adapter name is per version (``default__medical__v1``). Call
+        again with other refs to stack several adapters on one base; switch with
+        :meth:`use`, drop with :meth:`unload`. An explicit ``adapter_name`` that is
+        already loaded is replaced by this ref's weights.
+        """
+        resolved, path = self._pull(ref)
+        name = adapter_name or adapter_name_for(
+            resolved["namespace"], resolved["name"], resolved["version"]
+        )
+        return load_adapter(
+            model, path, name, is_trainable=is_trainable, replace=adapter_name is not None
+        )
+
+    def use(self, model: Any, ref_or_adapter_name: str) -> Any:
+        """Activate an already loaded adapter, given its adapter name or its ref."""
+        return use_adapter(model, self._loaded_name(model, ref_or_adapter_name))
+
+    def unload(self, model: Any, ref_or_adapter_name: str) -> Any:
+        """Delete a loaded adapter, given its adapter name or its ref; returns the model to use.
+
+        That is the same PeftModel, or the plain base model once the last adapter is gone.
+        """
+        return unload_adapter(model, self._loaded_name(model, ref_or_adapter_name))
+
+    def _loaded_name(self, model: Any, ref_or_adapter_name: str) -> str:
+        config = getattr(model, "peft_config", None)
+        if isinstance(config, dict) and ref_or_adapter_name in config:
+            return ref_or_adapter_name
+        return self.adapter_name(ref_or_adapter_name)
+
+
+def _parse(ref: str | Ref) -> Ref:
+    return ref if isinstance(ref, Ref) else parse_ref(ref)
+
+
+def _same_adapter(manifest: Mapping[str, Any], ref: Ref) -> bool:
+    if manifest.get("name") != ref.name:
+        return False
+    return ref.namespace is None or manifest.get("namespace") == ref.namespace
+
+
+def _alias_path(namespace: str, name: str, alias: str) -> str:
+    return f"/v1/adapters/{quote_path(namespace)}/{quote_path(name)}/aliases/{quote_path(alias)}"
+
+
+def _parent(parent: str | Mapping[str, Any]) -> dict[str, Any]:
+    if isinstance(parent, Mapping):
+        if "ref" not in parent:
+            raise ValidationFailedError(f"parent {parent!r} lacks 'ref'")
+        return {"relation": "continued_from", "params": {}, **parent}
+    parse_ref(parent)
+    return {"ref": parent, "relation": "continued_from", "params": {}}
+
+
+def _file_url(entry: Mapping[str, Any]) -> str:
+    url = entry.get("url")
+    if not isinstance(url, str) or not url:
+        raise ServerError(f"the registry sent no download URL for {entry.get('path')!r}")
+    return url
+
+
+def _check_manifest(resolved: Any) -> None:
+    """Reject a resolve/base-model answer the cache could not safely use."""
+    if not isinstance(resolved, dict) or not isinstance(resolved.get("files"), list):
+        raise ServerError("the registry's answer lacks a file list: is LOREG_URL a loreg registry?")
+    digest_hex(resolved.get("digest"))
+    seen = set()
+    for entry in resolved["files"]:
+        if not isinstance(entry, dict) or not isinstance(entry.get("size"), int):
+            raise ServerError(f"the registry sent a malformed file entry {entry!r}")
+        check_sha256(entry.get("sha256"))
+        rel = safe_relpath(entry.get("path"))
+        if rel in seen:
+            raise ServerError(f"the registry listed {rel} twice")
+        seen.add(rel)

@@ -1,0 +1,263 @@
+"""HTTP access to the registry API, and the mapping of error answers to loreg errors.
+
+One :class:`ApiClient` wraps one ``httpx.Client`` (keep-alive connections are
+reused across calls and threads). Every non-2xx answer becomes a typed
+:mod:`loreg.errors` exception carrying the registry's message; a registry that
+cannot be reached becomes a :class:`~loreg.errors.ServerError` that says how
+to fix it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import httpx
+
+from loreg import __version__
+from loreg.constants import (
+    ENV_URL,
+    api_timeout,
+    connect_timeout,
+)
+from loreg.errors import (
+    AuthenticationError,
+    ConflictError,
+    LoregError,
+    NotFoundError,
+    PermissionDeniedError,
+    RequestError,
+    ServerError,
+    ValidationFailedError,
+)
+
+USER_AGENT = f"loreg/{__version__}"
+
+_STATUS_CLASSES: dict[int, type[LoregError]] = {
+    400: ValidationFailedError,
+    401: AuthenticationError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    409: ConflictError,
+    413: ValidationFailedError,
+    422: ValidationFailedError,
+}
+
+
+def error_class_for_status(status: int) -> type[LoregError]:
+    """The loreg error class for an HTTP error status."""
+    if status >= 500:
+        return ServerError
+    return _STATUS_CLASSES.get(status, RequestError)
+
+
+def error_from_response(response: httpx.Response) -> LoregError:
+    """Build the typed error for a non-2xx answer.
+
+    The registry answers ``{"error": {"code", "message", "details"?}}``; other
+    bodies (a proxy's HTML page, plain text, nothing) still give a message
+    naming the status and the URL.
+    """
+    status = response.status_code
+    code: str | None = None
+    message: str | None = None
+    details: Any = None
+    try:
+        body = response.json()
+    except (ValueError, UnicodeDecodeError):
+        body = None
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        error = body["error"]
+        code = error.get("code") if isinstance(error.get("code"), str) else None
+        if isinstance(error.get("message"), str) and error["message"].strip():
+            message = error["message"].strip()
+        details = error.get("details")
+    elif isinstance(body, dict) and "detail" in body:
+        # A bare framework answer (e.g. an unrouted path): keep its text.
+        detail = body["detail"]
+        message = _one_line(detail if isinstance(detail, str) else json.dumps(detail))
+    if message is None:
+        text = _one_line(_safe_text(response))
+        reason = response.reason_phrase or "error"
+        where = _describe_url(response.request.url) if _has_request(response) else "the registry"
+        message = f"HTTP {status} {reason} from {where}" + (f": {text}" if text else "")
+    error = error_class_for_status(status)(message, code=code, status=status)
+    error.details = details  # type: ignore[attr-defined]
+    return error
+
+
+def raise_for_response(response: httpx.Response) -> httpx.Response:
+    """Return ``response`` if it is 2xx, else raise its typed error."""
+    if response.is_success:
+        return response
+    if not response.is_stream_consumed:
+        response.read()
+    raise error_from_response(response)
+
+
+def unreachable_error(base_url: str, exc: Exception) -> ServerError:
+    """The error for a registry that does not answer at all."""
+    if isinstance(exc, httpx.TimeoutException):
+        return ServerError(
+            f"the registry at {base_url} did not answer in time ({type(exc).__name__}): "
+            "is it overloaded? Raise LOREG_TIMEOUT or retry later"
+        )
+    reason = _one_line(str(exc)) or type(exc).__name__
+    return ServerError(
+        f"cannot reach the registry at {base_url} ({reason}): is `loreg serve` running? "
+        f"Set {ENV_URL} (or --url) to its address, or LOREG_OFFLINE=1 to use the local cache"
+    )
+
+
+def default_timeout(read: float | None = None) -> httpx.Timeout:
+    """Timeout of ``read`` seconds (default ``LOREG_TIMEOUT``) plus the connect timeout."""
+    return httpx.Timeout(read if read is not None else api_timeout(), connect=connect_timeout())
+
+
+class ApiClient:
+    """JSON client of the registry API on one reused ``httpx.Client``.
+
+    ``base_url`` is the registry root (``http://host:port``); paths passed to the
+    methods start with ``/v1/``. The token, when given, is sent as
+    ``Authorization: Bearer``. ``transport`` replaces the network (tests use
+    ``httpx.MockTransport``).
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None = None,
+        *,
+        timeout: float | httpx.Timeout | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ):
+        self.base_url = base_url.rstrip("/")
+        parts = urlsplit(self.base_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValidationFailedError(
+                f"registry URL {base_url!r} is not an http(s) URL: "
+                f"set {ENV_URL} (or --url) to e.g. http://127.0.0.1:8080"
+            )
+        self.token = token
+        headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        if not isinstance(timeout, httpx.Timeout):
+            timeout = default_timeout(timeout)
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            headers=headers,
+            timeout=timeout,
+            transport=transport,
+            follow_redirects=False,
+        )
+
+    @property
+    def http(self) -> httpx.Client:
+        """The underlying ``httpx.Client`` (authenticated, based at the registry URL)."""
+        return self._http
+
+    def owns(self, url: str) -> bool:
+        """True when ``url`` is relative or points at this registry (so it gets the token)."""
+        parts = urlsplit(url)
+        if not parts.scheme:
+            return True
+        base = urlsplit(self.base_url)
+        return (parts.scheme, parts.netloc) == (base.scheme, base.netloc)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        params: dict[str, Any] | None = None,
+        content: Any = None,
+        headers: dict[str, str] | None = None,
+        timeout: httpx.Timeout | None = None,
+    ) -> httpx.Response:
+        """Send one request and return the 2xx answer; raise the typed error otherwise."""
+        kwargs: dict[str, Any] = {"params": params, "headers": headers}
+        if json_body is not None:
+            kwargs["json"] = json_body
+        if content is not None:
+            kwargs["content"] = content
+        if timeout is not None:
+            kwargs["timeout"] = timeout
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise unreachable_error(self.base_url, exc) from exc
+        return raise_for_response(response)
+
+    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        """Send one request and decode its JSON answer."""
+        response = self.request(method, path, **kwargs)
+        if not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise ServerError(
+                f"the registry at {self.base_url} answered {method} {path} with a body that "
+                "is not JSON: is LOREG_URL pointing at a loreg registry?",
+                status=response.status_code,
+            ) from exc
+
+    def get(self, path: str, *, params: dict[str, Any] | None = None) -> Any:
+        """``GET path`` and return the decoded JSON."""
+        return self.call("GET", path, params=params)
+
+    def post(self, path: str, body: Any = None) -> Any:
+        """``POST path`` with a JSON body and return the decoded JSON."""
+        return self.call("POST", path, json_body=body if body is not None else {})
+
+    def put(self, path: str, body: Any = None) -> Any:
+        """``PUT path`` with a JSON body and return the decoded JSON."""
+        return self.call("PUT", path, json_body=body if body is not None else {})
+
+    def delete(self, path: str) -> Any:
+        """``DELETE path`` and return the decoded JSON."""
+        return self.call("DELETE", path)
+
+    def close(self) -> None:
+        """Close the keep-alive connections."""
+        self._http.close()
+
+    def __enter__(self) -> ApiClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def quote_path(segment: str, *, safe: str = "") -> str:
+    """Percent-encode one path segment (``safe`` characters are kept)."""
+    return quote(segment, safe=safe)
+
+
+def _has_request(response: httpx.Response) -> bool:
+    try:
+        response.request  # noqa: B018 - raises when the response has no request
+    except RuntimeError:
+        return False
+    return True
+
+
+def _describe_url(url: httpx.URL) -> str:
+    """A URL without its query string (presigned queries are long and secret)."""
+    return str(url.copy_with(query=None))
+
+
+def _safe_text(response: httpx.Response) -> str:
+    try:
+        return response.text
+    except Exception:  # noqa: BLE001 - undecodable bodies only lose their text
+        return ""
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    """Collapse whitespace and cut long text (HTML error pages) to one short line."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."

@@ -1,0 +1,562 @@
+"""Validate a PEFT LoRA ``adapter_config.json`` against its safetensors tensors.
+
+PEFT's ``save_pretrained`` names LoRA tensors
+``base_model.model.<module>.lora_A.weight`` ([r, in]) and ``.lora_B.weight``
+([out, r]); embeddings use ``.lora_embedding_A`` ([r, num_embeddings]) and
+``.lora_embedding_B`` ([dim, r]); DoRA adds ``.lora_magnitude_vector`` ([out])
+and ``lora_bias=True`` adds ``.lora_B.bias`` ([out]). Besides those, PEFT may
+save ``modules_to_save`` weights, base biases (``bias`` != "none"), the base
+weight of a targeted or resized embedding layer, and trainable-token deltas.
+Anything else is refused. Every problem found is reported at once. Standard
+library only.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from registry.errors import InvalidConfig
+from registry.validation.safetensors_header import TensorInfo
+
+#: Prefix PEFT puts before every module path of a LoRA adapter.
+PEFT_PREFIX = "base_model.model."
+#: Last module-name components of embedding layers (PEFT saves their full weight
+#: when they are targeted or were resized).
+EMBEDDING_NAMES = frozenset(
+    {"embed_tokens", "lm_head", "wte", "word_embeddings", "embed_in", "embed_out", "shared"}
+)
+#: dtypes a LoRA factor may have.
+FLOAT_DTYPES = frozenset({"F16", "BF16", "F32", "F64"})
+#: Longest regex accepted in target_modules / rank_pattern / exclude_modules.
+MAX_PATTERN_LENGTH = 4096
+#: Longest tensor name matched against config patterns (real ones are < 200).
+MAX_TENSOR_NAME = 1024
+#: How many problems are spelled out in the message (all are in ``details``).
+MAX_LISTED_PROBLEMS = 20
+MAX_DETAILS = 500
+
+#: LoRA variants whose tensors or module layout this validator does not know.
+_UNSUPPORTED_VARIANTS = (
+    "kasa_config",
+    "monteclora_config",
+    "use_bdlora",
+    "arrow_config",
+    "use_qalora",
+    "layer_replication",
+    "target_parameters",
+)
+
+_SUFFIXES = (
+    (".lora_A.weight", "A"),
+    (".lora_B.weight", "B"),
+    (".lora_B.bias", "B_bias"),
+    (".lora_embedding_A", "EA"),
+    (".lora_embedding_B", "EB"),
+    (".lora_magnitude_vector", "M"),
+)
+
+
+@dataclass(frozen=True)
+class LoraModuleShape:
+    """One LoRA-adapted module: its rank and the base layer's in/out sizes.
+
+    For embeddings ``in_features`` is the number of embeddings and
+    ``out_features`` the embedding dimension.
+    """
+
+    module: str
+    r: int
+    in_features: int
+    out_features: int
+    kind: str  # "linear" | "embedding"
+
+
+@dataclass(frozen=True)
+class LoraSummary:
+    """What a valid LoRA adapter holds (``parameter_count``: all stored elements)."""
+
+    r: int
+    lora_alpha: float
+    use_rslora: bool
+    target_modules: list[str] | str
+    modules: dict[str, LoraModuleShape]
+    parameter_count: int
+    base_model_name_or_path: str | None
+    fan_in_fan_out: bool = False
+    use_dora: bool = False
+    extra_tensors: tuple[str, ...] = field(default=())
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"duplicate key {key[:100]!r}")
+        out[key] = value
+    return out
+
+
+def parse_adapter_config(raw: bytes) -> dict[str, Any]:
+    """Parse a JSON config file (UTF-8, a JSON object); else :class:`InvalidConfig`."""
+    try:
+        text = bytes(raw).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidConfig(f"the config is not valid UTF-8 (byte {exc.start})") from None
+    try:
+        obj = json.loads(
+            text, object_pairs_hook=_object_without_duplicates, parse_constant=_reject_constant
+        )
+    except RecursionError:
+        raise InvalidConfig("the config JSON is nested too deeply") from None
+    except ValueError as exc:
+        raise InvalidConfig(f"the config is not valid JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise InvalidConfig(f"the config must be a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+# --------------------------------------------------------------------------- field checks
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: object) -> bool:
+    return _is_int(v) or (isinstance(v, float) and math.isfinite(v))
+
+
+def _is_str_list(v: object) -> bool:
+    return isinstance(v, list) and all(isinstance(x, str) for x in v)
+
+
+def _is_int_list(v: object) -> bool:
+    return isinstance(v, list) and all(_is_int(x) for x in v)
+
+
+def _optional(check: Callable[[object], bool]) -> Callable[[object], bool]:
+    return lambda v: v is None or check(v)
+
+
+def _positive_int_map(v: object) -> bool:
+    return isinstance(v, dict) and all(_is_int(x) and x > 0 for x in v.values())
+
+
+def _positive_number_map(v: object) -> bool:
+    return isinstance(v, dict) and all(_is_number(x) and x > 0 for x in v.values())
+
+
+def _token_indices(v: object) -> bool:
+    if _is_int_list(v):
+        return True
+    return isinstance(v, dict) and all(_is_int_list(x) for x in v.values())
+
+
+#: Known LoraConfig fields: (check, what the value must be). Unknown fields pass.
+_FIELD_CHECKS: dict[str, tuple[Callable[[object], bool], str]] = {
+    "r": (lambda v: _is_int(v) and v > 0, "a positive integer"),
+    "lora_alpha": (lambda v: _is_number(v) and v > 0, "a positive number"),
+    "lora_dropout": (lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    "use_rslora": (lambda v: isinstance(v, bool), "true or false"),
+    "use_dora": (lambda v: isinstance(v, bool), "true or false"),
+    "lora_bias": (lambda v: isinstance(v, bool), "true or false"),
+    "fan_in_fan_out": (lambda v: isinstance(v, bool), "true or false"),
+    "inference_mode": (lambda v: isinstance(v, bool), "true or false"),
+    "rank_pattern": (_optional(_positive_int_map), "an object mapping patterns to positive ints"),
+    "alpha_pattern": (
+        _optional(_positive_number_map),
+        "an object mapping patterns to positive numbers",
+    ),
+    "target_modules": (
+        lambda v: (isinstance(v, str) and v != "") or (_is_str_list(v) and len(v) > 0),
+        "a non-empty list of module names or a regex string",
+    ),
+    "exclude_modules": (
+        _optional(lambda v: isinstance(v, str) or _is_str_list(v)),
+        "null, a list of module names or a regex string",
+    ),
+    "modules_to_save": (_optional(_is_str_list), "null or a list of module names"),
+    "layers_to_transform": (
+        _optional(
+            lambda v: (_is_int(v) and v >= 0) or (_is_int_list(v) and min(v, default=0) >= 0)
+        ),
+        "null, a layer index or a list of layer indices",
+    ),
+    "layers_pattern": (
+        _optional(lambda v: isinstance(v, str) or _is_str_list(v)),
+        "null, a string or a list of strings",
+    ),
+    "bias": (lambda v: v in ("none", "all", "lora_only"), "'none', 'all' or 'lora_only'"),
+    "task_type": (_optional(lambda v: isinstance(v, str)), "null or a string"),
+    "base_model_name_or_path": (_optional(lambda v: isinstance(v, str)), "null or a string"),
+    "revision": (_optional(lambda v: isinstance(v, str)), "null or a string"),
+    "init_lora_weights": (lambda v: isinstance(v, bool | str), "true, false or a method name"),
+    "trainable_token_indices": (
+        _optional(_token_indices),
+        "null, a list of token ids or an object mapping module names to lists",
+    ),
+}
+
+_DEFAULTS: dict[str, Any] = {
+    "r": 8,
+    "lora_alpha": 8,
+    "lora_dropout": 0.0,
+    "use_rslora": False,
+    "use_dora": False,
+    "lora_bias": False,
+    "fan_in_fan_out": False,
+    "rank_pattern": {},
+    "alpha_pattern": {},
+    "exclude_modules": None,
+    "modules_to_save": None,
+    "layers_to_transform": None,
+    "layers_pattern": None,
+    "bias": "none",
+    "base_model_name_or_path": None,
+    "trainable_token_indices": None,
+}
+
+
+def _compile(pattern: str, where: str, problems: list[str]) -> re.Pattern[str] | None:
+    if len(pattern) > MAX_PATTERN_LENGTH:
+        problems.append(f"{where}: pattern is longer than {MAX_PATTERN_LENGTH} characters")
+        return None
+    try:
+        return re.compile(pattern)
+    except (re.error, RecursionError, OverflowError) as exc:
+        problems.append(f"{where}: {pattern[:100]!r} is not a valid regular expression ({exc})")
+        return None
+
+
+@dataclass
+class _Settings:
+    """The config fields the tensor checks need, type-checked (None: unusable)."""
+
+    r: int | None
+    target_modules: list[str] | str | None
+    target_regex: re.Pattern[str] | None
+    exclude: list[str] | re.Pattern[str] | None
+    rank_pattern: list[tuple[str, re.Pattern[str], int]]
+    layers_to_transform: list[int] | None
+    layers_pattern: list[str] | None
+    modules_to_save: list[str]
+    config: dict[str, Any]
+
+
+def _read_settings(config: dict[str, Any], problems: list[str]) -> _Settings:
+    values: dict[str, Any] = dict(_DEFAULTS)
+    for key, value in config.items():
+        if key in _FIELD_CHECKS:
+            check, expected = _FIELD_CHECKS[key]
+            if not check(value):
+                problems.append(f"config field '{key}' must be {expected}, got {value!r:.100}")
+                values[key] = None
+                continue
+        values[key] = value
+    for key in _UNSUPPORTED_VARIANTS:
+        if config.get(key) not in (None, False, [], {}):
+            problems.append(
+                f"config field '{key}' is set: this LoRA variant is not supported by the "
+                "registry; publish a plain LoRA adapter"
+            )
+    if "target_modules" not in config or config["target_modules"] is None:
+        problems.append("config field 'target_modules' is missing: PEFT always writes it")
+        values["target_modules"] = None
+
+    target = values.get("target_modules")
+    target_regex = None
+    if isinstance(target, str) and target != "all-linear":
+        target_regex = _compile(target, "target_modules", problems)
+    exclude: list[str] | re.Pattern[str] | None = values.get("exclude_modules")
+    if isinstance(exclude, str):
+        exclude = _compile(exclude, "exclude_modules", problems)
+    rank_pattern = []
+    for key, rank in (values.get("rank_pattern") or {}).items():
+        compiled = _compile(rf"(.*\.)?({key})$", f"rank_pattern key {key[:100]!r}", problems)
+        if compiled is not None:
+            rank_pattern.append((key, compiled, rank))
+    for key in values.get("alpha_pattern") or {}:
+        _compile(rf"(.*\.)?({key})$", f"alpha_pattern key {key[:100]!r}", problems)
+    layers = values.get("layers_to_transform")
+    pattern = values.get("layers_pattern")
+    return _Settings(
+        r=values.get("r"),
+        target_modules=target,
+        target_regex=target_regex,
+        exclude=exclude,
+        rank_pattern=rank_pattern,
+        layers_to_transform=[layers] if _is_int(layers) else layers,
+        layers_pattern=[pattern] if isinstance(pattern, str) else pattern,
+        modules_to_save=values.get("modules_to_save") or [],
+        config=values,
+    )
+
+
+# --------------------------------------------------------------------------- matching
+
+
+def _layer_index(module: str, layers_pattern: list[str] | None) -> int | None:
+    """The first layer index in a module path, as PEFT finds it for ``layers_to_transform``."""
+    if not layers_pattern:
+        match = re.match(r".*?\.[^.]*\.(?P<idx>\d+)\.", module)
+    else:
+        match = None
+        for pattern in layers_pattern:
+            match = re.match(rf"(?:^|.*?\.){re.escape(pattern)}\.(?P<idx>\d+)\.", module)
+            if match:
+                break
+    return int(match.group("idx")) if match else None
+
+
+def _is_targeted(module: str, s: _Settings) -> bool:
+    """Whether PEFT would put LoRA on ``module`` (target_modules, layers, exclusions)."""
+    if isinstance(s.exclude, re.Pattern):
+        if s.exclude.fullmatch(module):
+            return False
+    elif s.exclude and any(module == e or module.endswith("." + e) for e in s.exclude):
+        return False
+    target = s.target_modules
+    if target == "all-linear":
+        return True
+    if isinstance(target, str):
+        return s.target_regex is not None and s.target_regex.fullmatch(module) is not None
+    if not target:
+        return False
+    if module in target:
+        return True
+    if not any(module.endswith("." + t) for t in target):
+        return False
+    if s.layers_to_transform:
+        index = _layer_index(module, s.layers_pattern)
+        return index is not None and index in s.layers_to_transform
+    return True
+
+
+def _expected_rank(module: str, s: _Settings) -> tuple[int | None, str]:
+    for key, compiled, rank in s.rank_pattern:
+        if compiled.match(module):
+            return rank, f"rank_pattern[{key!r}]"
+    return s.r, "r"
+
+
+def _is_module_to_save(rest: str, s: _Settings) -> bool:
+    return any(re.match(rf"(^|.*\.){re.escape(m)}($|\..*)", rest) for m in s.modules_to_save)
+
+
+# --------------------------------------------------------------------------- tensors
+
+
+def _group_tensors(
+    tensors: dict[str, TensorInfo], problems: list[str]
+) -> tuple[dict[str, dict[str, TensorInfo]], dict[str, TensorInfo]]:
+    """Split tensors into LoRA parts per module and everything else (prefix stripped)."""
+    groups: dict[str, dict[str, TensorInfo]] = {}
+    others: dict[str, TensorInfo] = {}
+    bad_prefix = [n for n in tensors if not n.startswith(PEFT_PREFIX)]
+    if bad_prefix:
+        problems.append(
+            f"{len(bad_prefix)} tensor name(s) do not start with '{PEFT_PREFIX}' "
+            f"(e.g. {bad_prefix[0][:120]!r}); save the adapter with PEFT save_pretrained"
+        )
+    for name, info in tensors.items():
+        if not name.startswith(PEFT_PREFIX):
+            continue
+        if len(name) > MAX_TENSOR_NAME:
+            problems.append(
+                f"tensor {name[:80]!r}... has a {len(name)}-character name; "
+                f"the limit is {MAX_TENSOR_NAME}"
+            )
+            continue
+        rest = name[len(PEFT_PREFIX) :]
+        for suffix, part in _SUFFIXES:
+            if rest.endswith(suffix) and len(rest) > len(suffix):
+                groups.setdefault(rest[: -len(suffix)], {})[part] = info
+                break
+        else:
+            if ".lora_" in rest or rest.startswith("lora_"):
+                problems.append(
+                    f"tensor {name[:160]!r} is not a LoRA tensor this registry knows "
+                    "(lora_A.weight, lora_B.weight, lora_B.bias, lora_embedding_A/B, "
+                    "lora_magnitude_vector)"
+                )
+            else:
+                others[rest] = info
+    return groups, others
+
+
+def _check_module(
+    module: str, parts: dict[str, TensorInfo], s: _Settings, problems: list[str]
+) -> LoraModuleShape | None:
+    linear = "A" in parts or "B" in parts
+    embedding = "EA" in parts or "EB" in parts
+    if linear and embedding:
+        problems.append(f"{module}: has both lora_A/lora_B and lora_embedding_A/B tensors")
+        return None
+    if not linear and not embedding:
+        problems.append(f"{module}: has {', '.join(sorted(parts))} but no lora_A/lora_B tensors")
+        return None
+    kind = "linear" if linear else "embedding"
+    a_key, b_key = ("A", "B") if linear else ("EA", "EB")
+    a_name, b_name = ("lora_A", "lora_B") if linear else ("lora_embedding_A", "lora_embedding_B")
+    a, b = parts.get(a_key), parts.get(b_key)
+    if a is None or b is None:
+        have, missing = (a_name, b_name) if b is None else (b_name, a_name)
+        problems.append(f"{module}: has {have} but no {missing}")
+        return None
+    before = len(problems)
+    for label, info in ((a_name, a), (b_name, b)):
+        if len(info.shape) != 2:
+            problems.append(
+                f"{module}: {label} is {len(info.shape)}-D {list(info.shape)}; only Linear and "
+                "Embedding LoRA modules (2-D factors) are supported"
+            )
+        if info.dtype not in FLOAT_DTYPES:
+            problems.append(f"{module}: {label} has dtype {info.dtype}; expected F16, BF16 or F32")
+    if len(problems) > before:
+        return None
+    rank, in_features = a.shape
+    out_features, b_rank = b.shape
+    if b_rank != rank:
+        problems.append(
+            f"{module}: {a_name} has rank {rank} ({list(a.shape)}) but {b_name} has rank "
+            f"{b_rank} ({list(b.shape)})"
+        )
+    expected, source = _expected_rank(module, s)
+    if expected is not None and rank != expected:
+        problems.append(f"{module}: rank is {rank} but the config says {expected} ({source})")
+    if rank == 0:
+        problems.append(f"{module}: rank is 0")
+    if s.target_modules is not None and not _is_targeted(module, s):
+        problems.append(
+            f"{module}: has LoRA tensors but is not matched by target_modules "
+            f"{s.target_modules!r:.200}"
+            + (" (with layers_to_transform)" if s.layers_to_transform else "")
+            + (" or is excluded by exclude_modules" if s.exclude else "")
+        )
+    _check_extras(module, parts, out_features, s, problems)
+    return LoraModuleShape(module, rank, in_features, out_features, kind)
+
+
+def _check_extras(
+    module: str,
+    parts: dict[str, TensorInfo],
+    out_features: int,
+    s: _Settings,
+    problems: list[str],
+) -> None:
+    """lora_B.bias (lora_bias) and lora_magnitude_vector (DoRA): presence and [out] shape."""
+    for part, flag, label in (
+        ("B_bias", "lora_bias", "lora_B.bias"),
+        ("M", "use_dora", "lora_magnitude_vector"),
+    ):
+        info = parts.get(part)
+        enabled = s.config.get(flag) is True
+        if info is None:
+            if enabled and part == "M":
+                problems.append(f"{module}: use_dora is true but there is no {label}")
+            continue
+        if not enabled:
+            problems.append(f"{module}: has {label} but the config has {flag}=false")
+        elif info.shape != (out_features,):
+            problems.append(
+                f"{module}: {label} has shape {list(info.shape)}; expected [{out_features}]"
+            )
+
+
+def _check_other_tensor(
+    rest: str,
+    info: TensorInfo,
+    modules: dict[str, LoraModuleShape],
+    s: _Settings,
+    problems: list[str],
+) -> None:
+    """Non-LoRA tensors: allowed only where PEFT would have saved them."""
+    if _is_module_to_save(rest, s):
+        return
+    if s.config.get("bias") in ("all", "lora_only") and rest.endswith(".bias"):
+        return
+    if s.config.get("trainable_token_indices") and ".trainable_tokens_" in rest:
+        return
+    module, _, param = rest.rpartition(".")
+    if module.endswith(".base_layer"):
+        module = module[: -len(".base_layer")]
+    lora = modules.get(module)
+    if lora is not None and lora.kind == "embedding" and param == "weight":
+        expected = (lora.in_features, lora.out_features)
+        if info.shape != expected:
+            problems.append(
+                f"{module}: saved embedding weight has shape {list(info.shape)} but the LoRA "
+                f"factors imply {list(expected)}"
+            )
+        return
+    if module.rsplit(".", 1)[-1] in EMBEDDING_NAMES and param == "weight" and len(info.shape) == 2:
+        return  # a resized or targeted embedding layer, saved in full by PEFT
+    problems.append(
+        f"unexpected tensor '{PEFT_PREFIX}{rest[:160]}': not a LoRA tensor and not covered by "
+        "modules_to_save, bias, trainable_token_indices or an embedding layer"
+    )
+
+
+def _raise_problems(problems: list[str]) -> None:
+    listed = "; ".join(problems[:MAX_LISTED_PROBLEMS])
+    more = len(problems) - MAX_LISTED_PROBLEMS
+    raise InvalidConfig(
+        f"adapter config and tensors disagree ({len(problems)} problem(s)): {listed}"
+        + (f"; and {more} more (see details)" if more > 0 else ""),
+        details=problems[:MAX_DETAILS],
+    )
+
+
+def validate_lora_config(config: dict[str, Any], tensors: dict[str, TensorInfo]) -> LoraSummary:
+    """Check a LoRA config and its tensors together; return what the adapter holds.
+
+    Raises :class:`InvalidConfig` listing every problem (``details`` holds the list).
+    """
+    if not isinstance(config, dict):
+        raise InvalidConfig(f"the config must be a JSON object, got {type(config).__name__}")
+    peft_type = config.get("peft_type")
+    if peft_type != "LORA":
+        raise InvalidConfig(
+            f"only LoRA adapters are accepted; the config has peft_type {peft_type!r:.100} "
+            "(expected 'LORA')"
+        )
+    problems: list[str] = []
+    settings = _read_settings(config, problems)
+    groups, others = _group_tensors(tensors, problems)
+    modules: dict[str, LoraModuleShape] = {}
+    for module, parts in sorted(groups.items()):
+        shape = _check_module(module, parts, settings, problems)
+        if shape is not None:
+            modules[module] = shape
+    if not groups and not problems:
+        problems.append("the safetensors file holds no LoRA tensors (lora_A/lora_B)")
+    for rest, info in others.items():
+        _check_other_tensor(rest, info, modules, settings, problems)
+    if problems:
+        _raise_problems(problems)
+    values = settings.config
+    target = values["target_modules"]
+    return LoraSummary(
+        r=values["r"],
+        lora_alpha=values["lora_alpha"],
+        use_rslora=values["use_rslora"],
+        target_modules=sorted(set(target)) if isinstance(target, list) else target,
+        modules=modules,
+        parameter_count=sum(info.numel for info in tensors.values()),
+        base_model_name_or_path=values["base_model_name_or_path"],
+        fan_in_fan_out=values["fan_in_fan_out"],
+        use_dora=values["use_dora"],
+        extra_tensors=tuple(PEFT_PREFIX + rest for rest in others),
+    )

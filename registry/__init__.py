@@ -1,0 +1,3 @@
+"""loreg registry: the metadata API service (FastAPI + SQLModel)."""
+
+__version__ = "0.1.0"

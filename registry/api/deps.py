@@ -1,0 +1,54 @@
+"""FastAPI dependencies: the service context, a DB session, the calling principal."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+from sqlmodel import Session
+
+from registry.auth import Principal, parse_bearer
+from registry.services.context import Context
+from registry.services.tokens import authenticate
+
+
+def get_context(request: Request) -> Context:
+    """The app's service context (settings, engine, store)."""
+    return request.app.state.ctx
+
+
+def get_session(ctx: Annotated[Context, Depends(get_context)]) -> Iterator[Session]:
+    """A session per request: committed when the handler returns, rolled back on error."""
+    with Session(ctx.engine, expire_on_commit=False) as session:
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+
+
+def get_principal(
+    ctx: Annotated[Context, Depends(get_context)],
+    authorization: Annotated[str | None, Header()] = None,
+) -> Principal:
+    """The caller, from ``Authorization: Bearer``; anonymous without the header."""
+    token = parse_bearer(authorization)
+    if token is None:
+        return Principal()
+    with Session(ctx.engine) as session:
+        return authenticate(session, token)
+
+
+def base_url(request: Request) -> str:
+    """The externally visible base URL of this request (for absolute links)."""
+    return str(request.base_url).rstrip("/")
+
+
+ContextDep = Annotated[Context, Depends(get_context)]
+# scope="function": commit before the response is sent (the default for yield
+# dependencies ends them after the response, so a client could read stale data).
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+BaseUrlDep = Annotated[str, Depends(base_url)]

@@ -1,0 +1,25 @@
+"""Base-model catalog routes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from registry.api.deps import BaseUrlDep, ContextDep, SessionDep
+from registry.services import base_models
+
+router = APIRouter(prefix="/v1", tags=["base-models"])
+
+
+@router.get("/base-models")
+def list_base_models(session: SessionDep) -> list[dict[str, Any]]:
+    """Every registered base model."""
+    return base_models.list_base_models(session)
+
+
+@router.get("/base-models/{name:path}")
+def get_base_model(name: str, session: SessionDep, ctx: ContextDep, base: BaseUrlDep) -> dict:
+    """One base model: config, linear-module shapes, files with download URLs."""
+    bm = base_models.get_base_model(session, name)
+    return base_models.base_model_view(session, ctx, bm, base)

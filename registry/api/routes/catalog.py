@@ -1,0 +1,95 @@
+"""Catalog routes: health, identity, namespaces, adapters, resolve, aliases."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+import registry
+from registry.api.deps import BaseUrlDep, ContextDep, PrincipalDep, SessionDep
+from registry.schemas import AliasRequest, NamespaceRequest
+from registry.services import catalog, tokens
+
+router = APIRouter(prefix="/v1", tags=["catalog"])
+
+
+@router.get("/health")
+def health(ctx: ContextDep) -> dict[str, Any]:
+    """Liveness plus which storage and database this server runs on."""
+    return {
+        "status": "ok",
+        "version": registry.__version__,
+        "storage": ctx.settings.storage_kind,
+        "database": ctx.settings.database_kind,
+    }
+
+
+@router.get("/whoami")
+def whoami(principal: PrincipalDep) -> dict[str, Any]:
+    """Who the bearer token belongs to and what it may do."""
+    levels = {1: "read", 2: "write", 3: "admin"}
+    return {
+        "authenticated": principal.authenticated,
+        "token_name": principal.name,
+        "default_namespace": principal.default_namespace,
+        "grants": [
+            {"namespace": ns, "scope": levels[lv]} for ns, lv in sorted(principal.grants.items())
+        ],
+    }
+
+
+@router.get("/namespaces")
+def list_namespaces(session: SessionDep, principal: PrincipalDep) -> list[dict[str, Any]]:
+    """Namespaces visible to the caller."""
+    return catalog.list_namespaces(session, principal)
+
+
+@router.post("/namespaces", status_code=201)
+def create_namespace(body: NamespaceRequest, session: SessionDep, principal: PrincipalDep) -> dict:
+    """Create a namespace (admin)."""
+    return tokens.create_namespace(session, principal, body)
+
+
+@router.get("/adapters")
+def list_adapters(
+    session: SessionDep, principal: PrincipalDep, namespace: str | None = None
+) -> list[dict[str, Any]]:
+    """Adapters visible to the caller, optionally in one namespace."""
+    return catalog.list_adapters(session, principal, namespace)
+
+
+@router.get("/adapters/{namespace}/{name}")
+def get_adapter(namespace: str, name: str, session: SessionDep, principal: PrincipalDep) -> dict:
+    """One adapter with its versions and aliases."""
+    return catalog.adapter_detail(session, principal, namespace, name)
+
+
+@router.get("/resolve/{ref:path}")
+def resolve(
+    ref: str, session: SessionDep, principal: PrincipalDep, ctx: ContextDep, base: BaseUrlDep
+) -> dict[str, Any]:
+    """Resolve a ref to a version manifest with short-lived download URLs."""
+    ns, adapter, version = catalog.resolve_ref(session, principal, ref)
+    return catalog.version_view(session, ctx, ns, adapter, version, base)
+
+
+@router.put("/adapters/{namespace}/{name}/aliases/{alias}")
+def set_alias(
+    namespace: str,
+    name: str,
+    alias: str,
+    body: AliasRequest,
+    session: SessionDep,
+    principal: PrincipalDep,
+) -> dict[str, Any]:
+    """Create or move an alias (audited)."""
+    return catalog.set_alias(session, principal, namespace, name, alias, body.version)
+
+
+@router.delete("/adapters/{namespace}/{name}/aliases/{alias}")
+def remove_alias(
+    namespace: str, name: str, alias: str, session: SessionDep, principal: PrincipalDep
+) -> dict[str, Any]:
+    """Delete an alias (audited)."""
+    return catalog.remove_alias(session, principal, namespace, name, alias)

@@ -1,0 +1,113 @@
+"""Publish routes: create an upload, send blobs, complete blobs, commit."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import tempfile
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from sqlmodel import Session
+
+from registry.api.deps import BaseUrlDep, ContextDep, PrincipalDep, SessionDep
+from registry.errors import BlobMismatch, InvalidRequest, PayloadTooLarge
+from registry.models import Blob
+from registry.schemas import CompleteBlobRequest, UploadRequest
+from registry.services import publish
+
+router = APIRouter(prefix="/v1", tags=["publish"])
+_SHA = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _check_sha(sha256: str) -> str:
+    if not _SHA.match(sha256):
+        raise InvalidRequest(f"'{sha256}' is not a lowercase hex sha256")
+    return sha256
+
+
+@router.post("/uploads", status_code=201)
+def create_upload(
+    body: UploadRequest,
+    session: SessionDep,
+    principal: PrincipalDep,
+    ctx: ContextDep,
+    base: BaseUrlDep,
+) -> dict[str, Any]:
+    """Phase 1: declare the files; learn which blobs to send and how."""
+    return publish.create_upload(session, ctx, principal, body, base)
+
+
+@router.post("/uploads/{upload_id}/blobs/{sha256}/complete")
+def complete_blob(
+    upload_id: str,
+    sha256: str,
+    body: CompleteBlobRequest,
+    session: SessionDep,
+    principal: PrincipalDep,
+    ctx: ContextDep,
+) -> dict[str, Any]:
+    """Phase 2 (S3): verify a blob sent through presigned URLs and store it."""
+    parts = [(p.part_number, p.etag) for p in body.parts] if body.parts else None
+    return publish.complete_blob(session, ctx, principal, upload_id, _check_sha(sha256), parts)
+
+
+@router.put("/uploads/{upload_id}/blobs/{sha256}")
+async def upload_blob(
+    upload_id: str, sha256: str, request: Request, principal: PrincipalDep, ctx: ContextDep
+) -> dict[str, Any]:
+    """Phase 2 (API upload): stream the bytes here; verified and stored in this call."""
+    sha = _check_sha(sha256)
+
+    def lookup() -> tuple[int, bool]:
+        with Session(ctx.engine) as session:
+            upload = publish.open_upload(session, principal, upload_id)
+            return publish.declared_size(upload, sha), session.get(Blob, sha) is not None
+
+    size, present = await run_in_threadpool(lookup)
+    if present:
+        return {"sha256": sha, "size": size, "present": True}
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) != size:
+        raise BlobMismatch(f"blob {sha}: body is {declared} bytes, the manifest declared {size}")
+    tmp_dir = ctx.settings.data_dir / "tmp"
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp_path = tempfile.mkstemp(dir=tmp_dir, prefix="upload-")
+    try:
+        h = hashlib.sha256()
+        received = 0
+        with os.fdopen(fd, "wb") as out:
+            async for chunk in request.stream():
+                received += len(chunk)
+                if received > size:
+                    raise PayloadTooLarge(f"blob {sha}: more than the declared {size} bytes sent")
+                h.update(chunk)
+                out.write(chunk)
+        if received != size or h.hexdigest() != sha:
+            raise BlobMismatch(
+                f"blob {sha}: received {received} bytes hashing to {h.hexdigest()}; "
+                f"expected {size} bytes"
+            )
+
+        def store() -> dict[str, Any]:
+            with open(tmp_path, "rb") as f:
+                return publish.store_received_blob(ctx, sha, size, f)
+
+        return await run_in_threadpool(store)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_path)
+
+
+@router.post("/uploads/{upload_id}/commit", status_code=201)
+def commit_upload(
+    upload_id: str, principal: PrincipalDep, ctx: ContextDep, base: BaseUrlDep
+) -> Any:
+    """Phase 3: validate and write the version atomically (200 if it already existed)."""
+    created, view = publish.commit_upload(ctx, principal, upload_id, base)
+    body = {"created": created, "resolved": view}
+    return body if created else JSONResponse(body, status_code=200)

@@ -1,0 +1,158 @@
+"""The FastAPI application: routes, error rendering, request size limits."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from loreg.errors import InvalidRefError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+import registry
+from registry.api.routes import admin, base_models, catalog, uploads
+from registry.errors import PayloadTooLarge, RegistryError
+from registry.services.context import Context
+from registry.settings import Settings
+
+log = logging.getLogger("loreg.registry")
+
+_BLOB_UPLOAD = re.compile(r"^/v1/uploads/[^/]+/blobs/[^/]+$")
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_request",
+    429: "too_many_requests",
+}
+
+
+def _error(status: int, code: str, message: str, details: Any = None) -> JSONResponse:
+    body: dict[str, Any] = {"code": code, "message": message}
+    if details is not None:
+        body["details"] = details
+    return JSONResponse({"error": body}, status_code=status)
+
+
+class BodySizeLimit:
+    """Refuse request bodies over a limit with 413, by Content-Length or while streaming.
+
+    Blob uploads (``PUT /v1/uploads/{id}/blobs/{sha}``) get the file-size limit;
+    every other request the JSON-body limit.
+    """
+
+    def __init__(self, app: ASGIApp, json_limit: int, file_limit: int):
+        self.app = app
+        self.json_limit = json_limit
+        self.file_limit = file_limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        is_blob = scope["method"] == "PUT" and _BLOB_UPLOAD.match(scope["path"])
+        limit = self.file_limit if is_blob else self.json_limit
+        for name, value in scope.get("headers", []):
+            if name == b"content-length" and value.isdigit() and int(value) > limit:
+                await _error(
+                    413,
+                    "payload_too_large",
+                    f"request body is {int(value)} bytes; the limit is {limit}",
+                )(scope, receive, send)
+                return
+        received = 0
+        too_large = False
+
+        async def limited_receive() -> Message:
+            nonlocal received, too_large
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    too_large = True
+                    raise _BodyTooLarge(limit)
+            return message
+
+        response_started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _BodyTooLarge:
+            if not response_started:
+                await _error(
+                    413, "payload_too_large", f"request body exceeds the limit of {limit} bytes"
+                )(scope, receive, send)
+
+
+class _BodyTooLarge(PayloadTooLarge):
+    def __init__(self, limit: int):
+        super().__init__(f"request body exceeds the limit of {limit} bytes")
+
+
+def create_app(settings: Settings | None = None, context: Context | None = None) -> FastAPI:
+    """Build the API app for the given settings (or a prepared context)."""
+    ctx = context or Context.from_settings(settings or Settings.from_env())
+    app = FastAPI(
+        title="loreg",
+        version=registry.__version__,
+        description="Registry and artifact store for LoRA adapters. See docs/http-api.md.",
+    )
+    app.state.ctx = ctx
+    for module in (catalog, uploads, base_models, admin):
+        app.include_router(module.router)
+
+    @app.exception_handler(RegistryError)
+    async def _registry_error(_: Request, exc: RegistryError) -> JSONResponse:
+        return JSONResponse(exc.to_dict(), status_code=exc.status)
+
+    @app.exception_handler(InvalidRefError)
+    async def _ref_error(_: Request, exc: InvalidRefError) -> JSONResponse:
+        return _error(422, "invalid_ref", str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = []
+        for err in exc.errors()[:10]:
+            where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+            problems.append(f"{where or 'body'}: {err.get('msg')}")
+        return _error(
+            422,
+            "invalid_request",
+            "invalid request: " + "; ".join(problems),
+            details=[
+                {"loc": list(e.get("loc", ())), "msg": e.get("msg")} for e in exc.errors()[:50]
+            ],
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _HTTP_CODES.get(exc.status_code, "error")
+        message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
+        return _error(exc.status_code, code, message)
+
+    @app.exception_handler(Exception)
+    async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return _error(500, "internal", f"internal error ({type(exc).__name__}); see server log")
+
+    app.add_middleware(
+        BodySizeLimit,
+        json_limit=ctx.settings.max_json_body_bytes,
+        file_limit=ctx.settings.max_file_bytes,
+    )
+    return app

@@ -1,0 +1,228 @@
+"""Database tables (SQLModel) of the registry.
+
+Runs on Postgres and SQLite alike: JSON columns use the generic ``JSON`` type,
+datetimes are stored timezone-aware in UTC, byte sizes are 64-bit.
+The request/response schemas live in ``registry.schemas``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+def _ts(nullable: bool = False, index: bool = False) -> Any:
+    return Field(
+        default_factory=utcnow if not nullable else None,
+        sa_type=sa.DateTime(timezone=True),
+        nullable=nullable,
+        index=index,
+    )
+
+
+def _json(nullable: bool = True) -> Any:
+    return Field(default=None, sa_type=sa.JSON, nullable=nullable)
+
+
+def _bigint() -> Any:
+    return Field(sa_type=sa.BigInteger, nullable=False)
+
+
+class Namespace(SQLModel, table=True):
+    """An owner of adapters (team or user); private ones are hidden from outsiders."""
+
+    __tablename__ = "namespaces"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=64, unique=True, index=True)
+    private: bool = Field(default=False)
+    created_at: datetime = _ts()
+
+
+class ApiToken(SQLModel, table=True):
+    """An API token; only the sha256 of the secret is stored."""
+
+    __tablename__ = "api_tokens"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=128)
+    token_hash: str = Field(max_length=64, unique=True, index=True)
+    prefix: str = Field(max_length=16)
+    default_namespace: str = Field(default="default", max_length=64)
+    created_by: str | None = Field(default=None, max_length=128)
+    created_at: datetime = _ts()
+    revoked_at: datetime | None = _ts(nullable=True)
+
+
+class TokenGrant(SQLModel, table=True):
+    """A scope (read/write/admin) of a token on a namespace (``*`` = all)."""
+
+    __tablename__ = "token_grants"
+    __table_args__ = (sa.UniqueConstraint("token_id", "namespace"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    token_id: int = Field(foreign_key="api_tokens.id", index=True, ondelete="CASCADE")
+    namespace: str = Field(max_length=64)
+    scope: str = Field(max_length=8)
+
+
+class Blob(SQLModel, table=True):
+    """A verified, content-addressed object in the store (stored once)."""
+
+    __tablename__ = "blobs"
+
+    sha256: str = Field(primary_key=True, max_length=64)
+    size: int = _bigint()
+    created_at: datetime = _ts(index=True)
+
+
+class Adapter(SQLModel, table=True):
+    """``namespace/name``: a series of immutable versions."""
+
+    __tablename__ = "adapters"
+    __table_args__ = (sa.UniqueConstraint("namespace_id", "name"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    namespace_id: int = Field(foreign_key="namespaces.id", index=True)
+    name: str = Field(max_length=64)
+    description: str | None = Field(default=None, max_length=4096)
+    base_model: str | None = Field(default=None, max_length=256)
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
+
+
+class BaseModelRecord(SQLModel, table=True):
+    """A base model entry: architecture and the shape of every linear module."""
+
+    __tablename__ = "base_models"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=256, unique=True, index=True)
+    revision: str | None = Field(default=None, max_length=128)
+    architecture: str | None = Field(default=None, max_length=128)
+    model_type: str | None = Field(default=None, max_length=64)
+    config: dict | None = _json()
+    modules: dict | None = _json()
+    digest: str = Field(max_length=71)
+    size: int = _bigint()
+    created_by: str | None = Field(default=None, max_length=128)
+    created_at: datetime = _ts()
+
+
+class BaseModelFile(SQLModel, table=True):
+    """One file of a base model, pointing at a blob."""
+
+    __tablename__ = "base_model_files"
+    __table_args__ = (sa.UniqueConstraint("base_model_id", "path"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    base_model_id: int = Field(foreign_key="base_models.id", index=True, ondelete="CASCADE")
+    path: str = Field(max_length=1024)
+    blob_sha256: str = Field(foreign_key="blobs.sha256", max_length=64, index=True)
+    size: int = _bigint()
+
+
+class Version(SQLModel, table=True):
+    """An immutable version of an adapter, identified by number and digest."""
+
+    __tablename__ = "versions"
+    __table_args__ = (
+        sa.UniqueConstraint("adapter_id", "number"),
+        sa.UniqueConstraint("adapter_id", "digest"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    adapter_id: int = Field(foreign_key="adapters.id", index=True)
+    number: int
+    digest: str = Field(max_length=71, index=True)
+    config: dict | None = _json()
+    summary: dict | None = _json()
+    meta: dict | None = _json()
+    description: str | None = Field(default=None, max_length=4096)
+    base_model: str | None = Field(default=None, max_length=256)
+    base_model_id: int | None = Field(default=None, foreign_key="base_models.id")
+    size: int = _bigint()
+    created_by: str | None = Field(default=None, max_length=128)
+    created_at: datetime = _ts()
+
+
+class VersionFile(SQLModel, table=True):
+    """One file of a version, pointing at a blob."""
+
+    __tablename__ = "version_files"
+    __table_args__ = (sa.UniqueConstraint("version_id", "path"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    version_id: int = Field(foreign_key="versions.id", index=True, ondelete="CASCADE")
+    path: str = Field(max_length=1024)
+    blob_sha256: str = Field(foreign_key="blobs.sha256", max_length=64, index=True)
+    size: int = _bigint()
+
+
+class Alias(SQLModel, table=True):
+    """A movable name (``prod``) on one version of an adapter."""
+
+    __tablename__ = "aliases"
+    __table_args__ = (sa.UniqueConstraint("adapter_id", "name"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    adapter_id: int = Field(foreign_key="adapters.id", index=True)
+    name: str = Field(max_length=64)
+    version_id: int = Field(foreign_key="versions.id")
+    updated_by: str | None = Field(default=None, max_length=128)
+    updated_at: datetime = _ts()
+
+
+class LineageEdge(SQLModel, table=True):
+    """child version <- parent (a version or a base model), with a relation and params."""
+
+    __tablename__ = "lineage_edges"
+
+    id: int | None = Field(default=None, primary_key=True)
+    child_version_id: int = Field(foreign_key="versions.id", index=True, ondelete="CASCADE")
+    relation: str = Field(max_length=32)
+    parent_version_id: int | None = Field(default=None, foreign_key="versions.id", index=True)
+    parent_base_model_id: int | None = Field(default=None, foreign_key="base_models.id")
+    params: dict | None = _json()
+    created_at: datetime = _ts()
+
+
+class UploadSession(SQLModel, table=True):
+    """Phase one of a publish: the declared manifest, until it is committed or expires."""
+
+    __tablename__ = "upload_sessions"
+
+    id: str = Field(default_factory=lambda: uuid.uuid4().hex, primary_key=True, max_length=32)
+    kind: str = Field(max_length=16)
+    namespace: str | None = Field(default=None, max_length=64)
+    name: str = Field(max_length=256)
+    spec: dict = Field(sa_type=sa.JSON, nullable=False)
+    multipart: dict | None = _json()
+    status: str = Field(default="open", max_length=16)
+    created_by: str | None = Field(default=None, max_length=128)
+    created_at: datetime = _ts()
+    expires_at: datetime = Field(sa_type=sa.DateTime(timezone=True), nullable=False, index=True)
+    result: dict | None = _json()
+
+
+class AuditEvent(SQLModel, table=True):
+    """Who published, aliased, deleted, created a token: one row per action."""
+
+    __tablename__ = "audit_events"
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = _ts(index=True)
+    actor: str | None = Field(default=None, max_length=128)
+    action: str = Field(max_length=32)
+    namespace: str | None = Field(default=None, max_length=64, index=True)
+    target: str | None = Field(default=None, max_length=512)
+    detail: dict | None = _json()

@@ -1,0 +1,66 @@
+"""Reading base-model catalog entries."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlmodel import Session, select
+
+from registry.errors import NotFound
+from registry.models import BaseModelFile, BaseModelRecord
+from registry.services.context import Context
+from registry.services.urls import blob_download_url
+
+
+def get_base_model(session: Session, name: str) -> BaseModelRecord:
+    """The base model named ``name``, else 404."""
+    bm = session.exec(select(BaseModelRecord).where(BaseModelRecord.name == name)).first()
+    if bm is None:
+        raise NotFound(f"base model '{name}' not found: register it with `loreg base push`")
+    return bm
+
+
+def base_model_summary(bm: BaseModelRecord) -> dict[str, Any]:
+    """The list view of a base model."""
+    return {
+        "name": bm.name,
+        "revision": bm.revision,
+        "architecture": bm.architecture,
+        "model_type": bm.model_type,
+        "module_count": len(bm.modules or {}),
+        "digest": bm.digest,
+        "size": bm.size,
+        "created_at": bm.created_at.isoformat(),
+    }
+
+
+def base_model_view(
+    session: Session, ctx: Context, bm: BaseModelRecord, base_url: str
+) -> dict[str, Any]:
+    """The full view: config, every linear module's shape, files with download URLs."""
+    files = session.exec(
+        select(BaseModelFile)
+        .where(BaseModelFile.base_model_id == bm.id)
+        .order_by(BaseModelFile.path)
+    ).all()
+    out = base_model_summary(bm)
+    out.update(
+        config=bm.config,
+        modules=bm.modules or {},
+        files=[
+            {
+                "path": f.path,
+                "size": f.size,
+                "sha256": f.blob_sha256,
+                "url": blob_download_url(ctx, base_url, f.blob_sha256, f.path.rsplit("/", 1)[-1]),
+            }
+            for f in files
+        ],
+    )
+    return out
+
+
+def list_base_models(session: Session) -> list[dict[str, Any]]:
+    """Every registered base model (the base-model catalog is public)."""
+    rows = session.exec(select(BaseModelRecord).order_by(BaseModelRecord.name)).all()
+    return [base_model_summary(bm) for bm in rows]

@@ -1,0 +1,47 @@
+"""The service context: settings, database engine and object store, built once per app."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.engine import Engine
+
+from registry.db import make_engine
+from registry.settings import Settings
+from registry.storage.base import ObjectStore
+
+
+def make_store(settings: Settings) -> ObjectStore:
+    """The object store the settings ask for: S3 when a bucket is set, else a local folder."""
+    if settings.s3_bucket:
+        from registry.storage.s3 import S3Store
+
+        store = S3Store(
+            bucket=settings.s3_bucket,
+            endpoint_url=settings.s3_endpoint_url,
+            region=settings.s3_region,
+            prefix=settings.s3_prefix,
+            trust_checksums=settings.s3_trust_checksums,
+        )
+        if settings.s3_create_bucket:
+            store.ensure_bucket()
+        return store
+    from registry.storage.local import LocalStore
+
+    return LocalStore(settings.blob_dir)
+
+
+@dataclass
+class Context:
+    """Everything a service function needs besides the request's session and caller."""
+
+    settings: Settings
+    engine: Engine
+    store: ObjectStore
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Context:
+        """Build the engine and store from settings."""
+        return cls(
+            settings=settings, engine=make_engine(settings.database_url), store=make_store(settings)
+        )

@@ -1,0 +1,121 @@
+"""Server configuration: every LOREG_* environment variable the API reads.
+
+Two run modes, one code path:
+
+* embedded (default): SQLite + a local blob folder under ``data_dir``;
+* production: ``LOREG_DATABASE_URL`` (Postgres) and ``LOREG_S3_BUCKET``
+  (+ ``LOREG_S3_ENDPOINT_URL`` and the usual AWS credential variables).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+MiB = 2**20
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from exc
+
+
+def default_data_dir() -> Path:
+    """Where the embedded registry keeps its SQLite file and blobs by default."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "loreg"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved server settings; build with :meth:`from_env`."""
+
+    data_dir: Path
+    database_url: str
+    s3_bucket: str | None = None
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+    s3_prefix: str = ""
+    s3_create_bucket: bool = True
+    s3_trust_checksums: bool = True
+    public_url: str | None = None
+    secret_key: str = field(default_factory=lambda: secrets.token_hex(32), repr=False)
+    presign_expiry_s: int = 900
+    upload_expiry_s: int = 24 * 3600
+    gc_grace_s: int = 24 * 3600
+    max_json_body_bytes: int = 4 * MiB
+    max_file_bytes: int = 64 * 1024 * MiB
+    max_files_per_version: int = 1000
+    max_safetensors_header_bytes: int = 16 * MiB
+    max_config_bytes: int = 1 * MiB
+    multipart_threshold_bytes: int = 64 * MiB
+    multipart_part_size_bytes: int = 16 * MiB
+
+    @property
+    def storage_kind(self) -> str:
+        """``"s3"`` when a bucket is configured, else ``"local"``."""
+        return "s3" if self.s3_bucket else "local"
+
+    @property
+    def database_kind(self) -> str:
+        """The SQLAlchemy dialect name of the database URL."""
+        return self.database_url.split(":", 1)[0].split("+", 1)[0]
+
+    @property
+    def blob_dir(self) -> Path:
+        """Root of the local object store (embedded mode)."""
+        return self.data_dir / "objects"
+
+    def with_overrides(self, **changes) -> Settings:
+        """A copy with some fields replaced (tests, ``loreg serve`` flags)."""
+        return replace(self, **changes)
+
+    @classmethod
+    def from_env(cls, data_dir: str | Path | None = None) -> Settings:
+        """Read the LOREG_* environment; ``data_dir`` overrides LOREG_DATA_DIR."""
+        root = Path(data_dir or os.environ.get("LOREG_DATA_DIR") or default_data_dir())
+        root = root.expanduser().resolve()
+        database_url = os.environ.get("LOREG_DATABASE_URL") or f"sqlite:///{root / 'loreg.db'}"
+        secret = os.environ.get("LOREG_SECRET_KEY") or _stored_secret(root)
+        return cls(
+            data_dir=root,
+            database_url=database_url,
+            s3_bucket=os.environ.get("LOREG_S3_BUCKET") or None,
+            s3_endpoint_url=os.environ.get("LOREG_S3_ENDPOINT_URL") or None,
+            s3_region=os.environ.get("LOREG_S3_REGION") or os.environ.get("AWS_DEFAULT_REGION"),
+            s3_prefix=os.environ.get("LOREG_S3_PREFIX", ""),
+            s3_create_bucket=os.environ.get("LOREG_S3_CREATE_BUCKET", "1") not in ("0", "false"),
+            s3_trust_checksums=os.environ.get("LOREG_S3_TRUST_CHECKSUMS", "1")
+            not in ("0", "false"),
+            public_url=os.environ.get("LOREG_PUBLIC_URL") or None,
+            secret_key=secret,
+            presign_expiry_s=_env_int("LOREG_PRESIGN_EXPIRY", 900),
+            upload_expiry_s=_env_int("LOREG_UPLOAD_EXPIRY", 24 * 3600),
+            gc_grace_s=_env_int("LOREG_GC_GRACE", 24 * 3600),
+            max_json_body_bytes=_env_int("LOREG_MAX_JSON_BODY", 4 * MiB),
+            max_file_bytes=_env_int("LOREG_MAX_FILE_SIZE", 64 * 1024 * MiB),
+            max_safetensors_header_bytes=_env_int("LOREG_MAX_HEADER_SIZE", 16 * MiB),
+            multipart_threshold_bytes=_env_int("LOREG_MULTIPART_THRESHOLD", 64 * MiB),
+            multipart_part_size_bytes=_env_int("LOREG_MULTIPART_PART_SIZE", 16 * MiB),
+        )
+
+
+def _stored_secret(root: Path) -> str:
+    """The signing key for local download URLs, created once in the data dir."""
+    path = root / "secret_key"
+    if path.exists():
+        return path.read_text().strip()
+    root.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_hex(32)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(value)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+    return path.read_text().strip()

@@ -241,28 +241,39 @@ def main() -> int:
 
 
 class _count_httpx:
-    """Count httpx requests made while active (patches httpx.Client.send)."""
+    """Count client HTTP requests while active: httpx (API) and http.client (blob GETs)."""
 
     def __init__(self, callback):
         self.callback = callback
 
     def __enter__(self):
+        import http.client
+
         import httpx
 
         self._orig = httpx.Client.send
+        self._orig_request = http.client.HTTPConnection.request
         callback = self.callback
 
         def send(client, request, *a, **kw):
             callback(request)
             return self._orig(client, request, *a, **kw)
 
+        def request(conn, method, url, *a, **kw):
+            callback(httpx.Request(method, f"http://{conn.host}:{conn.port}{url}"))
+            return self._orig_request(conn, method, url, *a, **kw)
+
         httpx.Client.send = send
+        http.client.HTTPConnection.request = request
         return self
 
     def __exit__(self, *exc):
+        import http.client
+
         import httpx
 
         httpx.Client.send = self._orig
+        http.client.HTTPConnection.request = self._orig_request
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ import httpx
 from loreg.cache import Cache, check_sha256
 from loreg.constants import CHUNK_SIZE
 from loreg.errors import IntegrityError, LoregError, ServerError
+from loreg.fastget import iter_blocks, proxied
 from loreg.http import USER_AGENT, ApiClient, raise_for_response, unreachable_error
 from loreg.progress import Progress
 
@@ -197,18 +198,33 @@ class Transfers:
                 progress.update(n)
 
         try:
-            client = self.client_for(target.url)
-            headers = {"Accept-Encoding": "identity"}
-            with client.stream("GET", target.url, headers=headers, timeout=self.timeout) as resp:
-                raise_for_response(resp)
+            if self._transport is None and not proxied(target.url):
+                # the body path on the stdlib: ~3x httpx's throughput (see loreg.fastget)
                 digest = write_verified(
-                    resp.iter_bytes(),
+                    iter_blocks(
+                        target.url, timeout=self.timeout.read or 60.0, block_size=CHUNK_SIZE
+                    ),
                     temp,
                     expected_size=target.size,
                     on_bytes=on_bytes,
                     cancel=cancel,
                     label=target.label,
                 )
+            else:
+                client = self.client_for(target.url)
+                headers = {"Accept-Encoding": "identity"}
+                with client.stream(
+                    "GET", target.url, headers=headers, timeout=self.timeout
+                ) as resp:
+                    raise_for_response(resp)
+                    digest = write_verified(
+                        resp.iter_bytes(),
+                        temp,
+                        expected_size=target.size,
+                        on_bytes=on_bytes,
+                        cancel=cancel,
+                        label=target.label,
+                    )
             if digest != target.sha256:
                 raise IntegrityError(
                     f"{target.label}: downloaded bytes have sha256 {digest} but the registry "
@@ -405,7 +421,7 @@ def write_verified(
             pending.append(chunk)
             pending_len += len(chunk)
             if pending_len >= CHUNK_SIZE:
-                block = b"".join(pending)
+                block = pending[0] if len(pending) == 1 else b"".join(pending)
                 hash_stage.put(block)
                 write_stage.put(block)
                 pending, pending_len = [], 0

@@ -96,8 +96,8 @@ def main() -> int:
     args = parser.parse_args()
 
     import boto3
-    import loreg
 
+    import loreg
     from registry.app import create_app
     from registry.serve import prepare
     from registry.settings import Settings

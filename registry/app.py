@@ -9,11 +9,11 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from loreg.errors import InvalidRefError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import registry
+from loreg.errors import InvalidRefError
 from registry.api.routes import admin, base_models, catalog, uploads
 from registry.errors import PayloadTooLarge, RegistryError
 from registry.services.context import Context

@@ -36,8 +36,9 @@ def free_port() -> int:
 
 def main() -> int:
     """Run the demo; returns a process exit code."""
-    import loreg
     import torch
+
+    import loreg
 
     work = Path(tempfile.mkdtemp(prefix="loreg-demo-"))
     port = free_port()

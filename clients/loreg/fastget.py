@@ -90,6 +90,9 @@ def iter_blocks(url: str, *, timeout: float, block_size: int) -> Iterator[memory
 def _read_blocks(
     resp: http.client.HTTPResponse, parts: urllib.parse.SplitResult, block_size: int
 ) -> Iterator[memoryview]:
+    declared = resp.getheader("Content-Length")
+    expected = int(declared) if declared and declared.isdigit() else None
+    total = 0
     while True:
         block = bytearray(block_size)
         view = memoryview(block)
@@ -102,7 +105,13 @@ def _read_blocks(
                 filled += n
         except (OSError, http.client.HTTPException) as exc:
             raise httpx.ReadError(f"{url_for_message(parts)}: {exc}") from exc
+        total += filled
         if filled:
             yield view[:filled]
         if filled < block_size:
+            # readinto() answers 0 on a connection closed early instead of raising
+            if expected is not None and total < expected:
+                raise httpx.ReadError(
+                    f"{url_for_message(parts)}: connection closed after {total} of {expected} bytes"
+                )
             return

@@ -6,10 +6,10 @@ import re
 from typing import Any
 
 import sqlalchemy as sa
-from loreg.errors import InvalidRefError
-from loreg.refs import Ref, format_ref, parse_ref, validate_alias, validate_name
 from sqlmodel import Session, func, select
 
+from loreg.errors import InvalidRefError
+from loreg.refs import Ref, format_ref, parse_ref, validate_alias, validate_name
 from registry.auth import Principal, check_visible, require_scope
 from registry.errors import InvalidName, InvalidRef, NotFound
 from registry.models import (

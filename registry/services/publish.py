@@ -19,11 +19,11 @@ from datetime import timedelta
 from typing import Any, BinaryIO
 
 import sqlalchemy as sa
+from sqlmodel import Session, func, select
+
 from loreg.errors import InvalidRefError
 from loreg.manifest import manifest_digest
 from loreg.refs import validate_adapter_name
-from sqlmodel import Session, func, select
-
 from registry.auth import Principal, check_visible, require_scope
 from registry.errors import (
     BlobMismatch,

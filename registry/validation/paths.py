@@ -11,7 +11,6 @@ from __future__ import annotations
 import unicodedata
 
 from loreg.constants import PICKLE_SUFFIXES, is_pickle_path
-
 from registry.errors import InvalidPath, PickleRefused
 
 __all__ = ["PICKLE_SUFFIXES", "is_pickle_path", "refuse_pickle", "validate_file_path"]

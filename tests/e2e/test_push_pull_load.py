@@ -116,7 +116,14 @@ def test_cli_catalog_commands(served, tmp_path):
     bad = run_cli(served, tmp_path / "c3", "pull", "Not_A_Ref!", check=False)
     assert bad.returncode != 0 and "error:" in bad.stderr
     # offline mode resolves from the cache alone
-    offline = run_cli(served, tmp_path / "c", "pull", "legal-v1", LOREG_OFFLINE="1",
-                      HTTP_PROXY="http://127.0.0.1:9", ALL_PROXY="http://127.0.0.1:9",
-                      NO_PROXY="")
+    offline = run_cli(
+        served,
+        tmp_path / "c",
+        "pull",
+        "legal-v1",
+        LOREG_OFFLINE="1",
+        HTTP_PROXY="http://127.0.0.1:9",
+        ALL_PROXY="http://127.0.0.1:9",
+        NO_PROXY="",
+    )
     assert offline.stdout.strip() == pulled

@@ -14,7 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import registry
 from loreg.errors import InvalidRefError
-from registry.api.routes import admin, base_models, catalog, uploads
+from registry.api.routes import admin, base_models, catalog, jobs, uploads
 from registry.errors import PayloadTooLarge, RegistryError
 from registry.services.context import Context
 from registry.settings import Settings
@@ -113,7 +113,7 @@ def create_app(settings: Settings | None = None, context: Context | None = None)
         description="Registry and artifact store for LoRA adapters. See docs/http-api.md.",
     )
     app.state.ctx = ctx
-    for module in (catalog, uploads, base_models, admin):
+    for module in (catalog, uploads, base_models, jobs, admin):
         app.include_router(module.router)
 
     @app.exception_handler(RegistryError)

@@ -73,6 +73,13 @@ class InvalidConfig(RegistryError):
     code = "invalid_config"
 
 
+class InvalidDataset(RegistryError):
+    """A dataset file is not chat JSONL (one JSON object per line, DESIGN §7)."""
+
+    status = 422
+    code = "invalid_dataset"
+
+
 class ShapeMismatch(RegistryError):
     """The adapter's module shapes do not fit the registered base model."""
 
@@ -141,6 +148,13 @@ class PayloadTooLarge(RegistryError):
 
     status = 413
     code = "payload_too_large"
+
+
+class InvalidJob(RegistryError):
+    """A job submission names missing inputs, mixed base models or out-of-range params."""
+
+    status = 422
+    code = "invalid_job"
 
 
 class InvalidRequest(RegistryError):

@@ -94,6 +94,7 @@ class Adapter(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     namespace_id: int = Field(foreign_key="namespaces.id", index=True)
     name: str = Field(max_length=64)
+    kind: str = Field(default="adapter", max_length=16)  # "adapter" | "dataset"
     description: str | None = Field(default=None, max_length=4096)
     base_model: str | None = Field(default=None, max_length=256)
     created_at: datetime = _ts()
@@ -114,6 +115,7 @@ class BaseModelRecord(SQLModel, table=True):
     modules: dict | None = _json()
     digest: str = Field(max_length=71)
     size: int = _bigint()
+    job_id: str | None = Field(default=None, max_length=32, unique=True)
     created_by: str | None = Field(default=None, max_length=128)
     created_at: datetime = _ts()
 
@@ -151,6 +153,7 @@ class Version(SQLModel, table=True):
     base_model: str | None = Field(default=None, max_length=256)
     base_model_id: int | None = Field(default=None, foreign_key="base_models.id")
     size: int = _bigint()
+    job_id: str | None = Field(default=None, max_length=32, unique=True)
     created_by: str | None = Field(default=None, max_length=128)
     created_at: datetime = _ts()
 
@@ -183,12 +186,17 @@ class Alias(SQLModel, table=True):
 
 
 class LineageEdge(SQLModel, table=True):
-    """child version <- parent (a version or a base model), with a relation and params."""
+    """child (a version or base model) <- parent (a version or base model), relation, params."""
 
     __tablename__ = "lineage_edges"
 
     id: int | None = Field(default=None, primary_key=True)
-    child_version_id: int = Field(foreign_key="versions.id", index=True, ondelete="CASCADE")
+    child_version_id: int | None = Field(
+        default=None, foreign_key="versions.id", index=True, ondelete="CASCADE"
+    )
+    child_base_model_id: int | None = Field(
+        default=None, foreign_key="base_models.id", index=True, ondelete="CASCADE"
+    )
     relation: str = Field(max_length=32)
     parent_version_id: int | None = Field(default=None, foreign_key="versions.id", index=True)
     parent_base_model_id: int | None = Field(default=None, foreign_key="base_models.id")
@@ -226,3 +234,32 @@ class AuditEvent(SQLModel, table=True):
     namespace: str | None = Field(default=None, max_length=64, index=True)
     target: str | None = Field(default=None, max_length=512)
     detail: dict | None = _json()
+
+
+class Job(SQLModel, table=True):
+    """A job on adapters; this row is the source of truth, Celery only dispatches it."""
+
+    __tablename__ = "jobs"
+
+    id: str = Field(default_factory=lambda: uuid.uuid4().hex, primary_key=True, max_length=32)
+    type: str = Field(max_length=16, index=True)
+    status: str = Field(default="queued", max_length=16, index=True)
+    queue: str = Field(default="cpu", max_length=16)
+    namespace: str = Field(max_length=64, index=True)
+    output: str = Field(max_length=256)
+    inputs: list | None = Field(default=None, sa_type=sa.JSON)
+    params: dict | None = _json()
+    progress: float = Field(default=0.0)
+    message: str | None = Field(default=None, max_length=1024)
+    error: str | None = Field(default=None, max_length=4096)
+    log_tail: str | None = Field(default=None, sa_type=sa.Text)
+    attempts: int = Field(default=0)
+    cancel_requested: bool = Field(default=False)
+    worker: str | None = Field(default=None, max_length=256)
+    result: dict | None = _json()
+    created_by: str | None = Field(default=None, max_length=128)
+    created_at: datetime = _ts(index=True)
+    enqueued_at: datetime | None = _ts(nullable=True)
+    started_at: datetime | None = _ts(nullable=True)
+    heartbeat_at: datetime | None = _ts(nullable=True)
+    finished_at: datetime | None = _ts(nullable=True)

@@ -35,7 +35,7 @@ class ParentRef(_Strict):
 class UploadRequest(_Strict):
     """Phase one of a publish: what the client intends to commit."""
 
-    kind: Literal["adapter", "base_model"] = "adapter"
+    kind: Literal["adapter", "base_model", "dataset"] = "adapter"
     namespace: str | None = Field(default=None, max_length=64)
     name: str = Field(min_length=1, max_length=256)
     files: list[FileEntry] = Field(min_length=1, max_length=1000)

@@ -57,6 +57,12 @@ class Settings:
     max_config_bytes: int = 1 * MiB
     multipart_threshold_bytes: int = 64 * MiB
     multipart_part_size_bytes: int = 16 * MiB
+    redis_url: str | None = None
+    job_heartbeat_s: float = 5.0
+    job_stale_after_s: float = 60.0
+    job_requeue_after_s: float = 60.0
+    job_max_attempts: int = 5
+    visibility_timeout_s: int = 6 * 3600
 
     @property
     def storage_kind(self) -> str:
@@ -104,6 +110,12 @@ class Settings:
             max_safetensors_header_bytes=_env_int("LOREG_MAX_HEADER_SIZE", 16 * MiB),
             multipart_threshold_bytes=_env_int("LOREG_MULTIPART_THRESHOLD", 64 * MiB),
             multipart_part_size_bytes=_env_int("LOREG_MULTIPART_PART_SIZE", 16 * MiB),
+            redis_url=os.environ.get("LOREG_REDIS_URL") or None,
+            job_heartbeat_s=float(os.environ.get("LOREG_JOB_HEARTBEAT", "5")),
+            job_stale_after_s=float(os.environ.get("LOREG_JOB_STALE_AFTER", "60")),
+            job_requeue_after_s=float(os.environ.get("LOREG_JOB_REQUEUE_AFTER", "60")),
+            job_max_attempts=_env_int("LOREG_JOB_MAX_ATTEMPTS", 5),
+            visibility_timeout_s=_env_int("LOREG_VISIBILITY_TIMEOUT", 6 * 3600),
         )
 
 

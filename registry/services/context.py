@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 
 from sqlalchemy.engine import Engine
 
@@ -38,6 +39,24 @@ class Context:
     settings: Settings
     engine: Engine
     store: ObjectStore
+    _dispatcher: object | None = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def dispatcher(self):
+        """The job dispatcher (Celery or local), created on first use."""
+        with self._lock:
+            if self._dispatcher is None:
+                from registry.services.dispatch import make_dispatcher
+
+                self._dispatcher = make_dispatcher(self.settings)
+            return self._dispatcher
+
+    def close(self) -> None:
+        """Dispose of the engine and stop the dispatcher."""
+        if self._dispatcher is not None:
+            self._dispatcher.close()
+        self.engine.dispose()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Context:

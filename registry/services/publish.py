@@ -55,6 +55,7 @@ from registry.services.base_models import base_model_view
 from registry.services.context import Context
 from registry.storage.base import blob_key, staging_key
 from registry.validation.base_model import check_adapter_fits_base, linear_modules_of_headers
+from registry.validation.dataset import validate_jsonl
 from registry.validation.paths import refuse_pickle, validate_file_path
 from registry.validation.peft_config import parse_adapter_config, validate_lora_config
 from registry.validation.safetensors_header import SafetensorsHeader, read_safetensors_header
@@ -158,10 +159,20 @@ def _upload_instructions(
 
 
 def create_upload(
-    session: Session, ctx: Context, principal: Principal, req: UploadRequest, base_url: str
+    session: Session,
+    ctx: Context,
+    principal: Principal,
+    req: UploadRequest,
+    base_url: str,
+    *,
+    internal: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Phase 1: validate the manifest, record the session, say which blobs to send and how."""
-    if req.kind == "adapter":
+    """Phase 1: validate the manifest, record the session, say which blobs to send and how.
+
+    ``internal`` (workers only, never from HTTP): ``job_id`` (idempotency key of a
+    job's result) and ``lineage`` (edges with resolved parent ids and params).
+    """
+    if req.kind in ("adapter", "dataset"):
         try:
             validate_adapter_name(req.name)
         except InvalidRefError as exc:
@@ -185,6 +196,7 @@ def create_upload(
     spec = req.model_dump(mode="json")
     spec["namespace"] = namespace
     spec["files"] = [f.model_dump() for f in files]
+    spec.update(internal or {})
     upload = UploadSession(
         kind=req.kind,
         namespace=namespace,
@@ -303,7 +315,7 @@ def store_received_blob(ctx: Context, sha: str, size: int, fileobj: BinaryIO) ->
 @dataclass
 class _Validated:
     files: list[dict[str, Any]]
-    config: dict[str, Any]
+    config: dict[str, Any] | None
     digest: str
     summary: dict[str, Any]
     base_model: str | None
@@ -386,6 +398,20 @@ def _validate_adapter(session: Session, ctx: Context, upload: UploadSession) -> 
     )
 
 
+def _validate_dataset(ctx: Context, upload: UploadSession) -> _Validated:
+    files = upload.spec["files"]
+    stats: dict[str, Any] = {"records": 0, "files": {}}
+    for f in files:
+        if f["path"].endswith(".jsonl"):
+            count = validate_jsonl(ctx.store.open(blob_key(f["sha256"])), f["path"])
+            stats["files"][f["path"]] = count
+            stats["records"] += count
+    digest = manifest_digest([(f["path"], f["sha256"], int(f["size"])) for f in files], None)
+    return _Validated(
+        files, None, digest, stats, None, None, size=sum(int(f["size"]) for f in files)
+    )
+
+
 def _validate_base_model(ctx: Context, upload: UploadSession) -> _Validated:
     files = upload.spec["files"]
     by_path = {f["path"]: f for f in files}
@@ -423,13 +449,15 @@ def commit_upload(
         _check_blobs_stored(session, ctx, upload.spec["files"])
         if upload.kind == "adapter":
             validated = _validate_adapter(session, ctx, upload)
+        elif upload.kind == "dataset":
+            validated = _validate_dataset(ctx, upload)
         else:
             validated = _validate_base_model(ctx, upload)
     for attempt in range(3):
         try:
             with Session(ctx.engine, expire_on_commit=False) as session:
                 upload = open_upload(session, principal, upload_id)
-                if upload.kind == "adapter":
+                if upload.kind in ("adapter", "dataset"):
                     created, view = _write_version(
                         session, ctx, principal, upload, validated, base_url
                     )
@@ -448,7 +476,7 @@ def commit_upload(
 def _committed_view(
     session: Session, ctx: Context, principal: Principal, upload: UploadSession, base_url: str
 ) -> dict[str, Any]:
-    if upload.kind == "adapter":
+    if upload.kind in ("adapter", "dataset"):
         version = session.get(Version, upload.result["version_id"])
         adapter = session.get(Adapter, version.adapter_id)
         ns = session.get(Namespace, adapter.namespace_id)
@@ -478,12 +506,24 @@ def _write_version(
         select(Adapter).where(Adapter.namespace_id == ns.id, Adapter.name == upload.name)
     ).first()
     if adapter is None:
-        adapter = Adapter(namespace_id=ns.id, name=upload.name)
+        adapter = Adapter(namespace_id=ns.id, name=upload.name, kind=upload.kind)
         session.add(adapter)
         session.flush()
-    existing = session.exec(
-        select(Version).where(Version.adapter_id == adapter.id, Version.digest == v.digest)
-    ).first()
+    elif adapter.kind != upload.kind:
+        raise Conflict(
+            f"'{ns.name}/{adapter.name}' is a {adapter.kind}, not a {upload.kind}: "
+            "choose another name"
+        )
+    job_id = spec.get("job_id")
+    existing = None
+    if job_id:  # a job's result is registered once, however often the job runs
+        existing = session.exec(select(Version).where(Version.job_id == job_id)).first()
+    existing = (
+        existing
+        or session.exec(
+            select(Version).where(Version.adapter_id == adapter.id, Version.digest == v.digest)
+        ).first()
+    )
     if existing is not None:
         upload.status = "committed"
         upload.result = {"version_id": existing.id}
@@ -506,10 +546,13 @@ def _write_version(
         base_model=v.base_model,
         base_model_id=v.base_model_id,
         size=v.size,
+        job_id=job_id,
         created_by=principal.name,
     )
     session.add(version)
     session.flush()
+    for edge in spec.get("lineage") or []:
+        session.add(LineageEdge(child_version_id=version.id, **edge))
     for f in v.files:
         session.add(
             VersionFile(
@@ -563,11 +606,18 @@ def _write_base_model(
     v: _Validated,
     base_url: str,
 ) -> tuple[bool, dict[str, Any]]:
-    existing = session.exec(
-        select(BaseModelRecord).where(BaseModelRecord.name == upload.name)
-    ).first()
+    job_id = upload.spec.get("job_id")
+    existing = None
+    if job_id:
+        existing = session.exec(
+            select(BaseModelRecord).where(BaseModelRecord.job_id == job_id)
+        ).first()
+    existing = (
+        existing
+        or session.exec(select(BaseModelRecord).where(BaseModelRecord.name == upload.name)).first()
+    )
     if existing is not None:
-        if existing.digest != v.digest:
+        if existing.digest != v.digest and not (job_id and existing.job_id == job_id):
             raise Conflict(
                 f"base model '{upload.name}' is already registered with other content "
                 f"({existing.digest}); register it under another name"
@@ -588,10 +638,13 @@ def _write_base_model(
         modules=v.modules,
         digest=v.digest,
         size=v.size,
+        job_id=job_id,
         created_by=principal.name,
     )
     session.add(bm)
     session.flush()
+    for edge in upload.spec.get("lineage") or []:
+        session.add(LineageEdge(child_base_model_id=bm.id, **edge))
     for f in v.files:
         session.add(
             BaseModelFile(

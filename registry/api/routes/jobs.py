@@ -1,0 +1,64 @@
+"""Job routes: submit, get, list, cancel, logs."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from sqlmodel import Session
+
+from registry.api.deps import ContextDep, PrincipalDep, SessionDep
+from registry.services import jobs
+
+router = APIRouter(prefix="/v1", tags=["jobs"])
+log = logging.getLogger("loreg.jobs")
+
+
+@router.post("/jobs", status_code=202)
+def submit_job(body: jobs.JobRequest, principal: PrincipalDep, ctx: ContextDep) -> JSONResponse:
+    """Validate and record a job, then hand it to a worker; answers 202 with the job."""
+    with Session(ctx.engine, expire_on_commit=False) as session:
+        job = jobs.submit_job(session, principal, body)
+        session.commit()
+        view = jobs.job_view(job)
+    try:
+        ctx.dispatcher.enqueue(job.id, job.queue)
+    except Exception as exc:  # noqa: BLE001 - the reconciler re-enqueues queued jobs
+        log.warning("could not enqueue job %s now (%s); the reconciler will retry", job.id, exc)
+    return JSONResponse(view, status_code=202)
+
+
+@router.get("/jobs")
+def list_jobs(
+    session: SessionDep,
+    principal: PrincipalDep,
+    status: str | None = None,
+    type: str | None = None,
+    namespace: str | None = None,
+    limit: int = 50,  # noqa: A002
+) -> list[dict[str, Any]]:
+    """Jobs visible to the caller, newest first."""
+    return jobs.list_jobs(
+        session, principal, status=status, job_type=type, namespace=namespace, limit=limit
+    )
+
+
+@router.get("/jobs/{job_id}")
+def get_job(job_id: str, session: SessionDep, principal: PrincipalDep) -> dict[str, Any]:
+    """Status, progress, error, attempts and result of a job."""
+    return jobs.job_view(jobs.get_job(session, principal, job_id))
+
+
+@router.get("/jobs/{job_id}/logs")
+def job_logs(job_id: str, session: SessionDep, principal: PrincipalDep) -> dict[str, Any]:
+    """The tail of the job's log."""
+    job = jobs.get_job(session, principal, job_id)
+    return {"id": job.id, "status": job.status, "log": job.log_tail or ""}
+
+
+@router.post("/jobs/{job_id}/cancel")
+def cancel_job(job_id: str, session: SessionDep, principal: PrincipalDep) -> dict[str, Any]:
+    """Cancel a queued job, or ask a running one to stop."""
+    return jobs.job_view(jobs.cancel_job(session, principal, job_id))

@@ -1,0 +1,84 @@
+"""Combine job: several adapters -> one, by a method of workers.ops.combine."""
+
+from __future__ import annotations
+
+from workers.jobs.common import (
+    adapter_dtype,
+    folder_size,
+    load_adapter,
+    parameter_count,
+    save_adapter,
+)
+from workers.ops.combine import combine
+from workers.ops.lora import OpInputError
+from workers.runner import JobContext, JobInputError, JobOutput
+
+SEEDED_METHODS = ("dare_linear", "dare_ties")
+INEXACT_NOTE = (
+    "fedit averages A and B separately: the result is NOT the average of the "
+    "clients' deltas (it adds cross terms B_i A_j); use flora or delta_avg for exact results."
+)
+
+
+def run(jc: JobContext) -> JobOutput:
+    """Load every input, combine, write the result adapter with its card."""
+    params = dict(jc.params)
+    method = params.get("method", "linear")
+    inputs = jc.job.inputs or []
+    adapters, dtype = [], None
+    for i, item in enumerate(inputs):
+        folder = jc.fetch_version(item["version_id"])
+        modules, _ = load_adapter(folder)
+        adapters.append(modules)
+        dtype = dtype or adapter_dtype(folder)
+        jc.report(0.05 + 0.35 * (i + 1) / len(inputs), f"loaded {item['ref']}")
+    weights = [float(item["weight"]) for item in inputs]
+    try:
+        result = combine(
+            adapters,
+            weights,
+            method,
+            rank=params.get("rank"),
+            density=params.get("density"),
+            seed=params.get("seed"),
+            majority_sign_method=params.get("majority_sign_method", "total"),
+            device=jc.device(),
+        )
+    except OpInputError as exc:
+        raise JobInputError(str(exc)) from exc
+    jc.report(0.8, f"combined {len(inputs)} adapters with {method}")
+    stats = result.stats.to_dict()
+    card = {
+        "title": f"{jc.job.output}: {method} of {len(inputs)} adapters",
+        "type": "combine",
+        "method": method,
+        "params": params,
+        "parents": [{"ref": item["ref"], "weight": item["weight"]} for item in inputs],
+        "exact": stats.get("exact"),
+        "energy_kept": stats.get("energy_kept"),
+        "stats": stats,
+        "parameter_count": parameter_count(result.modules),
+    }
+    if method == "fedit":
+        card["note"] = INEXACT_NOTE
+    base_model = inputs[0].get("base_model") if inputs else None
+    out = save_adapter(
+        jc.workdir / "out", result.modules, base_model=base_model, card=card, dtype=dtype
+    )
+    card["size_bytes"] = folder_size(out)
+    save_adapter(out, result.modules, base_model=base_model, card=card, dtype=dtype)
+    lineage = [
+        {
+            "relation": "combined_from",
+            "parent_version_id": item["version_id"],
+            "params": {
+                "weight": item["weight"],
+                "method": method,
+                **{k: v for k, v in params.items() if k != "method"},
+            },
+        }
+        for item in inputs
+    ]
+    return JobOutput(
+        folder=out, lineage=lineage, card=card, base_model=base_model, description=card["title"]
+    )

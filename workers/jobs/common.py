@@ -1,0 +1,79 @@
+"""Adapter folders in and out of handlers, and result cards."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from workers.ops.lora import LoraFactors, build_peft_state_dict, split_peft_state_dict
+
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+
+
+def load_adapter(folder: Path) -> tuple[dict[str, LoraFactors], dict[str, Any]]:
+    """Read a PEFT adapter folder into ``{module_path: LoraFactors}`` and its config."""
+    config = json.loads((folder / ADAPTER_CONFIG).read_text())
+    state = load_file(str(folder / ADAPTER_WEIGHTS))
+    return split_peft_state_dict(state, config), config
+
+
+def adapter_dtype(folder: Path) -> torch.dtype:
+    """The dtype the adapter's LoRA factors are stored in."""
+    state = load_file(str(folder / ADAPTER_WEIGHTS))
+    return next(iter(state.values())).dtype
+
+
+def save_adapter(
+    folder: Path,
+    modules: dict[str, LoraFactors],
+    *,
+    base_model: str | None,
+    card: dict[str, Any],
+    dtype: torch.dtype | None = None,
+) -> Path:
+    """Write a PEFT-loadable adapter folder (weights, config, README card)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    state, config = build_peft_state_dict(modules, dtype=dtype, base_model_name_or_path=base_model)
+    save_file({k: v.contiguous() for k, v in state.items()}, str(folder / ADAPTER_WEIGHTS))
+    (folder / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True))
+    write_card(folder, card)
+    return folder
+
+
+def parameter_count(modules: dict[str, LoraFactors]) -> int:
+    """Σ (d + k) · r over modules."""
+    return sum(f.A.numel() + f.B.numel() for f in modules.values())
+
+
+def write_card(folder: Path, card: dict[str, Any]) -> None:
+    """A README.md model card: a readable summary plus the card as JSON."""
+    lines = [f"# {card.get('title', 'loreg result')}", ""]
+    for key in (
+        "type",
+        "method",
+        "exact",
+        "parameter_count",
+        "size_bytes",
+        "energy_kept",
+        "relative_error",
+        "size_ratio",
+    ):
+        if key in card:
+            lines.append(f"- **{key}**: {card[key]}")
+    for parent in card.get("parents", []):
+        weight = f" (weight {parent['weight']})" if "weight" in parent else ""
+        lines.append(f"- parent: `{parent['ref']}`{weight}")
+    if card.get("note"):
+        lines += ["", card["note"]]
+    lines += ["", "```json", json.dumps(card, indent=2, sort_keys=True, default=str), "```", ""]
+    (folder / "README.md").write_text("\n".join(lines))
+
+
+def folder_size(folder: Path) -> int:
+    """Total bytes of the files in a folder."""
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())

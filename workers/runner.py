@@ -1,0 +1,457 @@
+"""``run_job(job_id)``: the one code path every worker runs (Celery or embedded).
+
+1. Claim the job atomically (``queued`` -> ``running``, or take over a
+   ``running`` job whose heartbeat went stale). A duplicate delivery finds it
+   claimed and returns.
+2. Heartbeat in a thread: progress, log tail, and cancellation requests.
+3. Run the job type's handler (``workers.jobs.<type>.run``) on inputs fetched
+   from the object store; it returns a folder to publish.
+4. Publish through the same publish service a client uses, with the job id as
+   idempotency key, so a re-run never creates a second version.
+
+Errors: invalid input fails the job at once with its message; transient
+infrastructure errors (database, S3, network) put the job back to ``queued``
+and raise :class:`TransientJobError` so the caller retries with backoff.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import socket
+import tempfile
+import threading
+import traceback
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Session, select
+
+from registry.auth import SCOPE_LEVELS, Principal
+from registry.errors import RegistryError
+from registry.models import BaseModelFile, BaseModelRecord, Job, VersionFile, utcnow
+from registry.schemas import FileEntry, UploadRequest
+from registry.services import publish
+from registry.services.context import Context
+from registry.settings import Settings
+from registry.storage.base import blob_key
+from registry.validation.paths import validate_file_path
+
+log = logging.getLogger("loreg.worker")
+LOG_TAIL_LINES = 200
+
+
+class JobCancelled(Exception):
+    """The job was cancelled while running."""
+
+
+class JobInputError(Exception):
+    """The job's inputs or parameters cannot work; failing again would not help."""
+
+
+class TransientJobError(Exception):
+    """An infrastructure error (database, S3, network): retry the job later."""
+
+
+def _is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError | ConnectionError):
+        return True
+    try:
+        import botocore.exceptions as bce
+
+        if isinstance(
+            exc,
+            bce.EndpointConnectionError
+            | bce.ConnectionClosedError
+            | bce.ReadTimeoutError
+            | bce.ConnectTimeoutError,
+        ):
+            return True
+        if isinstance(exc, bce.ClientError):
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+            return status >= 500 or status == 429
+    except ImportError:  # pragma: no cover - boto3 is a worker dependency
+        pass
+    return False
+
+
+@dataclass
+class JobOutput:
+    """What a handler produced: a folder to publish as an adapter or a base model."""
+
+    folder: Path
+    kind: str = "adapter"
+    lineage: list[dict[str, Any]] = field(default_factory=list)
+    card: dict[str, Any] = field(default_factory=dict)
+    base_model: str | None = None
+    description: str | None = None
+
+
+class JobContext:
+    """What a handler may use: the job, a work dir, a device, inputs, progress reports."""
+
+    def __init__(self, ctx: Context, job: Job, workdir: Path, cancel: threading.Event):
+        self.ctx = ctx
+        self.job = job
+        self.workdir = workdir
+        self._cancel = cancel
+        self.progress = 0.0
+        self.message: str | None = None
+        self.lines: deque[str] = deque(maxlen=LOG_TAIL_LINES)
+        self._lock = threading.Lock()
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The job's validated parameters."""
+        return self.job.params or {}
+
+    def device(self):
+        """``cuda`` when a GPU is present (and the job is not pinned to cpu), else ``cpu``."""
+        import torch
+
+        if self.job.queue != "cpu" and torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("cpu")
+
+    def log(self, line: str) -> None:
+        """Append a line to the job's log tail."""
+        with self._lock:
+            self.lines.append(line)
+        log.info("job %s: %s", self.job.id, line)
+
+    def report(self, fraction: float, message: str | None = None) -> None:
+        """Record progress in [0, 1]; raises JobCancelled if cancellation was requested."""
+        with self._lock:
+            self.progress = max(0.0, min(1.0, float(fraction)))
+            if message:
+                self.message = message
+                self.lines.append(message)
+        self.check_cancelled()
+
+    def check_cancelled(self) -> None:
+        """Raise JobCancelled if the job was cancelled."""
+        if self._cancel.is_set():
+            raise JobCancelled("cancelled while running")
+
+    def _download(self, rows: list[tuple[str, str]], dest: Path) -> Path:
+        dest.mkdir(parents=True, exist_ok=True)
+        for path, sha in rows:
+            target = dest / validate_file_path(path)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            h = hashlib.sha256()
+            with open(target, "wb") as out:
+                for chunk in self.ctx.store.open(blob_key(sha)):
+                    h.update(chunk)
+                    out.write(chunk)
+            if h.hexdigest() != sha:
+                raise TransientJobError(f"blob {sha} read back with another hash; retrying")
+        return dest
+
+    def fetch_version(self, version_id: int) -> Path:
+        """Download a version's files into the work dir; returns the folder."""
+        with Session(self.ctx.engine) as session:
+            rows = session.exec(
+                select(VersionFile.path, VersionFile.blob_sha256).where(
+                    VersionFile.version_id == version_id
+                )
+            ).all()
+        return self._download(list(rows), self.workdir / "inputs" / f"v{version_id}")
+
+    def fetch_base_model(self, name: str) -> tuple[Path, BaseModelRecord]:
+        """Download a registered base model's files; returns (folder, record)."""
+        with Session(self.ctx.engine) as session:
+            bm = session.exec(select(BaseModelRecord).where(BaseModelRecord.name == name)).first()
+            if bm is None:
+                raise JobInputError(f"base model '{name}' is not registered")
+            rows = session.exec(
+                select(BaseModelFile.path, BaseModelFile.blob_sha256).where(
+                    BaseModelFile.base_model_id == bm.id
+                )
+            ).all()
+        return self._download(list(rows), self.workdir / "base" / f"b{bm.id}"), bm
+
+
+HandlerFn = Callable[[JobContext], JobOutput]
+
+
+def handler_for(job_type: str) -> HandlerFn:
+    """The handler function of a job type (imported lazily: torch is loaded here)."""
+    import importlib
+
+    if job_type not in ("combine", "compress", "merge", "train"):
+        raise JobInputError(f"unknown job type {job_type!r}")
+    return importlib.import_module(f"workers.jobs.{job_type}").run
+
+
+# --------------------------------------------------------------------- job row state
+
+
+def claim(ctx: Context, job_id: str, worker: str) -> Job | None:
+    """Atomically take the job; None if another worker has it or it is finished."""
+    now = utcnow()
+    stale = now - timedelta(seconds=ctx.settings.job_stale_after_s)
+    with Session(ctx.engine, expire_on_commit=False) as session:
+        job = session.get(Job, job_id)
+        if job is None:
+            log.warning("job %s does not exist", job_id)
+            return None
+        if job.status in ("queued", "running") and job.attempts >= ctx.settings.job_max_attempts:
+            _finish(
+                session,
+                job_id,
+                "failed",
+                error=f"gave up after {job.attempts} attempts (workers kept dying)",
+            )
+            return None
+        result = session.execute(
+            sa.update(Job)
+            .where(
+                Job.id == job_id,
+                sa.or_(
+                    Job.status == "queued",
+                    sa.and_(
+                        Job.status == "running",
+                        sa.or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < stale),
+                    ),
+                ),
+                Job.cancel_requested.is_(False),
+            )
+            .values(
+                status="running",
+                attempts=Job.attempts + 1,
+                started_at=now,
+                heartbeat_at=now,
+                worker=worker,
+                error=None,
+            )
+        )
+        session.commit()
+        if result.rowcount != 1:
+            return None
+        return session.get(Job, job_id)
+
+
+def _finish(
+    session: Session,
+    job_id: str,
+    status: str,
+    *,
+    error: str | None = None,
+    result: dict | None = None,
+    jc: JobContext | None = None,
+) -> None:
+    values: dict[str, Any] = {"status": status, "finished_at": utcnow(), "error": error}
+    if result is not None:
+        values["result"] = result
+        values["progress"] = 1.0
+    if jc is not None:
+        values["log_tail"] = "\n".join(jc.lines)
+        values["message"] = jc.message
+    session.execute(sa.update(Job).where(Job.id == job_id).values(**values))
+    session.commit()
+
+
+def _release(ctx: Context, job_id: str, error: str) -> None:
+    """Put a job back to ``queued`` after a transient error (it will be retried)."""
+    with Session(ctx.engine) as session:
+        session.execute(
+            sa.update(Job)
+            .where(Job.id == job_id, Job.status == "running")
+            .values(
+                status="queued",
+                heartbeat_at=None,
+                enqueued_at=utcnow(),
+                error=f"retrying after: {error}",
+            )
+        )
+        session.commit()
+
+
+class Heartbeat:
+    """Writes progress and liveness every few seconds; notices cancellation requests."""
+
+    def __init__(self, ctx: Context, jc: JobContext, cancel: threading.Event, worker: str):
+        self.ctx, self.jc, self.cancel, self.worker = ctx, jc, cancel, worker
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="loreg-heartbeat", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def beat(self) -> None:
+        """One heartbeat: write progress/log tail, read the cancellation flag."""
+        with self.jc._lock:
+            values = {
+                "heartbeat_at": utcnow(),
+                "progress": self.jc.progress,
+                "message": self.jc.message,
+                "log_tail": "\n".join(self.jc.lines),
+            }
+        with Session(self.ctx.engine) as session:
+            session.execute(
+                sa.update(Job)
+                .where(Job.id == self.jc.job.id, Job.worker == self.worker, Job.status == "running")
+                .values(**values)
+            )
+            session.commit()
+            cancelled = session.exec(
+                select(Job.cancel_requested).where(Job.id == self.jc.job.id)
+            ).first()
+        if cancelled:
+            self.cancel.set()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.ctx.settings.job_heartbeat_s):
+            try:
+                self.beat()
+            except Exception as exc:  # noqa: BLE001 - a missed beat is not fatal
+                log.warning("heartbeat of job %s failed: %s", self.jc.job.id, exc)
+
+
+# --------------------------------------------------------------------------- publish
+
+
+def _job_principal(job: Job) -> Principal:
+    grants = {job.namespace: SCOPE_LEVELS["write"], "*": SCOPE_LEVELS["read"]}
+    if job.type == "merge":  # base models are a global catalog (checked at submission)
+        grants["*"] = SCOPE_LEVELS["write"]
+    return Principal(
+        token_id=-1, name=f"job:{job.id}", default_namespace=job.namespace, grants=grants
+    )
+
+
+def publish_output(ctx: Context, job: Job, output: JobOutput) -> dict[str, Any]:
+    """Publish a handler's folder with lineage; idempotent on the job id."""
+    principal = _job_principal(job)
+    files = []
+    for path in sorted(p for p in output.folder.rglob("*") if p.is_file()):
+        rel = path.relative_to(output.folder).as_posix()
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda f=f: f.read(8 * 2**20), b""):
+                h.update(chunk)
+        files.append((rel, path, path.stat().st_size, h.hexdigest()))
+    req = UploadRequest(
+        kind=output.kind,
+        namespace=job.namespace if output.kind != "base_model" else None,
+        name=job.output,
+        files=[FileEntry(path=rel, size=size, sha256=sha) for rel, _, size, sha in files],
+        base_model=output.base_model,
+        description=output.description,
+        metadata={"job_id": job.id, "card": output.card},
+    )
+    with Session(ctx.engine) as session:
+        upload = publish.create_upload(
+            session, ctx, principal, req, "", internal={"job_id": job.id, "lineage": output.lineage}
+        )
+        session.commit()
+    missing = {b["sha256"] for b in upload["blobs"] if not b["present"]}
+    for _, path, size, sha in files:
+        if sha in missing:
+            with open(path, "rb") as f:
+                publish.store_received_blob(ctx, sha, size, f)
+            missing.discard(sha)
+    _, view = publish.commit_upload(ctx, principal, upload["upload_id"], "")
+    if output.kind == "base_model":
+        return {"kind": "base_model", "ref": view["name"], "digest": view["digest"]}
+    return {
+        "kind": output.kind,
+        "ref": view["ref"],
+        "version": view["version"],
+        "digest": view["digest"],
+    }
+
+
+# ------------------------------------------------------------------------------ run
+
+
+def worker_name() -> str:
+    """host:pid of this worker process."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def run_job(ctx: Context, job_id: str, *, worker: str | None = None) -> str:
+    """Run one job to completion; returns its final status (or the status another holds).
+
+    Raises TransientJobError after putting the job back to ``queued``.
+    """
+    worker = worker or worker_name()
+    job = claim(ctx, job_id, worker)
+    if job is None:
+        with Session(ctx.engine) as session:
+            current = session.get(Job, job_id)
+            return current.status if current else "missing"
+    cancel = threading.Event()
+    with tempfile.TemporaryDirectory(prefix=f"loreg-job-{job_id}-") as tmp:
+        jc = JobContext(ctx, job, Path(tmp), cancel)
+        jc.log(f"attempt {job.attempts} on {worker}")
+        try:
+            with Heartbeat(ctx, jc, cancel, worker):
+                output = handler_for(job.type)(jc)
+                jc.report(0.95, "publishing the result")
+                result = publish_output(ctx, job, output)
+        except JobCancelled:
+            with Session(ctx.engine) as session:
+                _finish(session, job_id, "cancelled", jc=jc)
+            return "cancelled"
+        except Exception as exc:  # noqa: BLE001 - classified below
+            if isinstance(exc, TransientJobError) or _is_transient(exc):
+                jc.log(f"transient error: {exc}")
+                _release(ctx, job_id, f"{type(exc).__name__}: {exc}")
+                raise TransientJobError(str(exc)) from exc
+            message = _failure_message(exc)
+            jc.log(f"failed: {message}")
+            if not isinstance(exc, JobInputError | RegistryError | ValueError):
+                jc.log(traceback.format_exc(limit=5))
+            with Session(ctx.engine) as session:
+                _finish(session, job_id, "failed", error=message, jc=jc)
+            return "failed"
+        jc.log(f"succeeded: {result.get('ref')}")
+        with Session(ctx.engine) as session:
+            _finish(session, job_id, "succeeded", result=result, jc=jc)
+        return "succeeded"
+
+
+def _failure_message(exc: BaseException) -> str:
+    if isinstance(exc, RegistryError):
+        return f"{exc.code}: {exc.message}"
+    if isinstance(exc, JobInputError | ValueError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+_PROCESS_CONTEXT: dict[str, Context] = {}
+
+
+def context_for(settings: Settings) -> Context:
+    """One service context per worker process and settings."""
+    key = repr(settings)
+    if key not in _PROCESS_CONTEXT:
+        _PROCESS_CONTEXT[key] = Context.from_settings(settings)
+    return _PROCESS_CONTEXT[key]
+
+
+def run_job_in_process(settings: Settings, job_id: str, retries: int = 3) -> str:
+    """Embedded executor entry point: run a job, retrying transient errors with backoff."""
+    import time
+
+    ctx = context_for(settings)
+    for attempt in range(retries + 1):
+        try:
+            return run_job(ctx, job_id, worker=f"local:{os.getpid()}")
+        except TransientJobError:
+            if attempt == retries:
+                raise
+            time.sleep(min(2**attempt, 30))
+    raise AssertionError("unreachable")  # pragma: no cover

@@ -33,6 +33,8 @@ def run(jc: JobContext) -> JobOutput:
         dtype = dtype or adapter_dtype(folder)
         jc.report(0.05 + 0.35 * (i + 1) / len(inputs), f"loaded {item['ref']}")
     weights = [float(item["weight"]) for item in inputs]
+    # a seed is accepted with every method (CI can pass one everywhere); only DARE draws
+    seed = params.get("seed") if method in SEEDED_METHODS else None
     try:
         result = combine(
             adapters,
@@ -40,7 +42,7 @@ def run(jc: JobContext) -> JobOutput:
             method,
             rank=params.get("rank"),
             density=params.get("density"),
-            seed=params.get("seed"),
+            seed=seed,
             majority_sign_method=params.get("majority_sign_method", "total"),
             device=jc.device(),
         )

@@ -9,9 +9,9 @@ import types
 from pathlib import Path
 
 import pytest
+
 from loreg import cli
 from loreg.errors import NotFoundError
-
 from tests.unit.test_client_fakes import FakeRegistry, make_adapter_dir, make_registry
 
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from loreg.cache import Cache, safe_relpath, server_key
 from loreg.errors import IntegrityError, OfflineCacheMissError, ServerError
 from loreg.transfer import write_verified
-
 from tests.unit.test_client_fakes import API, FakeRegistry, make_adapter_dir, make_registry
 
 

@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import unquote
 
 import httpx
+
 from loreg.client import Registry
 from loreg.manifest import manifest_digest
 from loreg.refs import DEFAULT_NAMESPACE, parse_ref

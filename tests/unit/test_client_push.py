@@ -8,6 +8,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from loreg import constants
 from loreg.client import collect_files, normalize_grants, pickle_refusal_message
 from loreg.errors import (
@@ -18,7 +19,6 @@ from loreg.errors import (
     ValidationFailedError,
 )
 from loreg.transfer import read_range
-
 from tests.unit.test_client_fakes import FakeRegistry, make_adapter_dir, make_registry
 
 

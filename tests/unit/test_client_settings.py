@@ -7,6 +7,7 @@ import threading
 from pathlib import Path
 
 import pytest
+
 from loreg import constants
 from loreg.errors import LoregError
 from loreg.progress import Progress, format_bytes

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
+
 from loreg.errors import (
     AuthenticationError,
     ConflictError,

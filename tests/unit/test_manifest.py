@@ -9,6 +9,7 @@ import math
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from loreg.manifest import canonical_config, canonical_json, manifest_digest, sha256_file
 
 HEX = "0123456789abcdef"

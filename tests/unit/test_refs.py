@@ -8,6 +8,7 @@ import string
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from loreg.errors import InvalidNameError, InvalidRefError
 from loreg.refs import (
     DEFAULT_NAMESPACE,

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import math
+import random
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, BinaryIO
@@ -65,6 +67,8 @@ ADAPTER_WEIGHTS = "adapter_model.safetensors"
 BASE_CONFIG = "config.json"
 MAX_S3_PARTS = 10_000
 HASH_CHUNK = 8 * 2**20
+# Concurrent commits to one adapter race for the next version number.
+COMMIT_ATTEMPTS = 25
 
 
 # --------------------------------------------------------------------------- phase 1
@@ -97,6 +101,9 @@ def _validate_files(ctx: Context, req: UploadRequest) -> list[FileEntry]:
                 f"an adapter needs {', '.join(missing)} at the top of the folder "
                 "(as written by PEFT save_pretrained)"
             )
+    elif req.kind == "dataset":
+        if not any(p.endswith(".jsonl") for p in paths):
+            raise InvalidManifest("a dataset needs at least one .jsonl file (chat JSONL)")
     else:
         if BASE_CONFIG not in paths or not any(p.endswith(".safetensors") for p in paths):
             raise InvalidManifest(
@@ -227,8 +234,10 @@ def open_upload(session: Session, principal: Principal, upload_id: str) -> Uploa
         raise NotFound(f"upload '{upload_id}' not found")
     if upload.created_by != principal.name and not principal.can(upload.namespace or "*", "admin"):
         raise NotFound(f"upload '{upload_id}' not found")
-    if upload.status != "open":
+    if upload.status == "committed":
         raise UploadExpired(f"upload '{upload_id}' was already committed: start a new upload")
+    if upload.status != "open":
+        raise UploadExpired(f"upload '{upload_id}' is {upload.status}: start a new upload")
     expires_at = upload.expires_at
     if expires_at.tzinfo is None:  # SQLite returns naive datetimes
         expires_at = expires_at.replace(tzinfo=utcnow().tzinfo)
@@ -366,7 +375,7 @@ def _validate_adapter(session: Session, ctx: Context, upload: UploadSession) -> 
     for f in files:  # every other safetensors file must be well-formed too
         if f["path"].endswith(".safetensors") and f["path"] != ADAPTER_WEIGHTS:
             _header(ctx, f)
-    lora = validate_lora_config(config, header.tensors)
+    lora = validate_lora_config(config, header.tensors, header.metadata)
     base_name = upload.spec.get("base_model") or lora.base_model_name_or_path
     base_id = None
     if base_name:
@@ -453,7 +462,7 @@ def commit_upload(
             validated = _validate_dataset(ctx, upload)
         else:
             validated = _validate_base_model(ctx, upload)
-    for attempt in range(3):
+    for attempt in range(COMMIT_ATTEMPTS):
         try:
             with Session(ctx.engine, expire_on_commit=False) as session:
                 upload = open_upload(session, principal, upload_id)
@@ -468,8 +477,12 @@ def commit_upload(
                 session.commit()
                 return created, view
         except sa.exc.IntegrityError:
-            if attempt == 2:
+            # Another commit took the version number (or stored the same row) first;
+            # each round lets at least one concurrent writer through, so retrying
+            # with a jittered pause converges.
+            if attempt == COMMIT_ATTEMPTS - 1:
                 raise Conflict("the adapter changed concurrently; retry the commit") from None
+            time.sleep(random.uniform(0, min(0.01 * 2**attempt, 0.25)))
     raise AssertionError("unreachable")  # pragma: no cover
 
 

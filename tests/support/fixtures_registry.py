@@ -2,6 +2,9 @@
 
 ``registry_server`` is parametrized: ``postgres_s3`` (real Postgres, the real
 moto_server S3 endpoint over HTTP) and ``sqlite_local`` (SQLite + LocalStore).
+Override the ``registry_settings_overrides`` fixture (a dict of
+:class:`registry.settings.Settings` fields, empty by default) in a test module to
+change the server's settings, e.g. the multipart threshold.
 """
 
 from __future__ import annotations
@@ -41,8 +44,14 @@ def make_settings(backend: str, tmp_path, stack: ExitStack, s3_endpoint: str | N
     )
 
 
+@pytest.fixture
+def registry_settings_overrides() -> dict:
+    """Settings fields the ``registry_server`` fixture replaces; override to change them."""
+    return {}
+
+
 @pytest.fixture(params=BACKENDS)
-def registry_server(request, tmp_path) -> Iterator[RunningRegistry]:
+def registry_server(request, tmp_path, registry_settings_overrides) -> Iterator[RunningRegistry]:
     """A running registry (fresh database and store) on each backend."""
     from registry.app import create_app
     from registry.serve import prepare
@@ -50,7 +59,10 @@ def registry_server(request, tmp_path) -> Iterator[RunningRegistry]:
     endpoint = request.getfixturevalue("s3_endpoint") if request.param == "postgres_s3" else None
     with ExitStack() as stack:
         settings = make_settings(request.param, tmp_path, stack, endpoint)
-        overrides = getattr(request, "param_overrides", None)
+        overrides = {
+            **(getattr(request, "param_overrides", None) or {}),
+            **registry_settings_overrides,
+        }
         if overrides:
             settings = settings.with_overrides(**overrides)
         ctx, token = prepare(settings)

@@ -63,6 +63,9 @@ PICKLE_SUFFIXES = (
     ".npy",
     ".npz",
 )
+#: safetensors metadata ``format`` of an int8 LoRA adapter (compress job output):
+#: ``<module>.lora_X.qweight`` int8 values with float32 per-row ``.scales``.
+INT8_FORMAT = "loreg-lora-int8-rowwise"
 COMPRESSION_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".lz4", ".zip")
 
 _TRUE = {"1", "true", "yes", "on"}

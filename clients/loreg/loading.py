@@ -4,17 +4,27 @@ Several adapters can live on one base model, each under its own adapter name;
 one is active at a time. Names derived from refs are per version
 (``default/medical-v1`` -> ``default__medical__v1``) and are valid torch
 module keys (no ``.``).
+
+int8 adapters (safetensors metadata ``format`` = :data:`INT8_FORMAT`, made by
+the registry's compress job: ``<module>.lora_X.qweight`` int8 values and
+``.scales`` float32 per-row scales) are dequantized to float32
+(``qweight * scales[:, None]``) into a temporary PEFT folder before loading.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Any
 
+from loreg.constants import INT8_FORMAT
 from loreg.errors import LoregError, NotFoundError
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
 
 def adapter_name_for(namespace: str, name: str, version: int) -> str:
@@ -59,6 +69,12 @@ def load_adapter(
     """
     if "." in adapter_name or not adapter_name:
         raise LoregError(f"adapter name {adapter_name!r} must be non-empty and contain no '.'")
+    if is_int8_adapter(path):
+        with tempfile.TemporaryDirectory(prefix="loreg-int8-") as tmp:
+            folder = dequantize_int8_folder(path, Path(tmp) / "adapter")
+            return load_adapter(
+                model, folder, adapter_name, is_trainable=is_trainable, replace=replace
+            )
     peft = _peft()
     if not isinstance(model, peft.PeftModel):
         return peft.PeftModel.from_pretrained(
@@ -72,6 +88,52 @@ def load_adapter(
     model.load_adapter(str(path), adapter_name=adapter_name, is_trainable=is_trainable)
     use_adapter(model, adapter_name)
     return model
+
+
+def is_int8_adapter(path: str | os.PathLike[str]) -> bool:
+    """True when the folder's weights are in the int8 format (read from the header only)."""
+    weights = Path(path) / ADAPTER_WEIGHTS
+    if not weights.is_file():
+        return False
+    from safetensors import safe_open
+
+    with safe_open(str(weights), framework="pt") as handle:
+        return (handle.metadata() or {}).get("format") == INT8_FORMAT
+
+
+def dequantize_int8_folder(path: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Path:
+    """Write a float32 PEFT copy of the int8 adapter folder ``path`` to ``dest``; returns it.
+
+    Each factor is ``qweight * scales[:, None]``; the other files are copied unchanged.
+    """
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    source, target = Path(path), Path(dest)
+    tensors = load_file(str(source / ADAPTER_WEIGHTS))
+    factors: dict[str, Any] = {}
+    for key, values in tensors.items():
+        stem, _, kind = key.rpartition(".")
+        if kind == "scales":
+            continue
+        scales = tensors.get(f"{stem}.scales")
+        if kind != "qweight" or values.dtype != torch.int8 or values.ndim != 2:
+            raise LoregError(
+                f"{key}: an int8 adapter holds only 2-D int8 '.qweight' tensors and their "
+                "'.scales'; this file is damaged: pull it again"
+            )
+        if scales is None or scales.ndim != 1 or scales.shape[0] != values.shape[0]:
+            raise LoregError(
+                f"{key}: missing or misshaped '{stem}.scales' (one per row); "
+                "this file is damaged: pull it again"
+            )
+        factors[f"{stem}.weight"] = values.to(torch.float32) * scales.to(torch.float32)[:, None]
+    target.mkdir(parents=True, exist_ok=True)
+    for item in source.iterdir():
+        if item.is_file() and item.name != ADAPTER_WEIGHTS:
+            shutil.copyfile(item, target / item.name)
+    save_file(factors, str(target / ADAPTER_WEIGHTS), metadata={"format": "pt"})
+    return target
 
 
 def use_adapter(model: Any, adapter_name: str) -> Any:

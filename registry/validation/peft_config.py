@@ -9,6 +9,13 @@ save ``modules_to_save`` weights, base biases (``bias`` != "none"), the base
 weight of a targeted or resized embedding layer, and trainable-token deltas.
 Anything else is refused. Every problem found is reported at once. Standard
 library only.
+
+int8 adapters (safetensors metadata ``format`` = :data:`INT8_FORMAT`, written by
+the compress job, see :mod:`workers.ops.compress`) store each factor as
+``<module>.lora_A.qweight`` (I8, the factor's shape) plus ``<module>.lora_A.scales``
+(F32, one per row), and likewise for ``lora_B``. They hold nothing else, and are
+checked like a plain adapter (both factors, shapes, ``r``, targets) once each
+qweight/scales pair has been checked.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from loreg.constants import INT8_FORMAT
 from registry.errors import InvalidConfig
 from registry.validation.safetensors_header import TensorInfo
 
@@ -519,9 +527,58 @@ def _raise_problems(problems: list[str]) -> None:
     )
 
 
-def validate_lora_config(config: dict[str, Any], tensors: dict[str, TensorInfo]) -> LoraSummary:
+def _int8_factors(tensors: dict[str, TensorInfo], problems: list[str]) -> dict[str, TensorInfo]:
+    """Check the qweight/scales pairs of an int8 adapter; return one F32-like entry per factor.
+
+    The returned entries (``...lora_A.weight`` with the qweight's shape) let the
+    plain-adapter checks verify factors, ranks and targets.
+    """
+    qweights: dict[str, TensorInfo] = {}
+    scales: dict[str, TensorInfo] = {}
+    for name, info in tensors.items():
+        stem, _, kind = name.rpartition(".")
+        if not stem.endswith((".lora_A", ".lora_B")) or kind not in ("qweight", "scales"):
+            problems.append(
+                f"tensor {name[:160]!r} does not belong in an int8 adapter ({INT8_FORMAT}): "
+                "it holds only '<module>.lora_A|lora_B.qweight' and '.scales' tensors"
+            )
+            continue
+        (qweights if kind == "qweight" else scales)[stem] = info
+    factors: dict[str, TensorInfo] = {}
+    for stem in sorted(set(qweights) | set(scales)):
+        q, s = qweights.get(stem), scales.get(stem)
+        if q is None or s is None:
+            have, missing = ("scales", "qweight") if q is None else ("qweight", "scales")
+            problems.append(f"{stem[:160]}: has {have} but no {missing} (int8 adapter)")
+            continue
+        before = len(problems)
+        if q.dtype != "I8" or len(q.shape) != 2:
+            problems.append(
+                f"{stem[:160]}.qweight must be a 2-D I8 tensor, got {q.dtype} {list(q.shape)}"
+            )
+        if s.dtype != "F32" or len(s.shape) != 1:
+            problems.append(
+                f"{stem[:160]}.scales must be a 1-D F32 tensor, got {s.dtype} {list(s.shape)}"
+            )
+        elif len(q.shape) == 2 and s.shape[0] != q.shape[0]:
+            problems.append(
+                f"{stem[:160]}.scales has {s.shape[0]} entries but qweight has {q.shape[0]} "
+                "rows (one scale per row)"
+            )
+        if len(problems) == before:
+            factors[f"{stem}.weight"] = TensorInfo("F32", q.shape, q.start, q.end)
+    return factors
+
+
+def validate_lora_config(
+    config: dict[str, Any],
+    tensors: dict[str, TensorInfo],
+    metadata: dict[str, str] | None = None,
+) -> LoraSummary:
     """Check a LoRA config and its tensors together; return what the adapter holds.
 
+    ``metadata`` is the safetensors header metadata: when its ``format`` is
+    :data:`INT8_FORMAT` the tensors are read as an int8 adapter (module docstring).
     Raises :class:`InvalidConfig` listing every problem (``details`` holds the list).
     """
     if not isinstance(config, dict):
@@ -534,6 +591,9 @@ def validate_lora_config(config: dict[str, Any], tensors: dict[str, TensorInfo])
         )
     problems: list[str] = []
     settings = _read_settings(config, problems)
+    stored = tensors
+    if (metadata or {}).get("format") == INT8_FORMAT:
+        tensors = _int8_factors(tensors, problems)
     groups, others = _group_tensors(tensors, problems)
     modules: dict[str, LoraModuleShape] = {}
     for module, parts in sorted(groups.items()):
@@ -554,7 +614,7 @@ def validate_lora_config(config: dict[str, Any], tensors: dict[str, TensorInfo])
         use_rslora=values["use_rslora"],
         target_modules=sorted(set(target)) if isinstance(target, list) else target,
         modules=modules,
-        parameter_count=sum(info.numel for info in tensors.values()),
+        parameter_count=sum(info.numel for info in stored.values()),
         base_model_name_or_path=values["base_model_name_or_path"],
         fan_in_fan_out=values["fan_in_fan_out"],
         use_dora=values["use_dora"],

@@ -7,25 +7,48 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from loreg.constants import INT8_FORMAT
+from workers.ops.compress import dequantize_int8, read_int8_state_dict
 from workers.ops.lora import LoraFactors, build_peft_state_dict, split_peft_state_dict
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
 
+def weights_metadata(folder: Path) -> dict[str, str]:
+    """The safetensors metadata of the adapter's weights file (header only)."""
+    with safe_open(str(folder / ADAPTER_WEIGHTS), framework="pt") as handle:
+        return handle.metadata() or {}
+
+
+def is_int8(folder: Path) -> bool:
+    """True when the adapter is stored in the int8 row-wise format of the compress job."""
+    return weights_metadata(folder).get("format") == INT8_FORMAT
+
+
 def load_adapter(folder: Path) -> tuple[dict[str, LoraFactors], dict[str, Any]]:
-    """Read a PEFT adapter folder into ``{module_path: LoraFactors}`` and its config."""
+    """Read a PEFT adapter folder into ``{module_path: LoraFactors}`` and its config.
+
+    An int8 adapter is dequantized to float32.
+    """
     config = json.loads((folder / ADAPTER_CONFIG).read_text())
     state = load_file(str(folder / ADAPTER_WEIGHTS))
+    metadata = weights_metadata(folder)
+    if metadata.get("format") == INT8_FORMAT:
+        return dequantize_int8(read_int8_state_dict(state, metadata, config)), config
     return split_peft_state_dict(state, config), config
 
 
 def adapter_dtype(folder: Path) -> torch.dtype:
-    """The dtype the adapter's LoRA factors are stored in."""
-    state = load_file(str(folder / ADAPTER_WEIGHTS))
-    return next(iter(state.values())).dtype
+    """The float dtype the adapter's LoRA factors are in (float32 for an int8 adapter)."""
+    if is_int8(folder):
+        return torch.float32
+    with safe_open(str(folder / ADAPTER_WEIGHTS), framework="pt") as handle:
+        first = next(iter(handle.keys()))
+        return handle.get_tensor(first).dtype
 
 
 def save_adapter(

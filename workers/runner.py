@@ -59,7 +59,8 @@ class TransientJobError(Exception):
     """An infrastructure error (database, S3, network): retry the job later."""
 
 
-def _is_transient(exc: BaseException) -> bool:
+def is_transient(exc: BaseException) -> bool:
+    """True for infrastructure errors (database, S3, network) worth retrying later."""
     if isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError | ConnectionError):
         return True
     try:
@@ -402,22 +403,25 @@ def run_job(ctx: Context, job_id: str, *, worker: str | None = None) -> str:
                 jc.report(0.95, "publishing the result")
                 result = publish_output(ctx, job, output)
         except JobCancelled:
+            jc.message = "cancelled"
             with Session(ctx.engine) as session:
                 _finish(session, job_id, "cancelled", jc=jc)
             return "cancelled"
         except Exception as exc:  # noqa: BLE001 - classified below
-            if isinstance(exc, TransientJobError) or _is_transient(exc):
+            if isinstance(exc, TransientJobError) or is_transient(exc):
                 jc.log(f"transient error: {exc}")
                 _release(ctx, job_id, f"{type(exc).__name__}: {exc}")
                 raise TransientJobError(str(exc)) from exc
             message = _failure_message(exc)
             jc.log(f"failed: {message}")
+            jc.message = "failed"
             if not isinstance(exc, JobInputError | RegistryError | ValueError):
                 jc.log(traceback.format_exc(limit=5))
             with Session(ctx.engine) as session:
                 _finish(session, job_id, "failed", error=message, jc=jc)
             return "failed"
         jc.log(f"succeeded: {result.get('ref')}")
+        jc.message = f"published {result.get('ref')}"
         with Session(ctx.engine) as session:
             _finish(session, job_id, "succeeded", result=result, jc=jc)
         return "succeeded"

@@ -1,0 +1,184 @@
+"""Jobs through Celery with real processes: Redis, Postgres, moto S3, ``loreg worker``.
+
+One stack for the module: the API in-process with ``LOREG_REDIS_URL`` set (so
+submissions go through Celery) and one ``loreg worker`` subprocess consuming the
+``cpu`` queue only (``gpu`` jobs stay queued: that is how a queued job is
+cancelled). Results are checked against the math of DESIGN §7 on the pulled
+files, never against worker code.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests.support.fixtures_worker import JobStack, job_stack, write_adapter
+from tests.support.tiny import save_adapter
+
+pytestmark = pytest.mark.integration
+PEFT_PREFIX = "base_model.model."
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, s3_endpoint) -> JobStack:
+    """The module's stack with one cpu worker and the input adapters published."""
+    tmp = tmp_path_factory.mktemp("celery-jobs")
+    with job_stack(tmp, s3_endpoint) as jobs:
+        jobs.start_worker(queues="cpu")
+        jobs.push(save_adapter(tmp / "medical", seed=1, r=4), "medical")
+        jobs.push(save_adapter(tmp / "legal", seed=2, r=8), "legal")
+        jobs.push(save_adapter(tmp / "qk", seed=3, r=4, targets=("q_proj", "k_proj")), "qk")
+        jobs.push(save_adapter(tmp / "other", seed=4, r=4), "other-base", base_model="other-llm")
+        for name, seed in (("big-a", 5), ("big-b", 6)):  # ties on these takes seconds
+            big = write_adapter(tmp / name, layers=16, d=1024, r=8, seed=seed)
+            jobs.push(big, name)
+        yield jobs
+
+
+def adapter_deltas(folder: Path) -> dict[str, torch.Tensor]:
+    """ΔW = s·B·A per module from a PEFT folder (s = alpha/r, or alpha/√r with rsLoRA)."""
+    config = json.loads((folder / "adapter_config.json").read_text())
+    state = load_file(str(folder / "adapter_model.safetensors"))
+    deltas = {}
+    for key, a in state.items():
+        if not key.endswith(".lora_A.weight"):
+            continue
+        path = key[len(PEFT_PREFIX) : -len(".lora_A.weight")]
+        b = state[key.replace(".lora_A.", ".lora_B.")]
+        r = config.get("rank_pattern", {}).get(path, config["r"])
+        alpha = config.get("alpha_pattern", {}).get(path, config["lora_alpha"])
+        assert r == a.shape[0], f"{path}: rank {a.shape[0]} but config says {r}"
+        scale = alpha / math.sqrt(r) if config.get("use_rslora") else alpha / r
+        deltas[path] = scale * (b.double() @ a.double())
+    return deltas
+
+
+def test_combine_job_through_celery_registers_the_weighted_sum_with_lineage(stack, tmp_path):
+    import loreg
+
+    body = {
+        "type": "combine",
+        "inputs": [{"ref": "medical-v1", "weight": 0.7}, {"ref": "legal-v1", "weight": 0.3}],
+        "params": {"method": "linear"},
+        "output": "medical-legal",
+    }
+    submitted = stack.submit_ok(body)
+    assert submitted["status"] == "queued" and submitted["queue"] == "cpu"
+    job = stack.wait(submitted["id"])
+    assert job["status"] == "succeeded", (job, stack.worker_logs())
+    assert job["attempts"] == 1 and job["progress"] == 1.0 and job["error"] is None
+    assert job["result"]["ref"] == "default/medical-legal-v1"
+    assert stack.versions_of_job(job["id"]) == [("medical-legal", 1)]
+
+    view = stack.resolve(job["result"]["ref"])
+    assert view["digest"] == job["result"]["digest"]
+    edges = sorted(view["lineage"], key=lambda e: e["parent"]["ref"])
+    assert [(e["relation"], e["parent"]["kind"], e["parent"]["ref"]) for e in edges] == [
+        ("combined_from", "version", "default/legal-v1"),
+        ("combined_from", "version", "default/medical-v1"),
+    ]
+    assert [e["params"]["weight"] for e in edges] == [0.3, 0.7]
+    assert all(e["params"]["method"] == "linear" for e in edges)
+
+    with loreg.Registry(
+        url=stack.url, token=stack.token, cache_dir=tmp_path / "c", progress=False
+    ) as reg:
+        result = adapter_deltas(reg.pull(job["result"]["ref"]))
+        medical = adapter_deltas(reg.pull("medical-v1"))
+        legal = adapter_deltas(reg.pull("legal-v1"))
+    assert set(result) == set(medical) == set(legal)
+    for path, delta in result.items():  # linear without a rank is exact: Σ w_i ΔW_i
+        expected = 0.7 * medical[path] + 0.3 * legal[path]
+        torch.testing.assert_close(delta, expected, rtol=0, atol=1e-5 * expected.abs().max())
+
+
+@pytest.mark.parametrize(
+    ("inputs", "params", "status", "words"),
+    [
+        ([{"ref": "nope-v1"}, {"ref": "legal-v1"}], {"method": "cat"}, 404, ["nope"]),
+        (
+            [{"ref": "medical-v1"}, {"ref": "other-base-v1"}],
+            {"method": "cat"},
+            422,
+            ["different base models", "other-llm"],
+        ),
+        (
+            [{"ref": "medical-v1"}, {"ref": "legal-v1"}],
+            {"method": "ties", "density": 1.5, "rank": 4},
+            422,
+            ["density", "out of range"],
+        ),
+        (
+            [{"ref": "medical-v1"}, {"ref": "legal-v1"}],
+            {"method": "svd"},
+            422,
+            ["rank", "required"],
+        ),
+    ],
+    ids=["unknown-ref", "mixed-base-models", "density-out-of-range", "svd-without-rank"],
+)
+def test_invalid_jobs_are_refused_at_submission(stack, inputs, params, status, words):
+    before = len(stack.api.get("/v1/jobs", params={"limit": 500}).json())
+    r = stack.submit({"type": "combine", "inputs": inputs, "params": params, "output": "bad"})
+    assert r.status_code == status, r.text
+    message = json.dumps(r.json()).lower()
+    assert all(word in message for word in words), message
+    assert len(stack.api.get("/v1/jobs", params={"limit": 500}).json()) == before
+
+
+def test_job_that_fails_in_the_worker_is_failed_once_not_retried(stack):
+    body = {
+        "type": "combine",
+        "inputs": [{"ref": "medical-v1"}, {"ref": "qk-v1"}],  # q,v versus q,k modules
+        "params": {"method": "cat"},
+        "output": "mismatch",
+    }
+    job = stack.wait(stack.submit_ok(body)["id"])
+    assert job["status"] == "failed", job
+    assert "different modules" in job["error"] and "same targets" in job["error"]
+    assert job["attempts"] == 1
+    assert job["result"] is None and stack.versions_of_job(job["id"]) == []
+    log = stack.api.get(f"/v1/jobs/{job['id']}/logs").json()["log"]
+    assert "failed: " in log
+
+
+def test_queued_job_is_cancelled_at_once(stack):
+    body = {
+        "type": "combine",
+        "inputs": [{"ref": "medical-v1"}, {"ref": "legal-v1"}],
+        "params": {"method": "cat"},
+        "output": "never",
+        "queue": "gpu",  # no worker consumes gpu in this module
+    }
+    job = stack.submit_ok(body)
+    r = stack.api.post(f"/v1/jobs/{job['id']}/cancel")
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "cancelled" and r.json()["cancel_requested"] is True
+    view = stack.job(job["id"])
+    assert view["status"] == "cancelled" and view["attempts"] == 0
+    assert stack.api.post(f"/v1/jobs/{job['id']}/cancel").status_code == 409
+    assert stack.versions_of_job(job["id"]) == []
+
+
+def test_running_job_is_cancelled(stack):
+    body = {
+        "type": "combine",
+        "inputs": [{"ref": "big-a-v1"}, {"ref": "big-b-v1"}],
+        "params": {"method": "ties", "density": 0.5, "rank": 8},
+        "output": "big-ties",
+    }
+    job = stack.submit_ok(body)
+    running = stack.wait(job["id"], ("running", "succeeded", "failed", "cancelled"))
+    assert running["status"] == "running", running
+    r = stack.api.post(f"/v1/jobs/{job['id']}/cancel")
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "running" and r.json()["cancel_requested"] is True
+    final = stack.wait(job["id"])
+    assert final["status"] == "cancelled", (final, stack.worker_logs())
+    assert final["attempts"] == 1 and final["result"] is None
+    assert stack.versions_of_job(job["id"]) == [] and stack.versions_named("big-ties") == []

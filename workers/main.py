@@ -1,0 +1,133 @@
+"""``loreg worker``: a Celery worker for the job queues, plus the reconciler.
+
+Settings come from the environment (``LOREG_*``, see
+:meth:`registry.settings.Settings.from_env`); ``LOREG_REDIS_URL`` is required.
+The worker consumes ``gpu`` and ``cpu`` by default and runs ``--concurrency``
+jobs at once in child processes. Its main process also runs a
+:class:`workers.reconciler.Reconciler` thread (started once the worker is
+ready, stopped at shutdown).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from celery import Celery, signals
+
+from registry.services.context import Context
+from registry.services.dispatch import RUN_JOB_TASK
+from registry.settings import Settings
+from workers.celery_app import QUEUES, make_celery
+from workers.reconciler import Reconciler
+
+log = logging.getLogger("loreg.worker")
+
+
+def _queues(text: str) -> list[str]:
+    names = [q.strip() for q in text.split(",") if q.strip()]
+    unknown = [q for q in names if q not in QUEUES]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: queues must be a comma-separated subset of {','.join(QUEUES)}"
+        )
+    return list(dict.fromkeys(names))
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return value
+
+
+def _interval(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds >= 0")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Arguments of ``loreg worker``."""
+    parser = argparse.ArgumentParser(
+        prog="loreg worker", description="Run jobs from the Celery queues (needs LOREG_REDIS_URL)."
+    )
+    parser.add_argument(
+        "--queues", type=_queues, default=list(QUEUES), help="comma-separated: gpu,cpu (default)"
+    )
+    parser.add_argument(
+        "--concurrency", type=_positive_int, default=1, help="jobs run at once (default 1)"
+    )
+    parser.add_argument("--loglevel", default="INFO", help="Celery log level (default INFO)")
+    parser.add_argument(
+        "--reconcile-interval",
+        type=_interval,
+        default=None,
+        help="seconds between reconciler passes (default: from the job delays; 0 disables)",
+    )
+    return parser
+
+
+def install_reconciler(app: Celery, settings: Settings, interval_s: float | None) -> None:
+    """Run a reconciler thread in the worker's main process while it is up."""
+    state: dict[str, Reconciler] = {}
+
+    def enqueue(job_id: str, queue: str) -> None:
+        app.send_task(RUN_JOB_TASK, args=[job_id], queue=queue)
+
+    def start(**_kwargs) -> None:
+        if "reconciler" not in state:
+            ctx = Context.from_settings(settings)
+            state["reconciler"] = Reconciler(ctx, enqueue, interval_s).start()
+            log.info("reconciler started (every %.1f s)", state["reconciler"].interval_s)
+
+    def stop(**_kwargs) -> None:
+        reconciler = state.pop("reconciler", None)
+        if reconciler is not None:
+            reconciler.stop()
+            reconciler.ctx.close()
+
+    signals.worker_ready.connect(start, weak=False, dispatch_uid="loreg-reconciler-start")
+    signals.worker_shutdown.connect(stop, weak=False, dispatch_uid="loreg-reconciler-stop")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run a worker until it is stopped (SIGTERM: finish running jobs, then exit)."""
+    args = build_parser().parse_args(argv)
+    settings = Settings.from_env()
+    if not settings.redis_url:
+        sys.stderr.write(
+            "error: LOREG_REDIS_URL is not set: the worker needs the Redis broker the API "
+            "sends jobs to (e.g. redis://localhost:6379/0)\n"
+        )
+        return 2
+    app = make_celery(settings)
+    if args.reconcile_interval != 0:
+        install_reconciler(app, settings, args.reconcile_interval)
+    code = app.start(
+        [
+            "worker",
+            f"--queues={','.join(args.queues)}",
+            f"--concurrency={args.concurrency}",
+            f"--loglevel={args.loglevel}",
+            f"--hostname=loreg-{os.getpid()}@%h",
+            "--pool=prefork",
+            "--without-gossip",
+            "--without-mingle",
+        ]
+    )
+    return int(code or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

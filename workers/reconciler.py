@@ -1,0 +1,229 @@
+"""The reconciler: makes sure every unfinished job has a message a worker will get.
+
+The broker can lose messages (Redis restarted without persistence, a failed
+publish while it was down) and workers can die mid-job. The job rows tell what
+should be happening, so the reconciler, run every few seconds in each worker's
+main process, repairs the difference:
+
+* a ``queued`` job not picked up for ``job_requeue_after_s`` is enqueued again
+  (waiting jobs in a long backlog are re-sent ever less often: the interval
+  grows with the time already waited, capped at ``REQUEUE_BACKOFF_CAP`` times
+  ``job_requeue_after_s``, so duplicates do not pile up in the queue);
+* a ``running`` job whose heartbeat is older than ``job_stale_after_s`` (its
+  worker died) goes back to ``queued`` and is enqueued;
+* a job whose cancellation was requested but that no worker runs any more is
+  marked ``cancelled``.
+
+Each change is a conditional UPDATE, so several reconcilers at once each act on
+a job at most once per interval; duplicate messages are harmless anyway because
+:func:`workers.runner.claim` is atomic.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Session, select
+
+from registry.models import Job, utcnow
+from registry.services.context import Context
+
+log = logging.getLogger("loreg.reconciler")
+Enqueue = Callable[[str, str], None]
+Pending = tuple[str, str]  # (job id, queue)
+REQUEUE_BACKOFF_CAP = 10
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    """SQLite returns naive datetimes: they are UTC."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+def requeue_due(
+    created_at: datetime | None, enqueued_at: datetime | None, now: datetime, after_s: float
+) -> bool:
+    """Whether a queued job's message should be sent again now.
+
+    Due when the last send is older than ``after_s`` and than the time the job
+    had already waited at that send (doubling intervals), the wait being capped
+    at ``REQUEUE_BACKOFF_CAP * after_s``.
+    """
+    enqueued_at = _aware(enqueued_at)
+    if enqueued_at is None:
+        return True
+    created_at = _aware(created_at) or enqueued_at
+    waited = max((enqueued_at - created_at).total_seconds(), 0.0)
+    interval = min(max(after_s, waited), REQUEUE_BACKOFF_CAP * after_s)
+    return (now - enqueued_at).total_seconds() >= interval
+
+
+def _stale(column: Any, before: datetime) -> Any:
+    return sa.or_(column.is_(None), column < before)
+
+
+def _cancel_abandoned(session: Session, now: datetime, stale_before: datetime) -> int:
+    """Cancel requested on a job nobody runs (queued, or running without heartbeat)."""
+    result = session.execute(
+        sa.update(Job)
+        .where(
+            Job.cancel_requested.is_(True),
+            sa.or_(
+                Job.status == "queued",
+                sa.and_(Job.status == "running", _stale(Job.heartbeat_at, stale_before)),
+            ),
+        )
+        .values(status="cancelled", finished_at=now, message="cancelled (no worker was running it)")
+    )
+    session.commit()
+    return result.rowcount or 0
+
+
+def _recover_stale(session: Session, now: datetime, stale_before: datetime) -> list[Pending]:
+    """Running jobs whose worker stopped beating: back to ``queued``; returns them."""
+    rows = session.exec(
+        select(Job.id, Job.queue, Job.worker).where(
+            Job.status == "running",
+            Job.cancel_requested.is_(False),
+            _stale(Job.heartbeat_at, stale_before),
+        )
+    ).all()
+    recovered = []
+    for job_id, queue, worker in rows:
+        result = session.execute(
+            sa.update(Job)
+            .where(
+                Job.id == job_id,
+                Job.status == "running",
+                _stale(Job.heartbeat_at, stale_before),
+            )
+            .values(
+                status="queued",
+                heartbeat_at=None,
+                enqueued_at=now,
+                message=f"requeued: worker {worker} stopped sending heartbeats",
+            )
+        )
+        session.commit()
+        if result.rowcount == 1:
+            recovered.append((job_id, queue))
+    return recovered
+
+
+def _take_due_queued(session: Session, now: datetime, after_s: float) -> list[Pending]:
+    """Queued jobs due for another message; marks each as sent now (once, atomically)."""
+    before = now - timedelta(seconds=after_s)
+    rows = session.exec(
+        select(Job.id, Job.queue, Job.created_at, Job.enqueued_at)
+        .where(
+            Job.status == "queued",
+            Job.cancel_requested.is_(False),
+            _stale(Job.enqueued_at, before),
+        )
+        .order_by(Job.created_at)
+    ).all()
+    due = []
+    for job_id, queue, created_at, enqueued_at in rows:
+        if not requeue_due(created_at, enqueued_at, now, after_s):
+            continue
+        seen = Job.enqueued_at.is_(None) if enqueued_at is None else Job.enqueued_at <= enqueued_at
+        result = session.execute(
+            sa.update(Job)
+            .where(Job.id == job_id, Job.status == "queued", seen)
+            .values(enqueued_at=now)
+        )
+        session.commit()
+        if result.rowcount == 1:
+            due.append((job_id, queue))
+    return due
+
+
+def reconcile(ctx: Context, enqueue: Enqueue, *, now: datetime | None = None) -> dict[str, int]:
+    """One pass: cancel abandoned jobs, recover stale running jobs, re-send lost messages.
+
+    ``enqueue(job_id, queue)`` sends a job's message. Returns counts:
+    ``cancelled``, ``recovered`` (stale running -> queued), ``requeued`` (queued,
+    message sent again) and ``enqueue_failed`` (the broker refused; retried on a
+    later pass).
+    """
+    settings = ctx.settings
+    now = now or utcnow()
+    stale_before = now - timedelta(seconds=settings.job_stale_after_s)
+    counts = {"cancelled": 0, "recovered": 0, "requeued": 0, "enqueue_failed": 0}
+    with Session(ctx.engine) as session:
+        counts["cancelled"] = _cancel_abandoned(session, now, stale_before)
+        recovered = _recover_stale(session, now, stale_before)
+        queued = _take_due_queued(session, now, settings.job_requeue_after_s)
+    counts["recovered"] = len(recovered)
+    tagged = [(job, "recovered") for job in recovered] + [(job, "requeued") for job in queued]
+    for (job_id, queue), why in tagged:
+        try:
+            enqueue(job_id, queue)
+        except Exception as exc:  # noqa: BLE001 - the broker may be down; retry next pass
+            counts["enqueue_failed"] += 1
+            log.warning("could not enqueue job %s (%s); will retry", job_id, exc)
+            continue
+        if why == "requeued":
+            counts["requeued"] += 1
+        log.info("enqueued %s job %s on %s", why, job_id, queue)
+    return counts
+
+
+def default_interval(ctx: Context) -> float:
+    """Half the shorter of the requeue and stale delays, between 1 and 30 seconds."""
+    settings = ctx.settings
+    return min(max(min(settings.job_requeue_after_s, settings.job_stale_after_s) / 2, 1.0), 30.0)
+
+
+class Reconciler:
+    """A daemon thread running :func:`reconcile` every ``interval_s`` seconds.
+
+    The database pool is emptied after every pass, so processes forked from
+    this one (Celery's pool children) never inherit an open connection.
+    """
+
+    def __init__(self, ctx: Context, enqueue: Enqueue, interval_s: float | None = None):
+        self.ctx = ctx
+        self.enqueue = enqueue
+        self.interval_s = interval_s if interval_s is not None else default_interval(ctx)
+        if self.interval_s <= 0:
+            raise ValueError(f"reconcile interval must be > 0 seconds, got {self.interval_s}")
+        self.passes = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="loreg-reconciler", daemon=True)
+
+    def start(self) -> Reconciler:
+        """Start the thread (the first pass runs at once)."""
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Ask the thread to stop and wait for it."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def run_once(self) -> dict[str, int]:
+        """One pass; errors (database down) are logged, not raised."""
+        try:
+            counts = reconcile(self.ctx, self.enqueue)
+        except Exception as exc:  # noqa: BLE001 - keep reconciling after outages
+            log.warning("reconcile pass failed: %s", exc)
+            return {}
+        finally:
+            self.passes += 1
+            self.ctx.engine.dispose()
+        if any(counts.values()):
+            log.info("reconciled: %s", counts)
+        return counts
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.run_once()
+            self._stop.wait(self.interval_s)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 from loreg import __version__
 from loreg.constants import debug_mode
 from loreg.errors import LoregError
+from loreg.jobs import add_job_commands
 
 if TYPE_CHECKING:
     from loreg.client import Registry
@@ -121,6 +122,16 @@ def build_parser() -> argparse.ArgumentParser:
     base_pull.add_argument("name", metavar="NAME")
     add(base_cmds, "ls", _cmd_base_ls, "list registered base models")
 
+    dataset = add(commands, "dataset", None, "datasets (chat JSONL) for train jobs")
+    dataset_cmds = dataset.add_subparsers(dest="dataset_command", metavar="COMMAND", required=True)
+    dataset_push = add(
+        dataset_cmds, "push", _cmd_dataset_push, "publish a chat JSONL file (or folder)"
+    )
+    dataset_push.add_argument("source", metavar="FILE", help="a .jsonl file or a folder of them")
+    dataset_push.add_argument("--name", required=True, help="dataset name, e.g. support-chats")
+    dataset_push.add_argument("--namespace", help="namespace (default: the token's default)")
+    dataset_push.add_argument("--description", help="one-line description")
+
     token = add(commands, "token", None, "API tokens")
     token_cmds = token.add_subparsers(dest="token_command", metavar="COMMAND", required=True)
     create = add(token_cmds, "create", _cmd_token_create, "create a token (needs admin)")
@@ -148,6 +159,11 @@ def build_parser() -> argparse.ArgumentParser:
     upgrade.add_argument("--data-dir", help="embedded data folder (SQLite)")
 
     add(commands, "gc", _cmd_gc, "garbage-collect unreferenced blobs (needs admin)")
+
+    worker = add(commands, "worker", _cmd_worker, "run a job worker (needs LOREG_REDIS_URL)")
+    worker.add_argument("--queues", default="gpu,cpu", help="queues to consume (default gpu,cpu)")
+    worker.add_argument("--concurrency", type=int, default=1, help="jobs at once (default 1)")
+    add_job_commands(commands, add)
     return parser
 
 
@@ -288,6 +304,22 @@ def _cmd_alias(args: argparse.Namespace, registry: Registry) -> int:
     return _emit(args, answer, lambda out: out.write(line + "\n"))
 
 
+def _cmd_dataset_push(args: argparse.Namespace, registry: Registry) -> int:
+    result = registry.push_dataset(
+        args.source, args.name, namespace=args.namespace, description=args.description
+    )
+
+    def human(out: TextIO) -> None:
+        verb = "pushed dataset" if result.created else "unchanged: dataset"
+        out.write(f"{verb} {result.ref} ({result.digest})\n")
+        out.write(
+            f"  sent {len(result.uploaded)} file(s) ({_size(result.bytes_uploaded)}), "
+            f"reused {len(result.reused)}\n"
+        )
+
+    return _emit(args, result.to_dict(), human)
+
+
 def _cmd_base_push(args: argparse.Namespace, registry: Registry) -> int:
     info = registry.push_base_model(args.folder, args.name, revision=args.revision)
 
@@ -383,7 +415,16 @@ def _cmd_db_upgrade(args: argparse.Namespace, _registry: None) -> int:
     return _emit(args, data, lambda out: out.write("database is up to date\n"))
 
 
-_LOCAL_COMMANDS = {_cmd_serve, _cmd_db_upgrade}
+def _cmd_worker(args: argparse.Namespace, _registry: None) -> int:
+    try:
+        from workers.main import main as worker_main
+    except ImportError as exc:
+        hint = "pip install 'loreg[worker]'"
+        raise LoregError(f"the worker is not installed ({exc}): {hint}") from exc
+    return worker_main(["--queues", args.queues, "--concurrency", str(args.concurrency)])
+
+
+_LOCAL_COMMANDS = {_cmd_serve, _cmd_db_upgrade, _cmd_worker}
 
 
 def _import_server(module: str, attribute: str) -> Callable[..., Any]:

@@ -35,6 +35,7 @@ from loreg.errors import (
     ValidationFailedError,
 )
 from loreg.http import ApiClient, default_timeout, quote_path
+from loreg.jobs import job_request, wait_for_job
 from loreg.loading import adapter_name_for, load_adapter, unload_adapter, use_adapter
 from loreg.manifest import sha256_file
 from loreg.progress import Progress
@@ -73,6 +74,25 @@ class PushResult:
         out = asdict(self)
         out.pop("resolved")
         return out
+
+    @classmethod
+    def from_commit(
+        cls, answer: Mapping[str, Any], uploaded: list[str], reused: list[str], sent_bytes: int
+    ) -> PushResult:
+        """The result of a commit answer (``resolved``, ``created``) and the transfer counts."""
+        resolved = answer["resolved"]
+        return cls(
+            ref=resolved["ref"],
+            namespace=resolved["namespace"],
+            name=resolved["name"],
+            version=int(resolved["version"]),
+            digest=resolved["digest"],
+            created=bool(answer.get("created")),
+            uploaded=uploaded,
+            reused=reused,
+            bytes_uploaded=sent_bytes,
+            resolved=resolved,
+        )
 
 
 @dataclass(frozen=True)
@@ -486,6 +506,45 @@ class Registry:
         answer = self._api.delete(_alias_path(namespace, parsed.name, alias))
         return {"namespace": namespace, "name": parsed.name, **answer}
 
+    # ------------------------------------------------------------ datasets
+    def push_dataset(
+        self,
+        file_or_folder: str | os.PathLike[str],
+        name: str,
+        namespace: str | None = None,
+        description: str | None = None,
+    ) -> PushResult:
+        """Publish a chat JSONL dataset (a ``.jsonl`` file, or a folder holding some).
+
+        Records are ``{"system": ..., "conversation": [{"human": ..., "assistant": ...}]}``;
+        the registry validates every line on commit. Datasets are versioned like
+        adapters (``[namespace/]name-vN``) and used by train jobs (``params.dataset``).
+        """
+        self._require_online("dataset push")
+        validate_adapter_name(name)
+        if namespace is not None:
+            validate_name(namespace, "namespace")
+        source = Path(file_or_folder).expanduser()
+        if not source.exists():
+            raise ValidationFailedError(f"{source} does not exist: pass a .jsonl file or a folder")
+        if source.is_file():
+            files = [LocalFile(source.name, source, source.stat().st_size)]
+        else:
+            files = collect_files(source)
+        if not any(f.path.endswith(".jsonl") for f in files):
+            raise ValidationFailedError(
+                f"{source} holds no .jsonl file: a dataset is chat JSONL, one "
+                '{"system": ..., "conversation": [{"human": ..., "assistant": ...}]} per line',
+                code="invalid_manifest",
+            )
+        body: dict[str, Any] = {"kind": "dataset", "name": name}
+        if namespace is not None:
+            body["namespace"] = namespace
+        if description is not None:
+            body["description"] = description
+        answer, uploaded, reused, sent_bytes = self._publish(files, body, f"push dataset {name}")
+        return PushResult.from_commit(answer, uploaded, reused, sent_bytes)
+
     # --------------------------------------------------------- base models
     def push_base_model(
         self, folder: str | os.PathLike[str], name: str, revision: str | None = None
@@ -556,6 +615,50 @@ class Registry:
     def gc(self) -> dict[str, Any]:
         """Garbage-collect blobs no version references (admin): ``POST /v1/admin/gc``."""
         return self.api.post("/v1/admin/gc", {})
+
+    # --------------------------------------------------------------- jobs
+    def submit_job(
+        self,
+        type: str,  # noqa: A002 - the API's field name
+        inputs: Iterable[str | tuple[str, float] | Mapping[str, Any]],
+        params: Mapping[str, Any] | None,
+        output: str,
+        namespace: str | None = None,
+        queue: str | None = None,
+    ) -> dict[str, Any]:
+        """Submit a job (``POST /v1/jobs``); returns its view (``id``, ``status`` queued, ...).
+
+        ``inputs`` are refs (weight 1), ``(ref, weight)`` pairs or ``{"ref", "weight"}``.
+        The registry validates inputs and params at once (4xx naming the problem).
+        """
+        body = job_request(type, inputs, params, output, namespace=namespace, queue=queue)
+        return self.api.post("/v1/jobs", body)
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        """A job's view: ``status``, ``progress``, ``error``, ``attempts``, ``result``, ..."""
+        return self.api.get(f"/v1/jobs/{quote_path(job_id)}")
+
+    def jobs(self, **filters: Any) -> builtins.list[dict[str, Any]]:
+        """Jobs visible to the caller, newest first; filters: status, type, namespace, limit."""
+        params = {k: v for k, v in filters.items() if v is not None}
+        return self.api.get("/v1/jobs", params=params or None)
+
+    def job_logs(self, job_id: str) -> str:
+        """The tail of a job's log (text)."""
+        return self.api.get(f"/v1/jobs/{quote_path(job_id)}/logs").get("log") or ""
+
+    def cancel_job(self, job_id: str) -> dict[str, Any]:
+        """Cancel a queued job, or ask a running one to stop; returns its view."""
+        return self.api.post(f"/v1/jobs/{quote_path(job_id)}/cancel", {})
+
+    def wait_job(
+        self, job_id: str, timeout: float | None = None, poll: float = 1.0
+    ) -> dict[str, Any]:
+        """Poll until the job is succeeded, failed or cancelled; returns its final view.
+
+        Raises :class:`loreg.jobs.JobTimeoutError` after ``timeout`` seconds.
+        """
+        return wait_for_job(lambda: self.job(job_id), timeout=timeout, poll=poll)
 
     # ------------------------------------------------------------- models
     def adapter_name(self, ref: str | Ref) -> str:

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from loreg.constants import INT8_FORMAT
 from workers.ops import PRECISIONS
 from workers.ops.combine import lowrank_svd
 from workers.ops.lora import (
@@ -51,7 +52,6 @@ __all__ = [
     "reduce_rank",
 ]
 
-INT8_FORMAT = "loreg-lora-int8-rowwise"
 _PREFIX = "base_model.model."
 _DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 

@@ -106,7 +106,7 @@ class _BodyTooLarge(PayloadTooLarge):
 
 def create_app(settings: Settings | None = None, context: Context | None = None) -> FastAPI:
     """Build the API app for the given settings (or a prepared context)."""
-    ctx = context or Context.from_settings(settings or Settings.from_env())
+    ctx = context or Context.from_settings(settings or Settings.from_env(), create_bucket=True)
     app = FastAPI(
         title="loreg",
         version=registry.__version__,

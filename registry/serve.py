@@ -39,7 +39,7 @@ def prepare(settings: Settings) -> tuple[Context, str | None]:
     """
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     migrate.upgrade(settings.database_url)
-    ctx = Context.from_settings(settings)
+    ctx = Context.from_settings(settings, create_bucket=True)
     with Session(ctx.engine) as session:
         token = bootstrap(session)
         session.commit()

@@ -207,7 +207,12 @@ def claim(ctx: Context, job_id: str, worker: str) -> Job | None:
                 session,
                 job_id,
                 "failed",
-                error=f"gave up after {job.attempts} attempts (workers kept dying)",
+                error=(
+                    f"gave up after {job.attempts} attempts; last error: "
+                    f"{job.error.removeprefix('retrying after: ')}"
+                    if job.error
+                    else f"gave up after {job.attempts} attempts (workers kept dying)"
+                ),
             )
             return None
         result = session.execute(

@@ -12,8 +12,13 @@ from registry.settings import Settings
 from registry.storage.base import ObjectStore
 
 
-def make_store(settings: Settings) -> ObjectStore:
-    """The object store the settings ask for: S3 when a bucket is set, else a local folder."""
+def make_store(settings: Settings, *, create_bucket: bool = False) -> ObjectStore:
+    """The object store the settings ask for: S3 when a bucket is set, else a local folder.
+
+    Building it makes no network call unless ``create_bucket`` is set (the API does it
+    once at start-up when ``settings.s3_create_bucket``); workers never need to, so a
+    worker starts, and reports its jobs' errors, while S3 is unreachable.
+    """
     if settings.s3_bucket:
         from registry.storage.s3 import S3Store
 
@@ -24,7 +29,7 @@ def make_store(settings: Settings) -> ObjectStore:
             prefix=settings.s3_prefix,
             trust_checksums=settings.s3_trust_checksums,
         )
-        if settings.s3_create_bucket:
+        if create_bucket and settings.s3_create_bucket:
             store.ensure_bucket()
         return store
     from registry.storage.local import LocalStore
@@ -59,8 +64,10 @@ class Context:
         self.engine.dispose()
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Context:
-        """Build the engine and store from settings."""
+    def from_settings(cls, settings: Settings, *, create_bucket: bool = False) -> Context:
+        """Build the engine and store from settings (see :func:`make_store`)."""
         return cls(
-            settings=settings, engine=make_engine(settings.database_url), store=make_store(settings)
+            settings=settings,
+            engine=make_engine(settings.database_url),
+            store=make_store(settings, create_bucket=create_bucket),
         )

@@ -8,8 +8,10 @@ killed with SIGKILL. The job row is the truth; these tests poll it.
 from __future__ import annotations
 
 import threading
+import time
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import sqlalchemy as sa
@@ -17,6 +19,7 @@ from sqlmodel import Session
 
 from registry.models import Job, utcnow
 from tests.support.fixtures_worker import JobStack, write_adapter
+from tests.support.tcpproxy import TcpProxy
 from tests.support.tiny import save_adapter
 from workers.reconciler import REQUEUE_BACKOFF_CAP, reconcile, requeue_due
 
@@ -254,3 +257,59 @@ def test_redis_restart_loses_no_job(worker_stack, tmp_path):
         assert job["result"]["ref"] == f"default/{output}-v1"
         assert stack.versions_of_job(job_id) == [(output, 1)]
         assert stack.versions_named(output) == [1]
+
+
+def test_s3_outage_is_retried_with_backoff_not_failed(worker_stack, tmp_path, s3_endpoint):
+    stack = worker_stack
+    stack.push(save_adapter(tmp_path / "medical", seed=1, r=4), "medical")
+    stack.push(save_adapter(tmp_path / "legal", seed=2, r=8), "legal")
+    host, port = urlsplit(s3_endpoint).hostname, urlsplit(s3_endpoint).port
+    with TcpProxy(host, port) as proxy:
+        # the worker reaches S3 only through the proxy, which is cut: connections refused
+        stack.env = {**stack.env, "LOREG_S3_ENDPOINT_URL": proxy.url}
+        proxy.cut()
+        stack.start_worker()
+        body = {
+            "type": "combine",
+            "inputs": [{"ref": "medical-v1", "weight": 0.5}, {"ref": "legal-v1", "weight": 0.5}],
+            "params": {"method": "cat"},
+            "output": "through-outage",
+        }
+        job_id = stack.submit_ok(body)["id"]
+        deadline = time.monotonic() + 120
+        while not (job := stack.job(job_id))["error"]:
+            assert time.monotonic() < deadline, (job, stack.worker_logs())
+            time.sleep(0.1)
+        # released for a retry, not failed: the error says why it will run again
+        assert job["status"] in ("queued", "running"), job
+        assert job["error"].startswith("retrying after: "), job
+        assert "connect" in job["error"].lower(), job
+        assert job["attempts"] == 1 and stack.versions_of_job(job_id) == []
+
+        proxy.restore()
+        done = stack.wait(job_id, timeout=120)
+    assert done["status"] == "succeeded", (done, stack.worker_logs())
+    assert done["attempts"] == 2 and done["error"] is None
+    assert stack.versions_of_job(job_id) == [("through-outage", 1)]
+
+
+def test_lasting_s3_outage_fails_the_job_with_the_last_error(worker_stack, tmp_path, s3_endpoint):
+    stack = worker_stack
+    stack.push(save_adapter(tmp_path / "medical", seed=1, r=4), "medical")
+    host, port = urlsplit(s3_endpoint).hostname, urlsplit(s3_endpoint).port
+    with TcpProxy(host, port) as proxy:
+        proxy.cut()  # and never restored
+        stack.env = {
+            **stack.env,
+            "LOREG_S3_ENDPOINT_URL": proxy.url,
+            "LOREG_JOB_MAX_ATTEMPTS": "2",
+        }
+        stack.start_worker()
+        body = {"type": "compress", "inputs": [{"ref": "medical-v1"}], "params": {"rank": 2}}
+        job_id = stack.submit_ok({**body, "output": "never"})["id"]
+        job = stack.wait(job_id, timeout=120)
+    assert job["status"] == "failed", (job, stack.worker_logs())
+    assert job["attempts"] == 2
+    assert job["error"].startswith("gave up after 2 attempts; last error: "), job
+    assert "could not connect" in job["error"].lower(), job
+    assert stack.versions_of_job(job_id) == []

@@ -156,14 +156,18 @@ def peft_combine(model, names, weights, kind, args, device):
 
 
 def ours(adapters, weights, method, args, device, repeat):
-    """Best of ``repeat`` runs (after one warm-up) of loreg's combine."""
+    """(best, median, result) of ``repeat`` timed runs of loreg's combine.
+
+    On CUDA one untimed warm-up run comes first (kernel and cuSOLVER start-up).
+    """
     from workers.ops.combine import combine
 
     kwargs = {"rank": args.target_rank}
     if method == "ties":
         kwargs["density"] = args.density
     run = lambda: combine(adapters, weights, method, device=device, **kwargs)  # noqa: E731
-    run()
+    if device.type == "cuda":
+        run()
     times, result = [], None
     for _ in range(repeat):
         seconds, result = timed(run, device)
@@ -232,7 +236,13 @@ def main() -> int:
         default="svd,ties,ties_svd",
         help="PEFT combination types to run (subset of svd,ties,ties_svd)",
     )
-    parser.add_argument("--repeat", type=int, default=3, help="timed runs of ours (best kept)")
+    parser.add_argument("--repeat", type=int, default=3, help="timed runs of our svd (best kept)")
+    parser.add_argument(
+        "--ties-repeat",
+        type=int,
+        default=None,
+        help="timed runs of our ties (default: 3 on CUDA, 1 on CPU)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
@@ -240,6 +250,7 @@ def main() -> int:
         ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     )
     args.layers = args.layers or (4 if device.type == "cuda" else 1)
+    args.ties_repeat = args.ties_repeat or (3 if device.type == "cuda" else 1)
     args.targets = [t for t in args.targets.split(",") if t]
     unknown = set(args.targets) - set(MODULES)
     if unknown:
@@ -279,13 +290,14 @@ def main() -> int:
     rows.append(row)
 
     # ---- ties
-    best, median, ties_result = ours(adapters, ties_weights, "ties", args, device, args.repeat)
+    best, median, ties_result = ours(adapters, ties_weights, "ties", args, device, args.ties_repeat)
     base = {
         "method": f"ties d={args.density}",
         "ours_s": best,
         "ours_median_s": median,
         "ours_energy": ties_result.stats.energy_kept,
     }
+    merged_energy = sum(m.energy for m in ties_result.stats.modules.values())
     theirs_svd = None
     if "ties_svd" in peft_kinds:
         seconds, theirs_svd = peft_combine(model, names, ties_weights, "ties_svd", args, device)
@@ -295,6 +307,8 @@ def main() -> int:
                 "peft": "ties_svd",
                 "peft_s": seconds,
                 "diff": rel_diff(ties_result.modules, theirs_svd),
+                # both project the same dense TIES delta M: energy = ‖B'A'‖² / ‖M‖²
+                "peft_energy": energy_of(theirs_svd) / merged_energy,
             }
         )
     if "ties" in peft_kinds:
@@ -337,7 +351,8 @@ def print_report(args, device, peft_version, modules, t_build, rows, svd_weights
     )
     print(
         f"# svd weights {svd_weights}; ties weights equal, density {args.density}, "
-        f"sign 'total'; ours = best of {args.repeat} after a warm-up, PEFT = one run"
+        f"sign 'total'; ours = best of {args.repeat} (svd) / {args.ties_repeat} (ties) runs"
+        f"{' after a warm-up' if device.type == 'cuda' else ''}, PEFT = one run"
     )
     header = (
         f"{'method':<14}{'PEFT side':<20}{'ours s':>9}{'PEFT s':>10}{'speedup':>9}"

@@ -11,6 +11,7 @@ import math
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import update
 from sqlmodel import Session, select
 
 from loreg.errors import InvalidRefError
@@ -35,6 +36,9 @@ COMBINE_METHODS = (
     "delta_avg",
 )
 DENSITY_METHODS = ("ties", "dare_linear", "dare_ties", "magnitude_prune")
+SIGN_METHODS = ("ties", "dare_ties")
+EXACT_FULL_RANK = ("cat", "flora", "fedit")
+FEDERATED_METHODS = ("fedit", "flora", "delta_avg")
 RANK_REQUIRED = ("svd", "ties", "dare_linear", "dare_ties", "magnitude_prune", "delta_avg")
 PRESETS = {"small": (4, 8), "medium": (8, 16), "large": (16, 32), "xlarge": (32, 64)}
 PRECISIONS = ("fp16", "bf16", "int8")
@@ -133,11 +137,7 @@ def _same_base(resolved: list[dict[str, Any]]) -> str | None:
 
 
 def _check_combine(params: dict[str, Any], resolved: list[dict[str, Any]]) -> None:
-    _only(
-        params,
-        {"method", "density", "rank", "seed", "majority_sign_method", "normalize_weights"},
-        "combine",
-    )
+    _only(params, {"method", "density", "rank", "seed", "majority_sign_method"}, "combine")
     if len(resolved) < 1:
         raise InvalidJob("a combine job needs at least one input")
     method = params.get("method", "linear")
@@ -149,10 +149,31 @@ def _check_combine(params: dict[str, Any], resolved: list[dict[str, Any]]) -> No
     if density is not None and method not in DENSITY_METHODS:
         raise InvalidJob(f"params.density has no meaning for method {method!r}")
     _number(params, "seed", 0, 2**63 - 1, integer=True)
-    if params.get("majority_sign_method", "total") not in ("total", "frequency"):
-        raise InvalidJob("params.majority_sign_method must be 'total' or 'frequency'")
-    if method in ("cat", "flora") and rank is not None:
-        raise InvalidJob(f"method {method!r} is exact and keeps rank sum(r_i): drop params.rank")
+    sign = params.get("majority_sign_method")
+    if sign is not None:
+        if sign not in ("total", "frequency"):
+            raise InvalidJob("params.majority_sign_method must be 'total' or 'frequency'")
+        if method not in SIGN_METHODS:
+            raise InvalidJob(
+                f"params.majority_sign_method applies to {', '.join(SIGN_METHODS)} only, "
+                f"not {method!r}"
+            )
+    if method in EXACT_FULL_RANK and rank is not None:
+        raise InvalidJob(f"method {method!r} does not truncate and takes no rank: drop params.rank")
+    if method in FEDERATED_METHODS:
+        weights = [r["weight"] for r in resolved]
+        if any(w < 0 for w in weights) or sum(weights) <= 0:
+            raise InvalidJob(
+                f"method {method!r} takes client weights >= 0 with a positive sum, got {weights}"
+            )
+    if method == "fedit":
+        ranks = {r["ref"]: r["r"] for r in resolved}
+        if len({r for r in ranks.values() if r is not None}) > 1:
+            listing = ", ".join(f"{ref} r={r}" for ref, r in ranks.items())
+            raise InvalidJob(
+                f"fedit averages factors and needs equal ranks ({listing}); "
+                "use flora or delta_avg for mixed ranks"
+            )
 
 
 def _check_compress(params: dict[str, Any], resolved: list[dict[str, Any]]) -> None:
@@ -372,30 +393,45 @@ def list_jobs(
         query = query.where(Job.type == job_type)
     if namespace:
         query = query.where(Job.namespace == namespace)
-    private = {ns.name for ns in session.exec(select(Namespace).where(Namespace.private)).all()}
-    out = []
-    for job in session.exec(query.limit(max(1, min(limit, 500)) * 4)).all():
-        if job.namespace in private and not principal.can(job.namespace, "read"):
-            continue
-        out.append(job_view(job))
-        if len(out) >= limit:
-            break
-    return out
+    private = session.exec(select(Namespace.name).where(Namespace.private)).all()
+    hidden = [name for name in private if not principal.can(name, "read")]
+    if hidden:
+        query = query.where(Job.namespace.not_in(hidden))
+    return [job_view(job) for job in session.exec(query.limit(max(1, min(limit, 500)))).all()]
 
 
 def cancel_job(session: Session, principal: Principal, job_id: str) -> Job:
-    """Cancel a queued job at once; ask a running one to stop (it checks between steps)."""
+    """Cancel a queued job at once; ask a running one to stop (it checks between steps).
+
+    Both are conditional updates, so a worker claiming the job at the same
+    moment is never overwritten: whichever commits first wins, and a job a
+    worker just claimed still gets ``cancel_requested``.
+    """
     job = get_job(session, principal, job_id)
     ns = catalog.get_namespace(session, job.namespace)
     require_scope(principal, job.namespace, bool(ns and ns.private), "write")
     if job.status in TERMINAL:
         raise Conflict(f"job '{job_id}' already {job.status}")
-    job.cancel_requested = True
-    if job.status == "queued":
-        job.status = "cancelled"
-        job.finished_at = utcnow()
-        job.message = "cancelled before it started"
-    session.add(job)
+    now = utcnow()
+    table = Job.__table__
+    session.execute(
+        update(table)
+        .where(table.c.id == job_id, table.c.status == "queued")
+        .values(
+            status="cancelled",
+            cancel_requested=True,
+            finished_at=now,
+            message="cancelled before it started",
+        )
+    )
+    session.execute(
+        update(table)
+        .where(table.c.id == job_id, table.c.status.not_in(TERMINAL))
+        .values(cancel_requested=True)
+    )
+    session.refresh(job)
+    if job.status in ("succeeded", "failed"):
+        raise Conflict(f"job '{job_id}' already {job.status}")
     audit.record(session, principal, "job.cancel", namespace=job.namespace, target=job.id)
     session.flush()
     return job

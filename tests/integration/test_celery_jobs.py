@@ -13,6 +13,7 @@ import json
 import math
 from pathlib import Path
 
+import httpx
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -119,8 +120,48 @@ def test_combine_job_through_celery_registers_the_weighted_sum_with_lineage(stac
             422,
             ["rank", "required"],
         ),
+        (
+            [{"ref": "medical-v1"}, {"ref": "medical-v1"}],
+            {"method": "fedit", "rank": 4},
+            422,
+            ["fedit", "takes no rank"],
+        ),
+        (
+            [{"ref": "medical-v1"}, {"ref": "legal-v1"}],  # r=4 and r=8
+            {"method": "fedit"},
+            422,
+            ["equal ranks", "medical-v1 r=4", "legal-v1 r=8"],
+        ),
+        (
+            [{"ref": "medical-v1", "weight": 1.0}, {"ref": "legal-v1", "weight": -0.5}],
+            {"method": "flora"},
+            422,
+            ["client weights >= 0", "-0.5"],
+        ),
+        (
+            [{"ref": "medical-v1"}, {"ref": "legal-v1"}],
+            {"method": "svd", "rank": 4, "majority_sign_method": "frequency"},
+            422,
+            ["majority_sign_method", "ties", "svd"],
+        ),
+        (
+            [{"ref": "medical-v1"}, {"ref": "legal-v1"}],
+            {"method": "linear", "normalize_weights": True},
+            422,
+            ["unknown params", "normalize_weights"],
+        ),
     ],
-    ids=["unknown-ref", "mixed-base-models", "density-out-of-range", "svd-without-rank"],
+    ids=[
+        "unknown-ref",
+        "mixed-base-models",
+        "density-out-of-range",
+        "svd-without-rank",
+        "fedit-with-rank",
+        "fedit-mixed-ranks",
+        "flora-negative-weight",
+        "sign-method-on-svd",
+        "unknown-param",
+    ],
 )
 def test_invalid_jobs_are_refused_at_submission(stack, inputs, params, status, words):
     before = len(stack.api.get("/v1/jobs", params={"limit": 500}).json())
@@ -129,6 +170,47 @@ def test_invalid_jobs_are_refused_at_submission(stack, inputs, params, status, w
     message = json.dumps(r.json()).lower()
     assert all(word in message for word in words), message
     assert len(stack.api.get("/v1/jobs", params={"limit": 500}).json()) == before
+
+
+def test_input_in_a_private_namespace_is_not_found_for_an_outsider(stack, tmp_path):
+    r = stack.api.post("/v1/namespaces", json={"name": "vault", "private": True})
+    assert r.status_code == 201, r.text
+    import loreg
+
+    with loreg.Registry(
+        url=stack.url, token=stack.token, cache_dir=tmp_path / "c", progress=False
+    ) as reg:
+        reg.push(
+            save_adapter(tmp_path / "hidden", seed=7, r=4),
+            "hidden",
+            namespace="vault",
+            base_model="tiny-llama",
+        )
+    writer = stack.api.post(
+        "/v1/tokens",
+        json={"name": "outsider", "grants": [{"namespace": "default", "scope": "write"}]},
+    ).json()["token"]
+    body = {
+        "type": "combine",
+        "inputs": [{"ref": "medical-v1"}, {"ref": "vault/hidden-v1"}],
+        "params": {"method": "cat"},
+        "output": "stolen",
+    }
+    with httpx.Client(
+        base_url=stack.url, headers={"Authorization": f"Bearer {writer}"}, timeout=30
+    ) as outsider:
+        r = outsider.post("/v1/jobs", json=body)
+        assert r.status_code == 404, r.text
+        assert "vault/hidden-v1" in r.json()["error"]["message"]
+        assert "private" not in r.json()["error"]["message"]  # existence is not leaked
+        # the admin, who can read vault, may combine it into vault; the outsider never sees it
+        hidden_job = stack.submit_ok({**body, "namespace": "vault", "queue": "gpu"})
+        seen = [j["id"] for j in outsider.get("/v1/jobs", params={"limit": 500}).json()]
+        assert hidden_job["id"] not in seen
+        assert outsider.get(f"/v1/jobs/{hidden_job['id']}").status_code == 404
+    in_vault = stack.api.get("/v1/jobs", params={"namespace": "vault"}).json()
+    assert [j["id"] for j in in_vault] == [hidden_job["id"]]
+    assert stack.api.post(f"/v1/jobs/{hidden_job['id']}/cancel").status_code == 200
 
 
 def test_job_that_fails_in_the_worker_is_failed_once_not_retried(stack):

@@ -6,6 +6,7 @@ import os
 import socket
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlmodel import Session
 
@@ -13,6 +14,9 @@ from registry import migrate
 from registry.services.context import Context
 from registry.services.tokens import bootstrap
 from registry.settings import Settings
+
+if TYPE_CHECKING:
+    from workers.reconciler import Reconciler
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
@@ -53,6 +57,20 @@ def prepare(settings: Settings) -> tuple[Context, str | None]:
     return ctx, token
 
 
+def start_job_recovery(ctx: Context) -> Reconciler | None:
+    """Embedded mode: run the reconciler in this process, as workers do in production.
+
+    Jobs left ``queued`` or ``running`` by a previous ``loreg serve`` (stopped or
+    killed mid-job) are re-sent to the local executor, so a restart loses no job.
+    With a broker configured the workers reconcile, and this returns None.
+    """
+    if ctx.settings.redis_url:
+        return None
+    from workers.reconciler import Reconciler
+
+    return Reconciler(ctx, ctx.dispatcher.enqueue).start()
+
+
 def serve(
     data_dir: str | Path | None = None,
     host: str = "127.0.0.1",
@@ -86,9 +104,12 @@ def serve(
         h11_max_incomplete_event_size=64 * 1024,
     )
     server = uvicorn.Server(config)
+    recovery = start_job_recovery(ctx)
     try:
         server.run(sockets=[sock])
     finally:
+        if recovery is not None:
+            recovery.stop()
         sock.close()
 
 

@@ -5,6 +5,10 @@ Two run modes, one code path:
 * embedded (default): SQLite + a local blob folder under ``data_dir``;
 * production: ``LOREG_DATABASE_URL`` (Postgres) and ``LOREG_S3_BUCKET``
   (+ ``LOREG_S3_ENDPOINT_URL`` and the usual AWS credential variables).
+
+``LOREG_S3_PUBLIC_ENDPOINT_URL`` is the S3 endpoint as clients reach it, when that
+differs from ``LOREG_S3_ENDPOINT_URL`` (the API's own route, e.g. ``http://minio:9000``
+inside a Compose network): presigned download and upload URLs are signed for it.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ class Settings:
     database_url: str
     s3_bucket: str | None = None
     s3_endpoint_url: str | None = None
+    s3_public_endpoint_url: str | None = None
     s3_region: str | None = None
     s3_prefix: str = ""
     s3_create_bucket: bool = True
@@ -95,6 +100,7 @@ class Settings:
             database_url=database_url,
             s3_bucket=os.environ.get("LOREG_S3_BUCKET") or None,
             s3_endpoint_url=os.environ.get("LOREG_S3_ENDPOINT_URL") or None,
+            s3_public_endpoint_url=os.environ.get("LOREG_S3_PUBLIC_ENDPOINT_URL") or None,
             s3_region=os.environ.get("LOREG_S3_REGION") or os.environ.get("AWS_DEFAULT_REGION"),
             s3_prefix=os.environ.get("LOREG_S3_PREFIX", ""),
             s3_create_bucket=os.environ.get("LOREG_S3_CREATE_BUCKET", "1") not in ("0", "false"),

@@ -10,6 +10,11 @@ for a backend that stores client-claimed checksums without verifying them (moto_
 
 Downloads are one plain GET streamed in chunks (no ranged fan-out: moto_server is slow
 per request, and S3 streams a single GET at full speed anyway).
+
+Two endpoints: server-side calls go to ``endpoint_url`` (e.g. ``http://minio:9000``
+inside a Compose network), while presigned URLs, which clients elsewhere fetch, can be
+signed for ``public_endpoint_url`` (e.g. ``http://localhost:9000``). SigV4 signs the
+host, so such a URL must be built for the host the client will reach, not rewritten.
 """
 
 from __future__ import annotations
@@ -87,8 +92,10 @@ class S3Store(ObjectStore):
     """An :class:`ObjectStore` in an S3 bucket, optionally under a key prefix.
 
     ``endpoint_url`` selects a non-AWS endpoint (path-style addressing is then used);
-    credentials come from boto3's usual chain (environment, config files, roles), or
-    from ``session`` when given (sharing one also saves ~0.15 s per client created).
+    ``public_endpoint_url``, when given, is the same S3 service as clients reach it:
+    presigned URLs are signed for it (see the module docstring). Credentials come from
+    boto3's usual chain (environment, config files, roles), or from ``session`` when
+    given (sharing one also saves ~0.15 s per client created).
     ``put`` sends objects larger than ``part_size`` as a multipart upload of up to
     ``max_concurrency`` parts in flight.
     """
@@ -100,6 +107,7 @@ class S3Store(ObjectStore):
         bucket: str,
         *,
         endpoint_url: str | None = None,
+        public_endpoint_url: str | None = None,
         region: str | None = None,
         prefix: str = "",
         part_size: int = 16 * MiB,
@@ -123,7 +131,7 @@ class S3Store(ObjectStore):
         config = Config(
             region_name=region,
             signature_version="s3v4",
-            s3={"addressing_style": "path" if endpoint_url else "auto"},
+            s3={"addressing_style": "path" if endpoint_url or public_endpoint_url else "auto"},
             max_pool_connections=max_pool_connections,
             retries={"max_attempts": 5, "mode": "standard"},
             connect_timeout=10,
@@ -135,6 +143,14 @@ class S3Store(ObjectStore):
         )
         session = session or boto3.session.Session()
         self.client = session.client("s3", endpoint_url=endpoint_url, config=config)
+        # Presigning makes no request: this client only computes URLs for the public host.
+        self.presign_client = self.client
+        if public_endpoint_url and public_endpoint_url != endpoint_url:
+            self.presign_client = session.client(
+                "s3",
+                endpoint_url=public_endpoint_url,
+                config=config.merge(Config(region_name=self.client.meta.region_name)),
+            )
         self._copy_config = TransferConfig(
             multipart_threshold=MAX_SINGLE_PUT,  # one CopyObject up to 5 GiB
             multipart_chunksize=512 * MiB,
@@ -366,7 +382,9 @@ class S3Store(ObjectStore):
         params: dict[str, Any] = {"Bucket": self.bucket, "Key": self._k(key)}
         if filename:
             params["ResponseContentDisposition"] = content_disposition(filename)
-        return self.client.generate_presigned_url("get_object", Params=params, ExpiresIn=expires_in)
+        return self.presign_client.generate_presigned_url(
+            "get_object", Params=params, ExpiresIn=expires_in
+        )
 
     def presign_put(
         self, key: str, *, expires_in: int, size: int, sha256: str | None = None
@@ -387,7 +405,9 @@ class S3Store(ObjectStore):
             checksum = _b64(bytes.fromhex(check_sha256_hex(sha256)))
             params["ChecksumSHA256"] = checksum
             headers["x-amz-checksum-sha256"] = checksum
-        url = self.client.generate_presigned_url("put_object", Params=params, ExpiresIn=expires_in)
+        url = self.presign_client.generate_presigned_url(
+            "put_object", Params=params, ExpiresIn=expires_in
+        )
         return PresignedPut(url=url, headers=headers)
 
     def create_multipart(self, key: str) -> str:
@@ -402,7 +422,7 @@ class S3Store(ObjectStore):
         _check_expiry(expires_in)
         if not 1 <= part_number <= MAX_PARTS:
             raise ValueError(f"part_number must be 1..{MAX_PARTS}, got {part_number}")
-        url = self.client.generate_presigned_url(
+        url = self.presign_client.generate_presigned_url(
             "upload_part",
             Params={
                 "Bucket": self.bucket,

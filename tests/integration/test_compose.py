@@ -112,6 +112,37 @@ def test_api_is_wired_to_postgres_minio_and_redis(compose):
     assert urlsplit(api_env["LOREG_REDIS_URL"]).hostname == "redis"
 
 
+def published_ports(service: dict[str, Any]) -> dict[int, int]:
+    """``ports`` as {container port: host port}, short ("9000:9000") or long form."""
+    mapping: dict[int, int] = {}
+    for entry in service.get("ports") or []:
+        if isinstance(entry, dict):
+            target, published = entry["target"], entry.get("published", entry["target"])
+        else:
+            *_, published, target = str(entry).split("/", 1)[0].split(":")
+        mapping[int(target)] = int(published)
+    return mapping
+
+
+def test_presigned_urls_point_at_minio_as_the_host_reaches_it(compose):
+    services = compose["services"]
+    api_env = environment(services["api"])
+    inside = urlsplit(api_env["LOREG_S3_ENDPOINT_URL"])
+    public = urlsplit(api_env["LOREG_S3_PUBLIC_ENDPOINT_URL"])
+    assert public.scheme == inside.scheme == "http"
+    assert public.hostname in ("localhost", "127.0.0.1")
+    ports = published_ports(services["minio"])
+    assert inside.port in ports, f"minio does not publish its S3 port {inside.port}"
+    assert public.port == ports[inside.port]
+    # workers never hand out URLs: they keep the in-network endpoint only
+    assert "LOREG_S3_PUBLIC_ENDPOINT_URL" not in environment(services["worker"])
+
+
+def test_published_ports_reads_both_forms():
+    service = {"ports": ["9000:9000", "127.0.0.1:9100:9001/tcp", {"target": 80, "published": 8}]}
+    assert published_ports(service) == {9000: 9000, 9001: 9100, 80: 8}
+
+
 def test_the_bucket_is_created_before_the_api_starts(compose):
     services = compose["services"]
     bucket = environment(services["api"])["LOREG_S3_BUCKET"]

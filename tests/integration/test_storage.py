@@ -11,6 +11,7 @@ import io
 import random
 import uuid
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -448,6 +449,74 @@ def test_s3_prefix_and_ensure_bucket(s3_endpoint, s3_admin_client, s3_boto_sessi
     assert [k for k, _, _ in store.list("")] == ["a/b"]
     store.delete("a/b")
     raw.delete_bucket(Bucket=bucket)
+
+
+@pytest.fixture
+def public_store(s3_endpoint, s3_bucket, s3_boto_session):
+    """An S3Store that talks to moto as 127.0.0.1 but signs URLs for ``localhost``.
+
+    The same server under two host spellings stands in for ``http://minio:9000``
+    (inside Compose) and ``http://localhost:9000`` (the published port).
+    """
+    from registry.storage.s3 import S3Store
+
+    inside = urlsplit(s3_endpoint)
+    assert inside.hostname == "127.0.0.1"
+    return S3Store(
+        s3_bucket,
+        endpoint_url=s3_endpoint,
+        public_endpoint_url=f"http://localhost:{inside.port}",
+        region="us-east-1",
+        part_size=TEST_PART_SIZE,
+        trust_checksums=False,
+        session=s3_boto_session,
+    )
+
+
+def test_s3_presigned_urls_are_signed_for_the_public_endpoint(public_store, s3_endpoint):
+    public_host = f"localhost:{urlsplit(s3_endpoint).port}"
+    assert public_store.client.meta.endpoint_url == s3_endpoint  # server-side calls
+    data = random_bytes(3000, seed=30)
+    key = staging_key("pub1", sha(data))
+    put = public_store.presign_put(key, expires_in=300, size=len(data), sha256=sha(data))
+    assert urlsplit(put.url).netloc == public_host
+    response = s3_put(put.url, data, put.headers)
+    assert response.status_code == 200, response.text
+    assert public_store.stat(key).size == len(data)  # seen through the internal endpoint
+
+    url = public_store.presign_get(key, expires_in=300, filename="a.bin")
+    assert urlsplit(url).netloc == public_host
+    response = httpx.get(url, timeout=60)
+    assert response.status_code == 200 and response.content == data
+    assert response.headers["content-disposition"].startswith('attachment; filename="a.bin"')
+
+
+def test_s3_presigned_parts_are_signed_for_the_public_endpoint(public_store, s3_endpoint):
+    public_host = f"localhost:{urlsplit(s3_endpoint).port}"
+    parts_data = [random_bytes(TEST_PART_SIZE, seed=31), random_bytes(100, seed=32)]
+    data = b"".join(parts_data)
+    key = staging_key("pub2", sha(data))
+    upload_id = public_store.create_multipart(key)
+    receipts = []
+    for number, body in enumerate(parts_data, start=1):
+        part = public_store.presign_part(key, upload_id, number, expires_in=300)
+        assert urlsplit(part.url).netloc == public_host
+        response = s3_put(part.url, body)
+        assert response.status_code == 200, response.text
+        receipts.append((number, response.headers["etag"]))
+    public_store.complete_multipart(key, upload_id, receipts)
+    assert read_all(public_store, key) == data
+    assert pending_uploads(public_store) == []
+
+
+def test_s3_without_public_endpoint_signs_for_the_endpoint(s3_store, s3_endpoint, s3_bucket):
+    from registry.storage.s3 import S3Store
+
+    assert s3_store.presign_client is s3_store.client
+    url = s3_store.presign_get("a/b", expires_in=60)
+    assert urlsplit(url).netloc == urlsplit(s3_endpoint).netloc
+    same = S3Store(s3_bucket, endpoint_url=s3_endpoint, public_endpoint_url=s3_endpoint)
+    assert same.presign_client is same.client
 
 
 def test_moto_server_stops():

@@ -20,6 +20,23 @@ from pathlib import Path
 
 MiB = 2**20
 
+# The S3 settings that mean nothing without LOREG_S3_BUCKET.
+S3_OPTION_VARS = (
+    "LOREG_S3_ENDPOINT_URL",
+    "LOREG_S3_PUBLIC_ENDPOINT_URL",
+    "LOREG_S3_REGION",
+    "LOREG_S3_PREFIX",
+    "LOREG_S3_CREATE_BUCKET",
+    "LOREG_S3_TRUST_CHECKSUMS",
+)
+
+
+class ConfigError(ValueError):
+    """The LOREG_* environment (or a Settings value) is invalid or incomplete.
+
+    The message names the variable to set or fix; callers should show it as is.
+    """
+
 
 def _env_int(name: str, default: int) -> int:
     raw = os.environ.get(name)
@@ -28,7 +45,30 @@ def _env_int(name: str, default: int) -> int:
     try:
         return int(raw)
     except ValueError as exc:
-        raise ValueError(f"{name} must be an integer, got {raw!r}") from exc
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from exc
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from exc
+
+
+def _check_s3_env() -> None:
+    """Refuse S3 options without a bucket (they would silently mean the local store)."""
+    if os.environ.get("LOREG_S3_BUCKET"):
+        return
+    given = [name for name in S3_OPTION_VARS if os.environ.get(name)]
+    if given:
+        raise ConfigError(
+            f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} set but LOREG_S3_BUCKET "
+            "is not: set LOREG_S3_BUCKET to store blobs in S3, or unset "
+            f"{'it' if len(given) == 1 else 'them'} to use the local store"
+        )
 
 
 def default_data_dir() -> Path:
@@ -69,6 +109,15 @@ class Settings:
     job_max_attempts: int = 5
     visibility_timeout_s: int = 6 * 3600
 
+    def __post_init__(self) -> None:
+        if not self.s3_bucket:
+            for name in ("s3_endpoint_url", "s3_public_endpoint_url"):
+                if getattr(self, name):
+                    raise ConfigError(
+                        f"{name} is set but s3_bucket is not (LOREG_S3_BUCKET): "
+                        "an S3 endpoint needs a bucket"
+                    )
+
     @property
     def storage_kind(self) -> str:
         """``"s3"`` when a bucket is configured, else ``"local"``."""
@@ -90,7 +139,12 @@ class Settings:
 
     @classmethod
     def from_env(cls, data_dir: str | Path | None = None) -> Settings:
-        """Read the LOREG_* environment; ``data_dir`` overrides LOREG_DATA_DIR."""
+        """Read the LOREG_* environment; ``data_dir`` overrides LOREG_DATA_DIR.
+
+        Raises :class:`ConfigError` naming the variable when the environment is
+        invalid, e.g. ``LOREG_S3_ENDPOINT_URL`` set without ``LOREG_S3_BUCKET``.
+        """
+        _check_s3_env()
         root = Path(data_dir or os.environ.get("LOREG_DATA_DIR") or default_data_dir())
         root = root.expanduser().resolve()
         database_url = os.environ.get("LOREG_DATABASE_URL") or f"sqlite:///{root / 'loreg.db'}"
@@ -117,9 +171,9 @@ class Settings:
             multipart_threshold_bytes=_env_int("LOREG_MULTIPART_THRESHOLD", 64 * MiB),
             multipart_part_size_bytes=_env_int("LOREG_MULTIPART_PART_SIZE", 16 * MiB),
             redis_url=os.environ.get("LOREG_REDIS_URL") or None,
-            job_heartbeat_s=float(os.environ.get("LOREG_JOB_HEARTBEAT", "5")),
-            job_stale_after_s=float(os.environ.get("LOREG_JOB_STALE_AFTER", "60")),
-            job_requeue_after_s=float(os.environ.get("LOREG_JOB_REQUEUE_AFTER", "60")),
+            job_heartbeat_s=_env_float("LOREG_JOB_HEARTBEAT", 5.0),
+            job_stale_after_s=_env_float("LOREG_JOB_STALE_AFTER", 60.0),
+            job_requeue_after_s=_env_float("LOREG_JOB_REQUEUE_AFTER", 60.0),
             job_max_attempts=_env_int("LOREG_JOB_MAX_ATTEMPTS", 5),
             visibility_timeout_s=_env_int("LOREG_VISIBILITY_TIMEOUT", 6 * 3600),
         )

@@ -36,6 +36,7 @@ from registry.errors import (
     MissingBlob,
     NotFound,
     PayloadTooLarge,
+    PickleRefused,
     ShapeMismatch,
     UploadExpired,
 )
@@ -57,6 +58,7 @@ from registry.services.base_models import base_model_view
 from registry.services.context import Context
 from registry.storage.base import blob_key, staging_key
 from registry.validation.base_model import check_adapter_fits_base, linear_modules_of_headers
+from registry.validation.content import HEAD_BYTES, pickle_content
 from registry.validation.dataset import validate_jsonl
 from registry.validation.paths import refuse_pickle, validate_file_path
 from registry.validation.peft_config import parse_adapter_config, validate_lora_config
@@ -366,6 +368,20 @@ def _check_blobs_stored(session: Session, ctx: Context, files: list[dict[str, An
         )
 
 
+def _refuse_pickle_content(ctx: Context, files: list[dict[str, Any]]) -> None:
+    """Refuse any file whose bytes are a pickle (or hold one), whatever its name."""
+    for f in files:
+        if f["path"].endswith(".safetensors"):
+            continue  # its header is parsed and checked in full
+        head = ctx.store.read_range(blob_key(f["sha256"]), 0, HEAD_BYTES)
+        found = pickle_content(head)
+        if found is not None:
+            raise PickleRefused(
+                f"file '{f['path']}' is {found}, which can run code when loaded; "
+                "only safetensors weights and plain-text files are accepted"
+            )
+
+
 def _validate_adapter(session: Session, ctx: Context, upload: UploadSession) -> _Validated:
     files = upload.spec["files"]
     by_path = {f["path"]: f for f in files}
@@ -456,6 +472,7 @@ def commit_upload(
             return False, _committed_view(session, ctx, principal, upload, base_url)
         upload = open_upload(session, principal, upload_id)
         _check_blobs_stored(session, ctx, upload.spec["files"])
+        _refuse_pickle_content(ctx, upload.spec["files"])
         if upload.kind == "adapter":
             validated = _validate_adapter(session, ctx, upload)
         elif upload.kind == "dataset":

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
+import pickle
 import struct
 
 import httpx
@@ -149,6 +151,25 @@ def test_bad_file_names_are_refused(admin_api, adapter_files, path, code):
     r = start_upload(admin_api, "badpath", files)
     assert r.status_code == 422, r.text
     assert error_of(r)["code"] == code
+
+
+@pytest.mark.parametrize(
+    ("path", "data", "words"),
+    [
+        ("notes.dat", pickle.dumps({"a": 1}, protocol=4), "a pickle (protocol 4)"),
+        ("tokenizer.model", b"PK\x03\x04" + b"\0" * 26 + b"archive/data.pkl", "zip archive"),
+        ("extra.gz", gzip.compress(pickle.dumps([1, 2], protocol=2)), "gzip-compressed a pickle"),
+    ],
+    ids=["renamed-pickle", "torch-zip", "gzipped-pickle"],
+)
+def test_pickle_content_is_refused_whatever_the_name(admin_api, adapter_files, path, data, words):
+    files = {**adapter_files, path: data}
+    r, _ = publish(admin_api, "sneaky", files)
+    assert r.status_code == 422, r.text
+    error = error_of(r)
+    assert error["code"] == "pickle_refused" and path in error["message"]
+    assert words in error["message"]
+    assert admin_api.get("/v1/resolve/sneaky").status_code == 404  # nothing half-written
 
 
 @pytest.mark.parametrize("name", ["Medical", "medical-v3", "a/b", "-x", "x" * 65, "", "a b"])

@@ -6,9 +6,13 @@ vendored Compose schema, and its services are read with PyYAML.
 
 from __future__ import annotations
 
+import json
+import re
 import shlex
 import subprocess
 import sys
+import textwrap
+import tomllib
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -18,6 +22,7 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 CHECK_JSONSCHEMA = Path(sys.executable).parent / "check-jsonschema"
+HEAVY = {"torch", "peft", "transformers", "accelerate"}
 
 
 def validate_compose(path: Path) -> subprocess.CompletedProcess[str]:
@@ -182,3 +187,99 @@ def test_worker_consumes_both_queues_with_the_api_settings(compose):
     assert deps.get("api") == "service_healthy"  # the api ran the migrations
     dockerfile = worker["build"]["dockerfile"]
     assert "torch" in (REPO_ROOT / dockerfile).read_text()
+
+
+def image_extras(dockerfile: Path) -> set[str]:
+    """The extras of the project that a Dockerfile's ``pip install -e ".[a,b]"`` names."""
+    found = re.findall(r"pip install[^\n]*?\.\[([a-z0-9_,\s-]+)\]", dockerfile.read_text())
+    assert found, f"{dockerfile.name} does not pip-install the project with extras"
+    return {extra.strip() for group in found for extra in group.split(",")}
+
+
+def extra_packages(extras: set[str]) -> set[str]:
+    """Distribution names the project's extras install, ``loreg[...]`` self-references expanded."""
+    table = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    optional = table["optional-dependencies"]
+    packages: set[str] = set()
+    todo, seen = list(extras), set()
+    while todo:
+        extra = todo.pop()
+        if extra in seen:
+            continue
+        seen.add(extra)
+        assert extra in optional, f"pyproject.toml has no extra {extra!r}"
+        for requirement in optional[extra]:
+            name, _, nested = re.match(r"([A-Za-z0-9_.-]+)(\[([^\]]*)\])?", requirement).groups()
+            if name == table["name"]:
+                todo.extend(e.strip() for e in (nested or "").split(",") if e.strip())
+            else:
+                packages.add(name.lower())
+    return packages
+
+
+def test_api_image_installs_the_celery_client_but_no_torch(compose):
+    api = compose["services"]["api"]
+    assert environment(api).get("LOREG_REDIS_URL"), "the api sends jobs through Redis"
+    build = api["build"]
+    dockerfile = REPO_ROOT / (
+        build.get("dockerfile", "Dockerfile") if isinstance(build, dict) else "Dockerfile"
+    )
+    packages = extra_packages(image_extras(dockerfile))
+    assert {"fastapi", "celery", "redis", "boto3", "psycopg2-binary"} <= packages
+    assert not packages & HEAVY, sorted(packages & HEAVY)
+
+
+def test_worker_image_installs_celery_and_torch(compose):
+    dockerfile = REPO_ROOT / compose["services"]["worker"]["build"]["dockerfile"]
+    packages = extra_packages(image_extras(dockerfile))
+    assert {"celery", "redis", "torch", "peft", "fastapi"} <= packages
+
+
+def test_image_extras_parser():
+    assert extra_packages({"queue"}) >= {"celery", "redis"}
+    assert not extra_packages({"server", "queue"}) & HEAVY
+
+
+ENQUEUE_SCRIPT = textwrap.dedent(
+    """
+    import json, secrets, sys
+    from pathlib import Path
+
+    from registry.services.dispatch import make_dispatcher
+    from registry.settings import Settings
+
+    settings = Settings(
+        data_dir=Path(sys.argv[1]),
+        database_url="sqlite://",
+        secret_key=secrets.token_hex(16),
+        redis_url=sys.argv[2],
+    )
+    dispatcher = make_dispatcher(settings)
+    dispatcher.enqueue("job-1", sys.argv[3])
+    dispatcher.close()
+    json.dump({"kind": type(dispatcher).__name__, "modules": sorted(sys.modules)}, sys.stdout)
+    """
+)
+
+
+def test_the_api_enqueues_to_celery_without_importing_torch(tmp_path):
+    """What the api process does on a job submission with LOREG_REDIS_URL set."""
+    from tests.support.fixtures_worker import RedisServer
+
+    queue = "compose-test"
+    with RedisServer() as redis_server:
+        proc = subprocess.run(
+            [sys.executable, "-c", ENQUEUE_SCRIPT, str(tmp_path), redis_server.url, queue],
+            cwd=str(REPO_ROOT),
+            env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode == 0, proc.stderr
+        messages = redis_server.client().lrange(queue, 0, -1)
+    answer = json.loads(proc.stdout)
+    assert answer["kind"] == "CeleryDispatcher"
+    assert len(messages) == 1 and b"loreg.run_job" in messages[0]
+    heavy = sorted(n for n in answer["modules"] if n.split(".", 1)[0] in HEAVY)
+    assert heavy == []

@@ -16,6 +16,7 @@ import registry
 from loreg.errors import InvalidRefError
 from registry.api.routes import admin, base_models, catalog, jobs, uploads
 from registry.errors import PayloadTooLarge, RegistryError
+from registry.schemas import ERROR_RESPONSES
 from registry.services.context import Context
 from registry.settings import Settings
 
@@ -104,6 +105,37 @@ class _BodyTooLarge(PayloadTooLarge):
         super().__init__(f"request body exceeds the limit of {limit} bytes")
 
 
+def _contract_openapi(schema: dict[str, Any]) -> dict[str, Any]:
+    """Adjust FastAPI's generated schema to the real contract (in place).
+
+    The bearer token is optional (``{}`` = anonymous is accepted; scopes are checked
+    per action), and any 422 still showing FastAPI's ``HTTPValidationError`` gets
+    our error shape, as the validation handler below renders it.
+    """
+    error_422 = ERROR_RESPONSES[422]
+    for path in schema.get("paths", {}).values():
+        for operation in path.values():
+            if not isinstance(operation, dict):
+                continue
+            security = operation.get("security")
+            if security and {} not in security:
+                security.append({})
+            responses = operation.get("responses", {})
+            if "HTTPValidationError" in str(responses.get("422", "")):
+                responses["422"] = {
+                    "description": error_422["description"],
+                    "content": {
+                        "application/json": {
+                            "schema": {"$ref": "#/components/schemas/ErrorResponse"}
+                        }
+                    },
+                }
+    components = schema.get("components", {}).get("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        components.pop(name, None)
+    return schema
+
+
 def create_app(settings: Settings | None = None, context: Context | None = None) -> FastAPI:
     """Build the API app for the given settings (or a prepared context)."""
     ctx = context or Context.from_settings(settings or Settings.from_env(), create_bucket=True)
@@ -115,6 +147,14 @@ def create_app(settings: Settings | None = None, context: Context | None = None)
     app.state.ctx = ctx
     for module in (catalog, uploads, base_models, jobs, admin):
         app.include_router(module.router)
+    generate_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = _contract_openapi(generate_openapi())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
     @app.exception_handler(RegistryError)
     async def _registry_error(_: Request, exc: RegistryError) -> JSONResponse:

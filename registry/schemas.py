@@ -1,8 +1,14 @@
-"""Request bodies of the HTTP API (pydantic). Responses are documented in docs/http-api.md."""
+"""Request and response bodies of the HTTP API (pydantic), and the documented error answers.
+
+The request models validate input; the response models are the OpenAPI contract
+(``/openapi.json``) and docs/http-api.md describes the same objects in prose.
+Response models mirror the dicts the services build key for key and in the same
+order, so declaring them changes no byte of a response.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -85,3 +91,184 @@ class NamespaceRequest(_Strict):
 
     name: str = Field(min_length=1, max_length=64)
     private: bool = False
+
+
+# --- Errors -------------------------------------------------------------------------
+
+
+class ErrorBody(BaseModel):
+    """What went wrong: a stable code and a message that says how to fix it."""
+
+    code: str = Field(description="stable machine-readable code, e.g. not_found, invalid_request")
+    message: str = Field(description="what is wrong and what to do about it")
+    details: Any = Field(
+        default=None, description="optional structured detail (validation errors, mismatches)"
+    )
+
+
+class ErrorResponse(BaseModel):
+    """The body of every non-2xx answer: ``{"error": {"code": ..., "message": ...}}``."""
+
+    error: ErrorBody
+
+
+def _error_doc(description: str) -> dict[str, Any]:
+    return {"model": ErrorResponse, "description": description}
+
+
+#: Every error answer of the API, by status; routes pick theirs with :func:`error_responses`.
+ERROR_RESPONSES: dict[int, dict[str, Any]] = {
+    401: _error_doc("unauthorized: malformed, unknown or revoked token, or a token is needed"),
+    403: _error_doc("forbidden: the token lacks the scope this action needs"),
+    404: _error_doc("not_found: no such object, or it is in a private namespace"),
+    409: _error_doc("conflict or missing_blob: the request conflicts with the current state"),
+    410: _error_doc("upload_expired: the upload session expired or was already committed"),
+    413: _error_doc("payload_too_large: the request body or a file is over a limit"),
+    422: _error_doc(
+        "invalid_request (schema errors, naming the field) or a validation code: "
+        "invalid_name, invalid_ref, invalid_manifest, invalid_job, shape_mismatch, ..."
+    ),
+    500: _error_doc("internal: a bug; the server log has the traceback"),
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The ``responses=`` of a route: the given error statuses plus 500.
+
+    Declaring 422 here also replaces FastAPI's default ``HTTPValidationError``
+    schema with ours, so every route with parameters lists 422.
+    """
+    return {status: ERROR_RESPONSES[status] for status in (*statuses, 500)}
+
+
+# --- Responses ----------------------------------------------------------------------
+
+Timestamp = Annotated[
+    str, Field(description="ISO-8601 timestamp (UTC)", examples=["2025-01-01T12:00:00+00:00"])
+]
+
+
+class Health(BaseModel):
+    """``GET /v1/health``."""
+
+    status: Literal["ok"]
+    version: str
+    storage: str = Field(description="local or s3")
+    database: str = Field(description="sqlite or postgresql")
+
+
+class GrantView(BaseModel):
+    """A scope the caller holds on a namespace (``*`` = every namespace)."""
+
+    namespace: str
+    scope: Scope
+
+
+class WhoAmI(BaseModel):
+    """``GET /v1/whoami``: who the bearer token belongs to."""
+
+    authenticated: bool
+    token_name: str | None
+    default_namespace: str
+    grants: list[GrantView]
+
+
+class ResolvedFile(BaseModel):
+    """One file of a version, with a short-lived download URL (no token needed)."""
+
+    path: str
+    size: int
+    sha256: str = Field(description="lowercase hex sha256 of the bytes")
+    url: str = Field(description="S3 presigned GET or signed /v1/blobs/{sha256} URL")
+
+
+class LineageParent(BaseModel):
+    """The parent of a lineage edge: an adapter version or a base model."""
+
+    kind: Literal["version", "base_model", "unknown"]
+    ref: str | None = Field(description="canonical ref of the version, or the base model name")
+    digest: str | None = None
+
+
+class LineageEdge(BaseModel):
+    """How a version was derived from one parent."""
+
+    relation: str = Field(description="continued_from, trained_from, combined_from, ...")
+    parent: LineageParent
+    params: dict[str, Any]
+
+
+class ResolvedVersion(BaseModel):
+    """``GET /v1/resolve/{ref}``: a version manifest with download URLs (the SDK's pull path)."""
+
+    ref: str = Field(
+        description="canonical ref, e.g. default/medical-v3", examples=["default/medical-v3"]
+    )
+    namespace: str
+    name: str
+    version: int = Field(ge=1)
+    digest: str = Field(description="sha256:<hex> of the manifest")
+    files: list[ResolvedFile]
+    config: dict[str, Any] | None = Field(description="the PEFT adapter_config.json")
+    base_model: str | None
+    base_model_registered: bool
+    aliases: list[str]
+    description: str | None
+    metadata: dict[str, Any]
+    lineage: list[LineageEdge]
+    summary: dict[str, Any] = Field(
+        description="r, lora_alpha, target_modules, parameter_count, ..."
+    )
+    size: int = Field(description="total bytes of the files")
+    created_at: Timestamp
+    created_by: str | None
+
+
+class AliasView(BaseModel):
+    """``PUT``/``DELETE .../aliases/{alias}``: where the alias points now and before."""
+
+    alias: str
+    version: int | None = Field(description="the version it points at now (null once deleted)")
+    previous: int | None = Field(description="the version it pointed at before (null if new)")
+
+
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
+class JobInputView(BaseModel):
+    """An input of a job, its ref pinned to a version at submission."""
+
+    ref: str
+    weight: float
+
+
+class JobView(BaseModel):
+    """A job: ``POST /v1/jobs`` (202), ``GET /v1/jobs/{id}``, ``POST .../cancel``."""
+
+    id: str
+    type: Literal["combine", "compress", "merge", "train"]
+    status: JobStatus
+    queue: str = Field(description="gpu or cpu")
+    namespace: str
+    output: str = Field(description="name of the adapter (or base model, for merge) to create")
+    inputs: list[JobInputView]
+    params: dict[str, Any]
+    progress: float = Field(description="0..1")
+    message: str | None
+    error: str | None = Field(description="why the job failed (its last error)")
+    attempts: int
+    cancel_requested: bool
+    result: dict[str, Any] | None = Field(description="ref, digest, ... of what the job registered")
+    created_by: str | None
+    created_at: Timestamp
+    started_at: Timestamp | None
+    heartbeat_at: Timestamp | None
+    finished_at: Timestamp | None
+
+
+class JobLog(BaseModel):
+    """``GET /v1/jobs/{id}/logs``: the tail of a job's log."""
+
+    id: str
+    status: JobStatus
+    log: str

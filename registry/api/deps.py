@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlmodel import Session
 
 from registry.auth import Principal, parse_bearer
@@ -29,12 +30,25 @@ def get_session(ctx: Annotated[Context, Depends(get_context)]) -> Iterator[Sessi
             raise
 
 
+#: Documents ``Authorization: Bearer <token>`` in OpenAPI. It never refuses a request
+#: itself: :func:`registry.auth.parse_bearer` reads the raw header, so a malformed one
+#: still gets our 401 and an absent one means anonymous.
+bearer_scheme = HTTPBearer(
+    scheme_name="bearer",
+    bearerFormat="lrg_<43 url-safe characters>",
+    description="An API token (`loreg token create`). Optional: anonymous callers may "
+    "read public namespaces.",
+    auto_error=False,
+)
+
+
 def get_principal(
     ctx: Annotated[Context, Depends(get_context)],
-    authorization: Annotated[str | None, Header()] = None,
+    request: Request,
+    _credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)],
 ) -> Principal:
     """The caller, from ``Authorization: Bearer``; anonymous without the header."""
-    token = parse_bearer(authorization)
+    token = parse_bearer(request.headers.get("authorization"))
     if token is None:
         return Principal()
     with Session(ctx.engine) as session:

@@ -11,7 +11,7 @@ from fastapi.responses import FileResponse, StreamingResponse
 from registry.api.deps import ContextDep, PrincipalDep, SessionDep
 from registry.auth import require_scope
 from registry.errors import NotFound
-from registry.schemas import TokenRequest
+from registry.schemas import TokenRequest, error_responses
 from registry.services import tokens, urls
 from registry.services.gc import collect_garbage
 from registry.storage.base import blob_key
@@ -20,13 +20,26 @@ router = APIRouter(prefix="/v1", tags=["admin"])
 _SHA = re.compile(r"^[0-9a-f]{64}$")
 
 
-@router.post("/tokens", status_code=201)
+@router.post("/tokens", status_code=201, responses=error_responses(401, 403, 404, 413, 422))
 def create_token(body: TokenRequest, session: SessionDep, principal: PrincipalDep) -> dict:
     """Create an API token; the secret is returned once."""
     return tokens.create_token(session, principal, body)
 
 
-@router.get("/blobs/{sha256}", response_model=None)
+@router.get(
+    "/blobs/{sha256}",
+    response_model=None,
+    response_class=FileResponse,
+    responses={
+        200: {
+            "description": "the blob's bytes",
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            },
+        },
+        **error_responses(404, 422),
+    },
+)
 def download_blob(
     sha256: str, ctx: ContextDep, expires: int = 0, signature: str = ""
 ) -> FileResponse | StreamingResponse:
@@ -48,7 +61,7 @@ def download_blob(
     )
 
 
-@router.post("/admin/gc")
+@router.post("/admin/gc", responses=error_responses(401, 403))
 def garbage_collect(principal: PrincipalDep, ctx: ContextDep) -> dict[str, Any]:
     """Remove expired uploads and unreferenced blobs past the grace period (admin)."""
     require_scope(principal, "*", False, "admin")

@@ -8,13 +8,21 @@ from fastapi import APIRouter
 
 import registry
 from registry.api.deps import BaseUrlDep, ContextDep, PrincipalDep, SessionDep
-from registry.schemas import AliasRequest, NamespaceRequest
+from registry.schemas import (
+    AliasRequest,
+    AliasView,
+    Health,
+    NamespaceRequest,
+    ResolvedVersion,
+    WhoAmI,
+    error_responses,
+)
 from registry.services import catalog, tokens
 
 router = APIRouter(prefix="/v1", tags=["catalog"])
 
 
-@router.get("/health")
+@router.get("/health", response_model=Health, responses=error_responses())
 def health(ctx: ContextDep) -> dict[str, Any]:
     """Liveness plus which storage and database this server runs on."""
     return {
@@ -25,7 +33,7 @@ def health(ctx: ContextDep) -> dict[str, Any]:
     }
 
 
-@router.get("/whoami")
+@router.get("/whoami", response_model=WhoAmI, responses=error_responses(401))
 def whoami(principal: PrincipalDep) -> dict[str, Any]:
     """Who the bearer token belongs to and what it may do."""
     levels = {1: "read", 2: "write", 3: "admin"}
@@ -39,19 +47,19 @@ def whoami(principal: PrincipalDep) -> dict[str, Any]:
     }
 
 
-@router.get("/namespaces")
+@router.get("/namespaces", responses=error_responses(401))
 def list_namespaces(session: SessionDep, principal: PrincipalDep) -> list[dict[str, Any]]:
     """Namespaces visible to the caller."""
     return catalog.list_namespaces(session, principal)
 
 
-@router.post("/namespaces", status_code=201)
+@router.post("/namespaces", status_code=201, responses=error_responses(401, 403, 409, 413, 422))
 def create_namespace(body: NamespaceRequest, session: SessionDep, principal: PrincipalDep) -> dict:
     """Create a namespace (admin)."""
     return tokens.create_namespace(session, principal, body)
 
 
-@router.get("/adapters")
+@router.get("/adapters", responses=error_responses(401, 404, 422))
 def list_adapters(
     session: SessionDep, principal: PrincipalDep, namespace: str | None = None
 ) -> list[dict[str, Any]]:
@@ -59,13 +67,17 @@ def list_adapters(
     return catalog.list_adapters(session, principal, namespace)
 
 
-@router.get("/adapters/{namespace}/{name}")
+@router.get("/adapters/{namespace}/{name}", responses=error_responses(401, 404, 422))
 def get_adapter(namespace: str, name: str, session: SessionDep, principal: PrincipalDep) -> dict:
     """One adapter with its versions and aliases."""
     return catalog.adapter_detail(session, principal, namespace, name)
 
 
-@router.get("/resolve/{ref:path}")
+@router.get(
+    "/resolve/{ref:path}",
+    response_model=ResolvedVersion,
+    responses=error_responses(401, 404, 422),
+)
 def resolve(
     ref: str, session: SessionDep, principal: PrincipalDep, ctx: ContextDep, base: BaseUrlDep
 ) -> dict[str, Any]:
@@ -74,7 +86,11 @@ def resolve(
     return catalog.version_view(session, ctx, ns, adapter, version, base)
 
 
-@router.put("/adapters/{namespace}/{name}/aliases/{alias}")
+@router.put(
+    "/adapters/{namespace}/{name}/aliases/{alias}",
+    response_model=AliasView,
+    responses=error_responses(401, 403, 404, 413, 422),
+)
 def set_alias(
     namespace: str,
     name: str,
@@ -87,7 +103,11 @@ def set_alias(
     return catalog.set_alias(session, principal, namespace, name, alias, body.version)
 
 
-@router.delete("/adapters/{namespace}/{name}/aliases/{alias}")
+@router.delete(
+    "/adapters/{namespace}/{name}/aliases/{alias}",
+    response_model=AliasView,
+    responses=error_responses(401, 403, 404, 422),
+)
 def remove_alias(
     namespace: str, name: str, alias: str, session: SessionDep, principal: PrincipalDep
 ) -> dict[str, Any]:

@@ -16,8 +16,7 @@ from sqlmodel import Session
 
 from registry.api.deps import BaseUrlDep, ContextDep, PrincipalDep, SessionDep
 from registry.errors import BlobMismatch, InvalidRequest, PayloadTooLarge
-from registry.models import Blob
-from registry.schemas import CompleteBlobRequest, UploadRequest
+from registry.schemas import CompleteBlobRequest, UploadRequest, error_responses
 from registry.services import publish
 
 router = APIRouter(prefix="/v1", tags=["publish"])
@@ -30,7 +29,7 @@ def _check_sha(sha256: str) -> str:
     return sha256
 
 
-@router.post("/uploads", status_code=201)
+@router.post("/uploads", status_code=201, responses=error_responses(401, 403, 404, 413, 422))
 def create_upload(
     body: UploadRequest,
     session: SessionDep,
@@ -42,7 +41,10 @@ def create_upload(
     return publish.create_upload(session, ctx, principal, body, base)
 
 
-@router.post("/uploads/{upload_id}/blobs/{sha256}/complete")
+@router.post(
+    "/uploads/{upload_id}/blobs/{sha256}/complete",
+    responses=error_responses(401, 403, 404, 409, 410, 413, 422),
+)
 def complete_blob(
     upload_id: str,
     sha256: str,
@@ -56,7 +58,10 @@ def complete_blob(
     return publish.complete_blob(session, ctx, principal, upload_id, _check_sha(sha256), parts)
 
 
-@router.put("/uploads/{upload_id}/blobs/{sha256}")
+@router.put(
+    "/uploads/{upload_id}/blobs/{sha256}",
+    responses=error_responses(401, 403, 404, 410, 413, 422),
+)
 async def upload_blob(
     upload_id: str, sha256: str, request: Request, principal: PrincipalDep, ctx: ContextDep
 ) -> dict[str, Any]:
@@ -66,7 +71,7 @@ async def upload_blob(
     def lookup() -> tuple[int, bool]:
         with Session(ctx.engine) as session:
             upload = publish.open_upload(session, principal, upload_id)
-            return publish.declared_size(upload, sha), session.get(Blob, sha) is not None
+            return publish.declared_size(upload, sha), not publish.needs_bytes(session, upload, sha)
 
     size, present = await run_in_threadpool(lookup)
     if present:
@@ -95,7 +100,7 @@ async def upload_blob(
 
         def store() -> dict[str, Any]:
             with open(tmp_path, "rb") as f:
-                return publish.store_received_blob(ctx, sha, size, f)
+                return publish.store_received_blob(ctx, upload_id, sha, size, f)
 
         return await run_in_threadpool(store)
     finally:
@@ -103,7 +108,14 @@ async def upload_blob(
             os.unlink(tmp_path)
 
 
-@router.post("/uploads/{upload_id}/commit", status_code=201)
+@router.post(
+    "/uploads/{upload_id}/commit",
+    status_code=201,
+    responses={
+        200: {"description": "an identical version already existed (created: false)"},
+        **error_responses(401, 403, 404, 409, 410, 413, 422),
+    },
+)
 def commit_upload(
     upload_id: str, principal: PrincipalDep, ctx: ContextDep, base: BaseUrlDep
 ) -> Any:

@@ -222,6 +222,23 @@ class UploadSession(SQLModel, table=True):
     result: dict | None = _json()
 
 
+class UploadBlob(SQLModel, table=True):
+    """A blob an upload session delivered itself: its proof of holding those bytes.
+
+    A blob already stored is offered as ``present`` only to callers who can read
+    a version holding it (or who sent it in an earlier upload); anyone else must
+    send the bytes, so knowing a private file's sha256 is not enough to publish it.
+    """
+
+    __tablename__ = "upload_blobs"
+
+    upload_id: str = Field(
+        primary_key=True, foreign_key="upload_sessions.id", max_length=32, ondelete="CASCADE"
+    )
+    sha256: str = Field(primary_key=True, max_length=64, index=True)
+    received_at: datetime = _ts()
+
+
 class AuditEvent(SQLModel, table=True):
     """Who published, aliased, deleted, created a token: one row per action."""
 

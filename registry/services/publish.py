@@ -47,6 +47,7 @@ from registry.models import (
     Blob,
     LineageEdge,
     Namespace,
+    UploadBlob,
     UploadSession,
     Version,
     VersionFile,
@@ -167,6 +168,41 @@ def _upload_instructions(
     }
 
 
+def held_by(session: Session, principal: Principal, shas: Any) -> set[str]:
+    """Those of ``shas`` the caller may reuse without sending the bytes again.
+
+    A blob is reusable when a version the caller can read holds it, a base model
+    (public catalog entries) holds it, or the caller sent it in an earlier upload
+    (a killed push resumes). Otherwise the caller must prove possession by
+    uploading it, even if the store has it: a sha256 is not a read permission.
+    """
+    wanted = list(shas)
+    if not wanted:
+        return set()
+    held = set(
+        session.exec(
+            select(BaseModelFile.blob_sha256).where(BaseModelFile.blob_sha256.in_(wanted))
+        ).all()
+    )
+    rows = session.exec(
+        select(VersionFile.blob_sha256, Namespace.name, Namespace.private)
+        .join(Version, Version.id == VersionFile.version_id)
+        .join(Adapter, Adapter.id == Version.adapter_id)
+        .join(Namespace, Namespace.id == Adapter.namespace_id)
+        .where(VersionFile.blob_sha256.in_(wanted))
+    ).all()
+    held |= {sha for sha, ns, private in rows if not private or principal.can(ns, "read")}
+    if principal.name is not None:
+        held |= set(
+            session.exec(
+                select(UploadBlob.sha256)
+                .join(UploadSession, UploadSession.id == UploadBlob.upload_id)
+                .where(UploadSession.created_by == principal.name, UploadBlob.sha256.in_(wanted))
+            ).all()
+        )
+    return held
+
+
 def create_upload(
     session: Session,
     ctx: Context,
@@ -199,12 +235,15 @@ def create_upload(
         b.sha256: b.size
         for b in session.exec(select(Blob).where(Blob.sha256.in_(list(sizes)))).all()
     }
+    reusable = held_by(session, principal, stored)
+    stored = {sha: size for sha, size in stored.items() if sha in reusable}
     for sha, size in stored.items():
         if sizes[sha] != size:
             raise BlobMismatch(f"blob {sha} is stored with size {size}, declared {sizes[sha]}")
     spec = req.model_dump(mode="json")
     spec["namespace"] = namespace
     spec["files"] = [f.model_dump() for f in files]
+    spec["present"] = sorted(stored)
     spec.update(internal or {})
     upload = UploadSession(
         kind=req.kind,
@@ -256,7 +295,8 @@ def declared_size(upload: UploadSession, sha: str) -> int:
     raise NotFound(f"blob {sha} is not part of upload '{upload.id}'")
 
 
-def _record_blob(ctx: Context, sha: str, size: int) -> None:
+def _record_blob(ctx: Context, upload_id: str, sha: str, size: int) -> None:
+    """Record the blob (once) and that this upload delivered it."""
     with Session(ctx.engine) as session:
         if session.get(Blob, sha) is None:
             session.add(Blob(sha256=sha, size=size))
@@ -264,6 +304,19 @@ def _record_blob(ctx: Context, sha: str, size: int) -> None:
                 session.commit()
             except sa.exc.IntegrityError:  # stored concurrently by another upload
                 session.rollback()
+        if session.get(UploadBlob, (upload_id, sha)) is None:
+            session.add(UploadBlob(upload_id=upload_id, sha256=sha))
+            try:
+                session.commit()
+            except sa.exc.IntegrityError:  # the same blob completed twice at once
+                session.rollback()
+
+
+def needs_bytes(session: Session, upload: UploadSession, sha: str) -> bool:
+    """Whether this upload must still deliver ``sha`` (not offered as present, not received)."""
+    if sha in upload.spec.get("present", ()):
+        return False
+    return session.get(UploadBlob, (upload.id, sha)) is None
 
 
 def _hash_object(ctx: Context, key: str) -> tuple[str, int]:
@@ -286,7 +339,7 @@ def complete_blob(
     """Verify a blob sent to S3 through presigned URLs and promote it; idempotent."""
     upload = open_upload(session, principal, upload_id)
     size = declared_size(upload, sha)
-    if session.get(Blob, sha) is not None:
+    if not needs_bytes(session, upload, sha):
         return {"sha256": sha, "size": size, "present": True}
     key = staging_key(upload.id, sha)
     mp_id = (upload.multipart or {}).get(sha)
@@ -309,14 +362,16 @@ def complete_blob(
         raise BlobMismatch(f"blob {sha}: the bytes received hash to {actual}")
     ctx.store.copy(key, blob_key(sha))
     ctx.store.delete(key)
-    _record_blob(ctx, sha, size)
+    _record_blob(ctx, upload.id, sha, size)
     return {"sha256": sha, "size": size, "present": True}
 
 
-def store_received_blob(ctx: Context, sha: str, size: int, fileobj: BinaryIO) -> dict[str, Any]:
+def store_received_blob(
+    ctx: Context, upload_id: str, sha: str, size: int, fileobj: BinaryIO
+) -> dict[str, Any]:
     """Store bytes already received and verified by the API (the ``api`` upload method)."""
     ctx.store.put(blob_key(sha), fileobj, size=size, sha256=sha)
-    _record_blob(ctx, sha, size)
+    _record_blob(ctx, upload_id, sha, size)
     return {"sha256": sha, "size": size, "present": True}
 
 
@@ -352,9 +407,14 @@ def _header(ctx: Context, f: dict[str, Any]) -> SafetensorsHeader:
     )
 
 
-def _check_blobs_stored(session: Session, ctx: Context, files: list[dict[str, Any]]) -> None:
+def _check_blobs_stored(session: Session, ctx: Context, upload: UploadSession) -> None:
+    files = upload.spec["files"]
     shas = {f["sha256"] for f in files}
     have = set(session.exec(select(Blob.sha256).where(Blob.sha256.in_(list(shas)))).all())
+    received = set(
+        session.exec(select(UploadBlob.sha256).where(UploadBlob.upload_id == upload.id)).all()
+    )
+    have &= received | set(upload.spec.get("present", ()))
     missing = [f["path"] for f in files if f["sha256"] not in have]
     missing += [
         f["path"]
@@ -471,7 +531,7 @@ def commit_upload(
         if upload is not None and upload.status == "committed" and upload.result:
             return False, _committed_view(session, ctx, principal, upload, base_url)
         upload = open_upload(session, principal, upload_id)
-        _check_blobs_stored(session, ctx, upload.spec["files"])
+        _check_blobs_stored(session, ctx, upload)
         _refuse_pickle_content(ctx, upload.spec["files"])
         if upload.kind == "adapter":
             validated = _validate_adapter(session, ctx, upload)

@@ -93,6 +93,39 @@ def test_blobs_are_deduplicated_across_adapters(admin_api, adapter_files):
     assert present[hashlib.sha256(b"# another card\n").hexdigest()] is False
 
 
+def test_a_private_blob_is_not_reusable_by_knowing_its_sha256(
+    registry_server, admin_api, adapter_files
+):
+    assert admin_api.post("/v1/namespaces", json={"name": "vault", "private": True}).is_success
+    r, _ = publish(admin_api, "hidden", adapter_files, namespace="vault")
+    assert r.status_code == 201, r.text
+    writer = admin_api.post(
+        "/v1/tokens", json={"name": "w", "grants": [{"namespace": "default", "scope": "write"}]}
+    ).json()["token"]
+    with httpx.Client(
+        base_url=registry_server.url, headers={"Authorization": f"Bearer {writer}"}, timeout=30
+    ) as outsider:
+        # the outsider declares the private files by hash and size only: nothing is present
+        r, upload = publish(outsider, "copy", adapter_files, send=False)
+        assert [b["present"] for b in upload["blobs"]] == [False] * len(upload["blobs"])
+        assert r.status_code == 409 and error_of(r)["code"] == "missing_blob", r.text
+        for blob in upload["blobs"]:  # "completing" without sending proves nothing either
+            if blob["upload"]["method"] == "api":
+                rr = outsider.put(blob["upload"]["url"], content=b"")
+            else:
+                rr = outsider.post(blob["upload"]["complete_url"], json={})
+            assert rr.status_code in (404, 409, 422), rr.text
+        r = outsider.post(f"/v1/uploads/{upload['upload_id']}/commit")
+        assert r.status_code == 409 and error_of(r)["code"] == "missing_blob", r.text
+        assert outsider.get("/v1/resolve/copy").status_code == 404
+        # sending the bytes proves possession: then the publish goes through
+        r, _ = publish(outsider, "copy", adapter_files)
+        assert r.status_code == 201, r.text
+    # a reader of vault still reuses the stored blobs without sending them
+    r = start_upload(admin_api, "again", adapter_files)
+    assert all(b["present"] for b in r.json()["blobs"])
+
+
 def test_aliases_move_and_are_audited(admin_api, anon_api, adapter_files, other_adapter_files):
     publish(admin_api, "al", adapter_files)
     publish(admin_api, "al", other_adapter_files)

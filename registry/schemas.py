@@ -12,8 +12,16 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from loreg.refs import MAX_VERSION
+
 SHA256_PATTERN = r"^[0-9a-f]{64}$"
 Scope = Literal["read", "write", "admin"]
+#: Largest byte size (or timestamp) a request may carry: a signed 64-bit database column.
+#: Every integer a request carries has an upper bound, so none overflows the database
+#: driver (a 500); out-of-range values are a 422 naming the field.
+MAX_INT64 = 2**63 - 1
+#: Most jobs one ``GET /v1/jobs`` lists.
+MAX_JOBS_PAGE = 500
 
 
 class _Strict(BaseModel):
@@ -24,7 +32,7 @@ class FileEntry(_Strict):
     """One file of an upload manifest."""
 
     path: str = Field(min_length=1, max_length=1024)
-    size: int = Field(ge=0)
+    size: int = Field(ge=0, le=MAX_INT64)
     sha256: str = Field(pattern=SHA256_PATTERN, description="lowercase hex sha256 of the bytes")
 
 
@@ -68,7 +76,7 @@ class CompleteBlobRequest(_Strict):
 class AliasRequest(_Strict):
     """Body of ``PUT .../aliases/{alias}``."""
 
-    version: int = Field(ge=1)
+    version: int = Field(ge=1, le=MAX_VERSION)
 
 
 class Grant(_Strict):

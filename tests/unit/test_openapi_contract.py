@@ -311,3 +311,120 @@ def test_real_errors_validate_against_the_error_model(client) -> None:
         assert r.status_code in (401, 404, 422), r.text
         error = ErrorResponse.model_validate(r.json()).error
         assert error.code and error.message
+
+
+# --- integer bounds: out-of-range numbers are a 422 naming the field, never a 500 ----------
+
+HUGE = 2**70  # overflows every database integer column (SQLite raised OverflowError: a 500)
+SHA = "0" * 64
+
+
+def _integer_schemas(openapi: dict[str, Any], schema: dict[str, Any], seen: set[str]):
+    """(name, schema) of every integer property reachable from a request-body schema."""
+    ref = schema.get("$ref")
+    if ref is not None:
+        name = ref.rsplit("/", 1)[-1]
+        if name in seen:
+            return
+        seen.add(name)
+        schema = openapi["components"]["schemas"][name]
+    for alt in schema.get("anyOf", []):
+        yield from _integer_schemas(openapi, alt, seen)
+    if "items" in schema:
+        yield from _integer_schemas(openapi, schema["items"], seen)
+    for key, prop in schema.get("properties", {}).items():
+        if "integer" in _types(prop):
+            yield key, prop
+        yield from _integer_schemas(openapi, prop, seen)
+
+
+def _maximum(schema: dict[str, Any]) -> int | None:
+    if "maximum" in schema:
+        return schema["maximum"]
+    return next((alt["maximum"] for alt in schema.get("anyOf", []) if "maximum" in alt), None)
+
+
+def test_every_integer_a_request_carries_has_an_upper_bound(openapi) -> None:
+    checked = []
+    for method, path, op in _operations(openapi):
+        for param in op.get("parameters", []):
+            if "integer" in _types(param["schema"]):
+                assert _maximum(param["schema"]) is not None, (method, path, param["name"])
+                checked.append(param["name"])
+        body = op.get("requestBody", {}).get("content", {}).get("application/json")
+        if body:
+            for name, prop in _integer_schemas(openapi, body["schema"], set()):
+                assert _maximum(prop) is not None, (method, path, name)
+                checked.append(name)
+    assert {"version", "size", "part_number", "limit", "expires"} <= set(checked)
+
+
+def test_documented_bounds() -> None:
+    from loreg.refs import MAX_VERSION
+    from registry.schemas import MAX_INT64, AliasRequest, FileEntry
+
+    assert AliasRequest.model_json_schema()["properties"]["version"]["maximum"] == MAX_VERSION
+    assert FileEntry.model_json_schema()["properties"]["size"]["maximum"] == MAX_INT64
+
+
+def _assert_field_error(r, field: str, code: str = "invalid_request") -> None:
+    assert r.status_code == 422, r.text
+    error = ErrorResponse.model_validate(r.json()).error
+    assert error.code == code, r.text
+    assert field in error.message, r.text
+
+
+@pytest.mark.parametrize("version", [HUGE, 2**31, 0, -1])
+def test_alias_version_out_of_range_is_a_422_naming_the_field(client, version) -> None:
+    publish(client, "x")
+    r = client.put("/v1/adapters/default/x/aliases/prod", json={"version": version})
+    _assert_field_error(r, "version")
+
+
+def test_alias_version_at_the_bound_is_just_not_found(client) -> None:
+    from loreg.refs import MAX_VERSION
+
+    publish(client, "x")
+    r = client.put("/v1/adapters/default/x/aliases/prod", json={"version": MAX_VERSION})
+    assert r.status_code == 404, r.text
+    assert client.put("/v1/adapters/default/x/aliases/prod", json={"version": 1}).is_success
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "field", "kwargs"),
+    [
+        (
+            "POST",
+            "/v1/uploads",
+            "files.0.size",
+            {"json": {"name": "x", "files": [{"path": "a.json", "size": HUGE, "sha256": SHA}]}},
+        ),
+        (
+            "POST",
+            f"/v1/uploads/u1/blobs/{SHA}/complete",
+            "parts.0.part_number",
+            {"json": {"parts": [{"part_number": HUGE, "etag": "e"}]}},
+        ),
+        ("GET", "/v1/jobs", "limit", {"params": {"limit": HUGE}}),
+        ("GET", "/v1/jobs", "limit", {"params": {"limit": 0}}),
+        ("GET", "/v1/jobs", "limit", {"params": {"limit": 501}}),
+        ("GET", f"/v1/blobs/{SHA}", "expires", {"params": {"expires": HUGE, "signature": "s"}}),
+        ("GET", f"/v1/blobs/{SHA}", "expires", {"params": {"expires": -1, "signature": "s"}}),
+    ],
+)
+def test_out_of_range_integers_are_a_422_naming_the_field(
+    client, method, url, field, kwargs
+) -> None:
+    _assert_field_error(client.request(method, url, **kwargs), field)
+
+
+def test_other_huge_numbers_are_refused_or_stored_not_a_500(client) -> None:
+    publish(client, "x")
+    # a version number in a ref: the ref grammar bounds it
+    _assert_field_error(client.get(f"/v1/resolve/x-v{HUGE}"), "version", code="invalid_ref")
+    # integer job params: the job validation bounds them
+    job = {"type": "compress", "inputs": [{"ref": "x"}], "params": {"rank": HUGE}, "output": "y"}
+    _assert_field_error(client.post("/v1/jobs", json=job), "params.rank", code="invalid_job")
+    # free-form JSON (metadata) keeps big numbers as JSON
+    resolved = publish(client, "big", metadata={"n": HUGE})
+    assert client.get(f"/v1/resolve/{resolved['ref']}").json()["metadata"] == {"n": HUGE}

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse, StreamingResponse
 
 from registry.api.deps import ContextDep, PrincipalDep, SessionDep
 from registry.auth import require_scope
 from registry.errors import NotFound
-from registry.schemas import TokenRequest, error_responses
+from registry.schemas import MAX_INT64, TokenRequest, error_responses
 from registry.services import tokens, urls
 from registry.services.gc import collect_garbage
 from registry.storage.base import blob_key
@@ -41,7 +41,10 @@ def create_token(body: TokenRequest, session: SessionDep, principal: PrincipalDe
     },
 )
 def download_blob(
-    sha256: str, ctx: ContextDep, expires: int = 0, signature: str = ""
+    sha256: str,
+    ctx: ContextDep,
+    expires: Annotated[int, Query(ge=0, le=MAX_INT64)] = 0,
+    signature: str = "",
 ) -> FileResponse | StreamingResponse:
     """Bytes of a blob, for a signed URL handed out by resolve (local store)."""
     if not _SHA.match(sha256):

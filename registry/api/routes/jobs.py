@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from sqlmodel import Session
 
 from registry.api.deps import ContextDep, PrincipalDep, SessionDep
-from registry.schemas import JobLog, JobView, error_responses
+from registry.schemas import MAX_JOBS_PAGE, JobLog, JobView, error_responses
 from registry.services import jobs
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
@@ -42,7 +42,7 @@ def list_jobs(
     status: str | None = None,
     type: str | None = None,
     namespace: str | None = None,
-    limit: int = 50,  # noqa: A002
+    limit: Annotated[int, Query(ge=1, le=MAX_JOBS_PAGE)] = 50,  # noqa: A002
 ) -> list[dict[str, Any]]:
     """Jobs visible to the caller, newest first."""
     return jobs.list_jobs(

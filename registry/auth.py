@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from registry.errors import Forbidden, NotFound, Unauthorized
 
 TOKEN_PREFIX = "lrg_"
+#: Longest bearer token accepted; real ones are 47 characters (``lrg_`` + 43).
+MAX_TOKEN_LENGTH = 256
 SCOPE_LEVELS = {"read": 1, "write": 2, "admin": 3}
 ALL_NAMESPACES = "*"
 
@@ -40,8 +42,14 @@ def parse_bearer(authorization: str | None) -> str | None:
     value = value.strip()
     if scheme.lower() != "bearer" or not value:
         raise Unauthorized("malformed Authorization header: send 'Authorization: Bearer <token>'")
-    if not value.startswith(TOKEN_PREFIX) or len(value) > 256:
-        raise Unauthorized("invalid token: loreg tokens start with 'lrg_'")
+    if len(value) > MAX_TOKEN_LENGTH:
+        raise Unauthorized(
+            f"invalid token: too long ({len(value)} characters; the limit is "
+            f"{MAX_TOKEN_LENGTH} and loreg tokens are '{TOKEN_PREFIX}' plus 43 characters): "
+            "check that LOREG_TOKEN or --token holds a single token"
+        )
+    if not value.startswith(TOKEN_PREFIX):
+        raise Unauthorized(f"invalid token: loreg tokens start with '{TOKEN_PREFIX}'")
     return value
 
 

@@ -162,3 +162,61 @@ def test_bad_base_url_is_refused(url: str) -> None:
 def test_every_status_class_is_a_loreg_error() -> None:
     for status in range(400, 600):
         assert issubclass(error_class_for_status(status), LoregError)
+
+
+# --- bearer tokens the registry refuses (registry.auth.parse_bearer) -----------------
+
+
+def test_overlong_token_is_refused_as_too_long() -> None:
+    from registry.auth import MAX_TOKEN_LENGTH, parse_bearer
+    from registry.errors import Unauthorized
+
+    token = "lrg_" + "a" * 300
+    with pytest.raises(Unauthorized) as info:
+        parse_bearer(f"Bearer {token}")
+    message = info.value.message
+    assert "too long" in message
+    assert f"{len(token)} characters" in message
+    assert str(MAX_TOKEN_LENGTH) in message
+    assert "start with" not in message  # it does start with lrg_: not the prefix message
+    assert parse_bearer("Bearer lrg_" + "a" * (MAX_TOKEN_LENGTH - 4)) is not None  # at the limit
+
+
+def test_overlong_token_without_prefix_is_still_too_long() -> None:
+    from registry.auth import parse_bearer
+    from registry.errors import Unauthorized
+
+    with pytest.raises(Unauthorized, match="too long"):
+        parse_bearer("Bearer " + "x" * 1000)
+    with pytest.raises(Unauthorized, match="start with 'lrg_'"):
+        parse_bearer("Bearer xyz")  # a short wrong token keeps the prefix hint
+
+
+def test_overlong_token_over_http_is_a_401_that_says_too_long(tmp_path) -> None:
+    from fastapi.testclient import TestClient
+
+    from registry.app import create_app
+    from registry.serve import prepare
+    from registry.settings import Settings
+
+    settings = Settings(
+        data_dir=tmp_path,
+        database_url=f"sqlite:///{tmp_path / 'loreg.db'}",
+        secret_key="k" * 32,
+    )
+    ctx, _ = prepare(settings)
+    try:
+        with TestClient(create_app(context=ctx)) as http:
+            r = http.get("/v1/whoami", headers={"Authorization": "Bearer lrg_" + "a" * 400})
+        assert r.status_code == 401
+        error = r.json()["error"]
+        assert error["code"] == "unauthorized"
+        assert "too long (404 characters" in error["message"]
+        # and the SDK shows that message as an AuthenticationError
+        with (
+            _client(lambda req: httpx.Response(401, json=r.json())) as api,
+            pytest.raises(AuthenticationError, match="too long"),
+        ):
+            api.get("/v1/whoami")
+    finally:
+        ctx.engine.dispose()

@@ -113,6 +113,7 @@ class BaseModelRecord(SQLModel, table=True):
     model_type: str | None = Field(default=None, max_length=64)
     config: dict | None = _json()
     modules: dict | None = _json()
+    meta: dict | None = _json()
     digest: str = Field(max_length=71)
     size: int = _bigint()
     job_id: str | None = Field(default=None, max_length=32, unique=True)

@@ -86,6 +86,7 @@ def base_model_view(
     out.update(
         config=bm.config,
         modules=bm.modules or {},
+        metadata=bm.meta or {},
         lineage=base_model_lineage(session, bm),
         files=[
             {

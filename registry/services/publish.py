@@ -726,6 +726,7 @@ def _write_base_model(
         else None,
         config=v.config,
         modules=v.modules,
+        meta=upload.spec.get("metadata") or None,
         digest=v.digest,
         size=v.size,
         job_id=job_id,

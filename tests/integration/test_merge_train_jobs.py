@@ -140,6 +140,16 @@ def test_merged_model_logits_equal_base_plus_adapter(
         ("merged_into", "base_model", "tiny-llama-sharded"),
         ("merged_into", "version", "default/nurse-v1"),
     ]
+    n_modules = 2 * TINY_LLAMA["num_hidden_layers"]  # q_proj and v_proj in every layer
+    roles = {e["params"]["role"]: e["params"] for e in view["lineage"]}
+    assert roles == {
+        "adapter": {"method": "merge", "modules_merged": n_modules, "role": "adapter"},
+        "base": {"method": "merge", "modules_merged": n_modules, "role": "base"},
+    }
+    card = view["metadata"]["card"]  # the merge card, through the API (not only README.md)
+    assert card["type"] == "merge" and card["adapter"] == "default/nurse-v1"
+    assert card["base_model"] == "tiny-llama-sharded" and card["modules_merged"] == n_modules
+    assert card["shards"] == shards and card["size_bytes"] > 0
     assert registry.api.get("/v1/base-models/tiny-llama-sharded")["lineage"] == []
 
 

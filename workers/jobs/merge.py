@@ -131,9 +131,18 @@ def run(jc: JobContext) -> JobOutput:
     write_card(out, card)
     card["size_bytes"] = folder_size(out)
     write_card(out, card)
+    merged = {"method": "merge", "modules_merged": len(report.merged)}
     lineage = [
-        {"relation": "merged_into", "parent_version_id": item["version_id"], "params": {}},
-        {"relation": "merged_into", "parent_base_model_id": base.id, "params": {}},
+        {
+            "relation": "merged_into",
+            "parent_version_id": item["version_id"],
+            "params": {**merged, "role": "adapter"},
+        },
+        {
+            "relation": "merged_into",
+            "parent_base_model_id": base.id,
+            "params": {**merged, "role": "base"},
+        },
     ]
     return JobOutput(
         folder=out, kind="base_model", lineage=lineage, card=card, description=card["title"]

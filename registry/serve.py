@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import sys
@@ -77,8 +78,13 @@ def serve(
     port: int = 8080,
     *,
     log_level: str = "warning",
+    json_output: bool = False,
 ) -> None:
-    """Run the registry until interrupted (embedded default, or Postgres/S3 from the env)."""
+    """Run the registry until interrupted (embedded default, or Postgres/S3 from the env).
+
+    It announces where it serves (and, on first start, the admin token) on
+    stdout: two text lines, or with ``json_output`` one JSON object.
+    """
     import uvicorn
 
     from registry.app import create_app
@@ -87,16 +93,26 @@ def serve(
     ctx, token = prepare(settings)
     sock = listening_socket(host, port)
     shown_host = f"[{host}]" if ":" in host else host
-    print(
-        f"loreg {settings.database_kind} + {settings.storage_kind} store, "
-        f"data in {settings.data_dir}; serving on http://{shown_host}:{sock.getsockname()[1]}",
-        flush=True,
-    )
-    if token is not None:
+    url = f"http://{shown_host}:{sock.getsockname()[1]}"
+    token_file = settings.data_dir / "admin_token"
+    if json_output:
+        announcement = {
+            "url": url,
+            "database": settings.database_kind,
+            "storage": settings.storage_kind,
+            "data_dir": str(settings.data_dir),
+            "admin_token": token,
+            "admin_token_file": str(token_file) if token is not None else None,
+        }
+        print(json.dumps(announcement, sort_keys=True), flush=True)
+    else:
         print(
-            f"admin token (shown once, also in {settings.data_dir / 'admin_token'}): {token}",
+            f"loreg {settings.database_kind} + {settings.storage_kind} store, "
+            f"data in {settings.data_dir}; serving on {url}",
             flush=True,
         )
+        if token is not None:
+            print(f"admin token (shown once, also in {token_file}): {token}", flush=True)
     config = uvicorn.Config(
         create_app(context=ctx),
         log_level=log_level,

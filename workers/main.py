@@ -11,6 +11,7 @@ ready, stopped at shutdown).
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -70,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--loglevel", default="INFO", help="Celery log level (default INFO)")
     parser.add_argument(
+        "--json", action="store_true", help="announce the worker's settings as one JSON line"
+    )
+    parser.add_argument(
         "--reconcile-interval",
         type=_interval,
         default=None,
@@ -112,6 +116,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     app = make_celery(settings)
+    if args.json:
+        announcement = {
+            "queues": args.queues,
+            "concurrency": args.concurrency,
+            "database": settings.database_kind,
+            "storage": settings.storage_kind,
+            "reconcile_interval": args.reconcile_interval,
+        }
+        print(json.dumps(announcement, sort_keys=True), flush=True)
     if args.reconcile_interval != 0:
         install_reconciler(app, settings, args.reconcile_interval)
     code = app.start(

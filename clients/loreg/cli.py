@@ -10,18 +10,19 @@ by the commands that need them, so ``loreg --help`` is instant.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
 import sys
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from loreg import __version__
 from loreg.constants import debug_mode
-from loreg.errors import LoregError
+from loreg.errors import ConfigurationError, LoregError
 from loreg.jobs import add_job_commands
 
 if TYPE_CHECKING:
@@ -163,6 +164,12 @@ def build_parser() -> argparse.ArgumentParser:
     worker = add(commands, "worker", _cmd_worker, "run a job worker (needs LOREG_REDIS_URL)")
     worker.add_argument("--queues", default="gpu,cpu", help="queues to consume (default gpu,cpu)")
     worker.add_argument("--concurrency", type=int, default=1, help="jobs at once (default 1)")
+    worker.add_argument("--loglevel", default="INFO", help="Celery log level (default INFO)")
+    worker.add_argument(
+        "--reconcile-interval",
+        metavar="SECONDS",
+        help="seconds between reconciler passes (default: from the job delays; 0 disables)",
+    )
     add_job_commands(commands, add)
     return parser
 
@@ -401,14 +408,21 @@ def _cmd_gc(args: argparse.Namespace, registry: Registry) -> int:
 def _cmd_serve(args: argparse.Namespace, _registry: None) -> int:
     serve = _import_server("registry.serve", "serve")
     data_dir = Path(args.data_dir).expanduser() if args.data_dir else None
-    serve(data_dir=data_dir, host=args.host, port=args.port)
+    with _config_errors():
+        serve(
+            data_dir=data_dir,
+            host=args.host,
+            port=args.port,
+            json_output=getattr(args, "json", False),
+        )
     return 0
 
 
 def _cmd_db_upgrade(args: argparse.Namespace, _registry: None) -> int:
     upgrade = _import_server("registry.migrate", "upgrade")
     data_dir = Path(args.data_dir).expanduser() if args.data_dir else None
-    result = upgrade(data_dir=data_dir)
+    with _config_errors():
+        result = upgrade(data_dir=data_dir)
     data = {"status": "up to date"}
     if isinstance(result, str):
         data["database_url"] = re.sub(r"://([^:/@]*):[^@/]*@", r"://\1:***@", result)
@@ -421,7 +435,28 @@ def _cmd_worker(args: argparse.Namespace, _registry: None) -> int:
     except ImportError as exc:
         hint = "pip install 'loreg[worker]'"
         raise LoregError(f"the worker is not installed ({exc}): {hint}") from exc
-    return worker_main(["--queues", args.queues, "--concurrency", str(args.concurrency)])
+    argv = ["--queues", args.queues, "--concurrency", str(args.concurrency)]
+    argv += ["--loglevel", args.loglevel]
+    if args.reconcile_interval is not None:
+        argv += ["--reconcile-interval", args.reconcile_interval]
+    if getattr(args, "json", False):
+        argv.append("--json")
+    with _config_errors():
+        return worker_main(argv)
+
+
+@contextlib.contextmanager
+def _config_errors() -> Iterator[None]:
+    """Turn the server's ConfigError (a bad ``LOREG_*`` variable) into a one-line error."""
+    try:
+        from registry.settings import ConfigError
+    except ImportError:  # no server installed: the import error is reported elsewhere
+        yield
+        return
+    try:
+        yield
+    except ConfigError as exc:
+        raise ConfigurationError(f"configuration: {exc}") from exc
 
 
 _LOCAL_COMMANDS = {_cmd_serve, _cmd_db_upgrade, _cmd_worker}

@@ -22,6 +22,12 @@ class LoregError(Exception):
         return self.message
 
 
+class ConfigurationError(LoregError):
+    """The server or worker configuration (``LOREG_*`` variables) is invalid or incomplete."""
+
+    exit_code = 2
+
+
 class InvalidRefError(LoregError, ValueError):
     """A reference string does not follow the ref grammar."""
 

@@ -25,6 +25,7 @@ def make_store(settings: Settings, *, create_bucket: bool = False) -> ObjectStor
         store = S3Store(
             bucket=settings.s3_bucket,
             endpoint_url=settings.s3_endpoint_url,
+            public_endpoint_url=settings.s3_public_endpoint_url,
             region=settings.s3_region,
             prefix=settings.s3_prefix,
             trust_checksums=settings.s3_trust_checksums,

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -129,6 +129,7 @@ def start_server(
     port: int | None = None,
     log_path: Path | None = None,
     timeout: float = 60,
+    extra_args: Sequence[str] = (),
 ) -> Served:
     """Start ``loreg serve`` and wait until ``/v1/health`` answers 200.
 
@@ -146,7 +147,7 @@ def start_server(
     full_env.update(server_env)
     with open(log_path, "wb") as log:  # the child keeps its own copy of the descriptor
         proc = subprocess.Popen(
-            [LOREG, "serve", "--data-dir", str(data_dir), "--port", str(port)],
+            [LOREG, "serve", "--data-dir", str(data_dir), "--port", str(port), *extra_args],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=full_env,

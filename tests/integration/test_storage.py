@@ -519,6 +519,30 @@ def test_s3_without_public_endpoint_signs_for_the_endpoint(s3_store, s3_endpoint
     assert same.presign_client is same.client
 
 
+def test_the_server_context_signs_for_the_public_endpoint_from_settings(
+    tmp_path, s3_endpoint, s3_bucket
+):
+    from registry.services.context import Context
+    from registry.settings import Settings
+
+    public = f"http://localhost:{urlsplit(s3_endpoint).port}"
+    settings = Settings(
+        data_dir=tmp_path,
+        database_url=f"sqlite:///{tmp_path / 'db.sqlite'}",
+        s3_bucket=s3_bucket,
+        s3_endpoint_url=s3_endpoint,
+        s3_public_endpoint_url=public,
+        s3_region="us-east-1",
+    )
+    ctx = Context.from_settings(settings)
+    try:
+        assert ctx.store.client.meta.endpoint_url == s3_endpoint
+        url = ctx.store.presign_get("a/b", expires_in=60)
+        assert urlsplit(url).netloc == urlsplit(public).netloc
+    finally:
+        ctx.close()
+
+
 def test_moto_server_stops():
     with MotoServer() as server:
         assert httpx.get(server.endpoint_url + "/moto-api/", timeout=10).status_code < 500

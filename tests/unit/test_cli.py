@@ -201,9 +201,11 @@ def test_serve_and_db_upgrade_call_the_server_lazily(monkeypatch, tmp_path, caps
     argv = ["serve", "--data-dir", str(tmp_path), "--host", "0.0.0.0", "--port", "9000"]
     assert cli.main(argv, registry_factory=no_registry) == 0
     assert cli.main(["db", "upgrade", "--data-dir", str(tmp_path)]) == 0
+    assert cli.main([*argv, "--json"], registry_factory=no_registry) == 0
     assert calls == [
-        ("serve", {"data_dir": tmp_path, "host": "0.0.0.0", "port": 9000}),
+        ("serve", {"data_dir": tmp_path, "host": "0.0.0.0", "port": 9000, "json_output": False}),
         ("upgrade", {"data_dir": tmp_path}),
+        ("serve", {"data_dir": tmp_path, "host": "0.0.0.0", "port": 9000, "json_output": True}),
     ]
     capsys.readouterr()
 
@@ -218,3 +220,20 @@ def test_help_does_not_import_httpx_or_peft() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == ""
+
+
+@pytest.mark.parametrize("argv", [["db", "upgrade"], ["worker", "--queues", "cpu"]])
+def test_a_bad_server_configuration_is_one_line_and_exit_2(
+    argv, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("LOREG_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("LOREG_S3_ENDPOINT_URL", "http://127.0.0.1:9")
+    monkeypatch.delenv("LOREG_S3_BUCKET", raising=False)
+    monkeypatch.setenv("LOREG_REDIS_URL", "redis://127.0.0.1:9/0")
+    code = cli.main(argv)
+    _, err = capsys.readouterr()
+    line = _one_error_line(err)
+    assert code == 2, err
+    assert line.startswith("error: configuration: ") and "LOREG_S3_BUCKET" in line
+    assert "LOREG_S3_ENDPOINT_URL" in line
+    assert not (tmp_path / "data").exists()  # nothing written before the check

@@ -12,6 +12,12 @@
 Errors: invalid input fails the job at once with its message; transient
 infrastructure errors (database, S3, network) put the job back to ``queued``
 and raise :class:`TransientJobError` so the caller retries with backoff.
+
+A claim is ``(worker, attempt)``: every later write of the runner (heartbeat,
+finish, release) is conditional on the row still being ``running`` under that
+claim. A runner whose job was taken over (its heartbeat went stale and the
+reconciler re-enqueued it) stops at its next heartbeat and writes nothing.
+Texts written to the row are cut to the column sizes (:func:`truncate`).
 """
 
 from __future__ import annotations
@@ -33,9 +39,19 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session, select
 
+from loreg.refs import format_ref
 from registry.auth import SCOPE_LEVELS, Principal
-from registry.errors import RegistryError
-from registry.models import BaseModelFile, BaseModelRecord, Job, VersionFile, utcnow
+from registry.errors import Conflict, RegistryError
+from registry.models import (
+    Adapter,
+    BaseModelFile,
+    BaseModelRecord,
+    Job,
+    Namespace,
+    Version,
+    VersionFile,
+    utcnow,
+)
 from registry.schemas import FileEntry, UploadRequest
 from registry.services import publish
 from registry.services.context import Context
@@ -45,10 +61,27 @@ from registry.validation.paths import validate_file_path
 
 log = logging.getLogger("loreg.worker")
 LOG_TAIL_LINES = 200
+LOG_LINE_MAX = 4096  # characters of one log-tail line
+ERROR_MAX: int = Job.__table__.c.error.type.length  # VARCHAR sizes of the job row
+MESSAGE_MAX: int = Job.__table__.c.message.type.length
+TRUNCATED = "… (truncated)"
+
+
+def truncate(text: str | None, limit: int) -> str | None:
+    """``text`` cut to at most ``limit`` characters: the head is kept and the cut marked."""
+    if text is None or len(text) <= limit:
+        return text
+    if limit <= len(TRUNCATED):
+        return text[:limit]
+    return text[: limit - len(TRUNCATED)] + TRUNCATED
 
 
 class JobCancelled(Exception):
     """The job was cancelled while running."""
+
+
+class JobLost(JobCancelled):
+    """Another worker took the job over (or it ended elsewhere): stop, write nothing."""
 
 
 class JobInputError(Exception):
@@ -102,6 +135,9 @@ class JobContext:
         self.job = job
         self.workdir = workdir
         self._cancel = cancel
+        self._lost = threading.Event()
+        self.worker = job.worker or ""  # the claim: (worker, attempt)
+        self.attempt = job.attempts
         self.progress = 0.0
         self.message: str | None = None
         self.lines: deque[str] = deque(maxlen=LOG_TAIL_LINES)
@@ -120,10 +156,15 @@ class JobContext:
             return torch.device("cuda")
         return torch.device("cpu")
 
+    @property
+    def lost(self) -> bool:
+        """True once the heartbeat found the job no longer claimed by this attempt."""
+        return self._lost.is_set()
+
     def log(self, line: str) -> None:
         """Append a line to the job's log tail."""
         with self._lock:
-            self.lines.append(line)
+            self.lines.append(truncate(line, LOG_LINE_MAX))
         log.info("job %s: %s", self.job.id, line)
 
     def report(self, fraction: float, message: str | None = None) -> None:
@@ -131,12 +172,14 @@ class JobContext:
         with self._lock:
             self.progress = max(0.0, min(1.0, float(fraction)))
             if message:
-                self.message = message
-                self.lines.append(message)
+                self.message = truncate(message, MESSAGE_MAX)
+                self.lines.append(truncate(message, LOG_LINE_MAX))
         self.check_cancelled()
 
     def check_cancelled(self) -> None:
-        """Raise JobCancelled if the job was cancelled."""
+        """Raise JobCancelled if the job was cancelled (JobLost if it was taken over)."""
+        if self._lost.is_set():
+            raise JobLost("the job was taken over by another worker")
         if self._cancel.is_set():
             raise JobCancelled("cancelled while running")
 
@@ -193,8 +236,35 @@ def handler_for(job_type: str) -> HandlerFn:
 # --------------------------------------------------------------------- job row state
 
 
+def _claimable(job_id: str, stale_before: Any) -> Any:
+    """The job is ``queued``, or ``running`` with a heartbeat older than ``stale_before``."""
+    return sa.and_(
+        Job.id == job_id,
+        sa.or_(
+            Job.status == "queued",
+            sa.and_(
+                Job.status == "running",
+                sa.or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < stale_before),
+            ),
+        ),
+    )
+
+
+def claimed_by(job_id: str, worker: str, attempt: int) -> Any:
+    """The job is still ``running`` under this claim (same worker, same attempt)."""
+    return sa.and_(
+        Job.id == job_id,
+        Job.status == "running",
+        Job.worker == worker,
+        Job.attempts == attempt,
+    )
+
+
 def claim(ctx: Context, job_id: str, worker: str) -> Job | None:
-    """Atomically take the job; None if another worker has it or it is finished."""
+    """Atomically take the job; None if another worker has it or it is finished.
+
+    A claimable job whose attempts are used up is failed instead ("gave up").
+    """
     now = utcnow()
     stale = now - timedelta(seconds=ctx.settings.job_stale_after_s)
     with Session(ctx.engine, expire_on_commit=False) as session:
@@ -203,9 +273,10 @@ def claim(ctx: Context, job_id: str, worker: str) -> Job | None:
             log.warning("job %s does not exist", job_id)
             return None
         if job.status in ("queued", "running") and job.attempts >= ctx.settings.job_max_attempts:
+            # only if it could be claimed: a live last attempt is left alone
             _finish(
                 session,
-                job_id,
+                sa.and_(_claimable(job_id, stale), Job.attempts == job.attempts),
                 "failed",
                 error=(
                     f"gave up after {job.attempts} attempts; last error: "
@@ -217,17 +288,7 @@ def claim(ctx: Context, job_id: str, worker: str) -> Job | None:
             return None
         result = session.execute(
             sa.update(Job)
-            .where(
-                Job.id == job_id,
-                sa.or_(
-                    Job.status == "queued",
-                    sa.and_(
-                        Job.status == "running",
-                        sa.or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < stale),
-                    ),
-                ),
-                Job.cancel_requested.is_(False),
-            )
+            .where(_claimable(job_id, stale), Job.cancel_requested.is_(False))
             .values(
                 status="running",
                 attempts=Job.attempts + 1,
@@ -235,48 +296,90 @@ def claim(ctx: Context, job_id: str, worker: str) -> Job | None:
                 heartbeat_at=now,
                 worker=worker,
                 error=None,
-            )
+            ),
+            # no in-Python evaluation of the staleness test (SQLite datetimes are naive)
+            execution_options={"synchronize_session": False},
         )
         session.commit()
         if result.rowcount != 1:
             return None
-        return session.get(Job, job_id)
+        return session.get(Job, job_id, populate_existing=True)  # the row as claimed
 
 
 def _finish(
     session: Session,
-    job_id: str,
+    where: Any,
     status: str,
     *,
     error: str | None = None,
     result: dict | None = None,
     jc: JobContext | None = None,
-) -> None:
-    values: dict[str, Any] = {"status": status, "finished_at": utcnow(), "error": error}
+) -> bool:
+    """Set a final status on the job row matching ``where``; False if none matched."""
+    values: dict[str, Any] = {
+        "status": status,
+        "finished_at": utcnow(),
+        "error": truncate(error, ERROR_MAX),
+    }
     if result is not None:
         values["result"] = result
         values["progress"] = 1.0
     if jc is not None:
-        values["log_tail"] = "\n".join(jc.lines)
-        values["message"] = jc.message
-    session.execute(sa.update(Job).where(Job.id == job_id).values(**values))
+        with jc._lock:
+            values["log_tail"] = "\n".join(jc.lines)
+            values["message"] = truncate(jc.message, MESSAGE_MAX)
+    updated = session.execute(
+        sa.update(Job).where(where).values(**values),
+        execution_options={"synchronize_session": False},
+    )
     session.commit()
+    return updated.rowcount == 1
 
 
-def _release(ctx: Context, job_id: str, error: str) -> None:
-    """Put a job back to ``queued`` after a transient error (it will be retried)."""
+def _release(ctx: Context, jc: JobContext, error: str) -> bool:
+    """Put a job back to ``queued`` after a transient error (it will be retried).
+
+    False when the job is no longer this attempt's claim (nothing is written).
+    """
     with Session(ctx.engine) as session:
-        session.execute(
+        updated = session.execute(
             sa.update(Job)
-            .where(Job.id == job_id, Job.status == "running")
+            .where(claimed_by(jc.job.id, jc.worker, jc.attempt))
             .values(
                 status="queued",
                 heartbeat_at=None,
                 enqueued_at=utcnow(),
-                error=f"retrying after: {error}",
+                error=truncate(f"retrying after: {error}", ERROR_MAX),
             )
         )
         session.commit()
+    return updated.rowcount == 1
+
+
+def _end(ctx: Context, jc: JobContext, status: str, **fields: Any) -> str:
+    """Finish this attempt's claim with ``status``; the row's status if the claim was lost."""
+    with Session(ctx.engine) as session:
+        if _finish(session, claimed_by(jc.job.id, jc.worker, jc.attempt), status, jc=jc, **fields):
+            return status
+    return _lost(ctx, jc, f"not marking it {status}")
+
+
+def _lost(ctx: Context, jc: JobContext, what: str) -> str:
+    """Log that this attempt lost its claim; returns the status the job row holds now."""
+    with Session(ctx.engine) as session:
+        current = session.get(Job, jc.job.id)
+    holder = (
+        f"{current.status} on {current.worker}, attempt {current.attempts}" if current else "gone"
+    )
+    log.warning(
+        "job %s attempt %d on %s lost its claim (now %s); %s",
+        jc.job.id,
+        jc.attempt,
+        jc.worker,
+        holder,
+        what,
+    )
+    return current.status if current else "missing"
 
 
 class Heartbeat:
@@ -296,21 +399,32 @@ class Heartbeat:
         self._thread.join(timeout=10)
 
     def beat(self) -> None:
-        """One heartbeat: write progress/log tail, read the cancellation flag."""
+        """One heartbeat: write progress/log tail, read the cancellation flag.
+
+        When the row is no longer this attempt's claim (another worker took it
+        over, or it was ended elsewhere) the job is lost: the handler is stopped
+        like a cancellation and nothing more is written.
+        """
         with self.jc._lock:
             values = {
                 "heartbeat_at": utcnow(),
                 "progress": self.jc.progress,
-                "message": self.jc.message,
+                "message": truncate(self.jc.message, MESSAGE_MAX),
                 "log_tail": "\n".join(self.jc.lines),
             }
         with Session(self.ctx.engine) as session:
-            session.execute(
+            updated = session.execute(
                 sa.update(Job)
-                .where(Job.id == self.jc.job.id, Job.worker == self.worker, Job.status == "running")
+                .where(claimed_by(self.jc.job.id, self.worker, self.jc.attempt))
                 .values(**values)
             )
             session.commit()
+            if updated.rowcount == 0:
+                self.jc._lost.set()
+                self.cancel.set()
+                self._stop.set()
+                log.warning("job %s: %s lost its claim; stopping", self.jc.job.id, self.worker)
+                return
             cancelled = session.exec(
                 select(Job.cancel_requested).where(Job.id == self.jc.job.id)
             ).first()
@@ -366,9 +480,17 @@ def publish_output(ctx: Context, job: Job, output: JobOutput) -> dict[str, Any]:
     for _, path, size, sha in files:
         if sha in missing:
             with open(path, "rb") as f:
-                publish.store_received_blob(ctx, sha, size, f)
+                publish.store_received_blob(ctx, upload["upload_id"], sha, size, f)
             missing.discard(sha)
-    _, view = publish.commit_upload(ctx, principal, upload["upload_id"], "")
+    try:
+        _, view = publish.commit_upload(ctx, principal, upload["upload_id"], "")
+    except (sa.exc.IntegrityError, Conflict):
+        # another attempt of this job registered its result first (unique job id)
+        existing = registered_result(ctx, job.id, output.kind)
+        if existing is None:
+            raise
+        log.info("job %s: result already registered as %s", job.id, existing["ref"])
+        return existing
     if output.kind == "base_model":
         return {"kind": "base_model", "ref": view["name"], "digest": view["digest"]}
     return {
@@ -377,6 +499,33 @@ def publish_output(ctx: Context, job: Job, output: JobOutput) -> dict[str, Any]:
         "version": view["version"],
         "digest": view["digest"],
     }
+
+
+def registered_result(ctx: Context, job_id: str, kind: str) -> dict[str, Any] | None:
+    """The result already registered with ``job_id`` as idempotency key, or None."""
+    with Session(ctx.engine) as session:
+        if kind == "base_model":
+            bm = session.exec(
+                select(BaseModelRecord).where(BaseModelRecord.job_id == job_id)
+            ).first()
+            if bm is None:
+                return None
+            return {"kind": "base_model", "ref": bm.name, "digest": bm.digest}
+        found = session.exec(
+            select(Version, Adapter, Namespace)
+            .join(Adapter, Adapter.id == Version.adapter_id)
+            .join(Namespace, Namespace.id == Adapter.namespace_id)
+            .where(Version.job_id == job_id)
+        ).first()
+        if found is None:
+            return None
+        version, adapter, ns = found
+        return {
+            "kind": kind,
+            "ref": format_ref(ns.name, adapter.name, version=version.number),
+            "version": version.number,
+            "digest": version.digest,
+        }
 
 
 # ------------------------------------------------------------------------------ run
@@ -407,29 +556,26 @@ def run_job(ctx: Context, job_id: str, *, worker: str | None = None) -> str:
                 output = handler_for(job.type)(jc)
                 jc.report(0.95, "publishing the result")
                 result = publish_output(ctx, job, output)
+        except JobLost:
+            return _lost(ctx, jc, "stopped without writing")
         except JobCancelled:
             jc.message = "cancelled"
-            with Session(ctx.engine) as session:
-                _finish(session, job_id, "cancelled", jc=jc)
-            return "cancelled"
+            return _end(ctx, jc, "cancelled")
         except Exception as exc:  # noqa: BLE001 - classified below
             if isinstance(exc, TransientJobError) or is_transient(exc):
                 jc.log(f"transient error: {exc}")
-                _release(ctx, job_id, f"{type(exc).__name__}: {exc}")
+                if not _release(ctx, jc, f"{type(exc).__name__}: {exc}"):
+                    return _lost(ctx, jc, "not releasing it for a retry")
                 raise TransientJobError(str(exc)) from exc
             message = _failure_message(exc)
             jc.log(f"failed: {message}")
             jc.message = "failed"
             if not isinstance(exc, JobInputError | RegistryError | ValueError):
                 jc.log(traceback.format_exc(limit=5))
-            with Session(ctx.engine) as session:
-                _finish(session, job_id, "failed", error=message, jc=jc)
-            return "failed"
+            return _end(ctx, jc, "failed", error=message)
         jc.log(f"succeeded: {result.get('ref')}")
         jc.message = f"published {result.get('ref')}"
-        with Session(ctx.engine) as session:
-            _finish(session, job_id, "succeeded", result=result, jc=jc)
-        return "succeeded"
+        return _end(ctx, jc, "succeeded", result=result)
 
 
 def _failure_message(exc: BaseException) -> str:

@@ -264,3 +264,36 @@ def test_running_job_is_cancelled(stack):
     assert final["status"] == "cancelled", (final, stack.worker_logs())
     assert final["attempts"] == 1 and final["result"] is None
     assert stack.versions_of_job(job["id"]) == [] and stack.versions_named("big-ties") == []
+
+
+def test_cancelling_a_running_combine_stops_it_between_modules(stack, tmp_path):
+    """Cancellation reaches a long combine partway (the job checks after every module)."""
+    import time
+
+    modules = 64  # 32 layers × (q_proj, v_proj) of 1024×1024: ties takes many seconds
+    for name, seed in (("long-a", 11), ("long-b", 12)):
+        stack.push(
+            write_adapter(tmp_path / name, layers=modules // 2, d=1024, r=8, seed=seed), name
+        )
+    body = {
+        "type": "combine",
+        "inputs": [{"ref": "long-a-v1", "weight": 0.5}, {"ref": "long-b-v1", "weight": 0.5}],
+        "params": {"method": "ties", "density": 0.5, "rank": 8},
+        "output": "never-combined",
+    }
+    job_id = stack.submit_ok(body)["id"]
+    deadline = time.monotonic() + 120
+    while (job := stack.job(job_id))["progress"] <= 0.4:  # inputs loaded: combining
+        assert job["status"] in ("queued", "running"), (job, stack.worker_logs())
+        assert time.monotonic() < deadline, (job, stack.worker_logs())
+        time.sleep(0.05)
+    r = stack.api.post(f"/v1/jobs/{job_id}/cancel")
+    assert r.status_code in (200, 202), r.text
+
+    job = stack.wait(job_id, timeout=60)
+    assert job["status"] == "cancelled", (job, stack.worker_logs())
+    assert 0.4 < job["progress"] < 0.8, job  # stopped while combining, not after
+    logs = stack.api.get(f"/v1/jobs/{job_id}/logs")
+    logs.raise_for_status()
+    assert f"combined {modules}/{modules} modules" not in logs.text, logs.text
+    assert stack.versions_of_job(job_id) == []

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from workers.jobs.common import (
-    adapter_dtype,
+    factors_dtype,
     folder_size,
     load_adapter,
     parameter_count,
     save_adapter,
 )
-from workers.ops.combine import combine
+from workers.ops.combine import ModuleCallback, combine
 from workers.ops.lora import OpInputError
 from workers.runner import JobContext, JobInputError, JobOutput
+
+LOADED, COMBINED = 0.4, 0.8  # progress after loading the inputs, after combining
 
 SEEDED_METHODS = ("dare_linear", "dare_ties")
 INEXACT_NOTE = (
@@ -20,18 +22,37 @@ INEXACT_NOTE = (
 )
 
 
+def module_reporter(jc: JobContext) -> ModuleCallback:
+    """An ``on_module`` callback: progress from LOADED to COMBINED, a message every ~10%.
+
+    ``jc.report`` raises JobCancelled once cancellation was requested, which
+    aborts the combination between two modules.
+    """
+
+    def on_module(index: int, total: int) -> None:
+        done = index + 1
+        step = max(1, total // 10)
+        message = f"combined {done}/{total} modules" if done % step == 0 or done == total else None
+        jc.report(LOADED + (COMBINED - LOADED) * done / total, message)
+
+    return on_module
+
+
 def run(jc: JobContext) -> JobOutput:
-    """Load every input, combine, write the result adapter with its card."""
+    """Load every input, combine, write the result adapter with its card.
+
+    The result is stored in the promoted dtype of all inputs (fp16 + fp32 -> fp32).
+    """
     params = dict(jc.params)
     method = params.get("method", "linear")
     inputs = jc.job.inputs or []
-    adapters, dtype = [], None
+    adapters = []
     for i, item in enumerate(inputs):
         folder = jc.fetch_version(item["version_id"])
         modules, _ = load_adapter(folder)
         adapters.append(modules)
-        dtype = dtype or adapter_dtype(folder)
-        jc.report(0.05 + 0.35 * (i + 1) / len(inputs), f"loaded {item['ref']}")
+        jc.report(0.05 + (LOADED - 0.05) * (i + 1) / len(inputs), f"loaded {item['ref']}")
+    dtype = factors_dtype(adapters)
     weights = [float(item["weight"]) for item in inputs]
     # a seed is accepted with every method (CI can pass one everywhere); only DARE draws
     seed = params.get("seed") if method in SEEDED_METHODS else None
@@ -45,10 +66,11 @@ def run(jc: JobContext) -> JobOutput:
             seed=seed,
             majority_sign_method=params.get("majority_sign_method", "total"),
             device=jc.device(),
+            on_module=module_reporter(jc),
         )
     except OpInputError as exc:
         raise JobInputError(str(exc)) from exc
-    jc.report(0.8, f"combined {len(inputs)} adapters with {method}")
+    jc.report(COMBINED, f"combined {len(inputs)} adapters with {method}")
     stats = result.stats.to_dict()
     card = {
         "title": f"{jc.job.output}: {method} of {len(inputs)} adapters",

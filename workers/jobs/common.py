@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,16 @@ def adapter_dtype(folder: Path) -> torch.dtype:
     with safe_open(str(folder / ADAPTER_WEIGHTS), framework="pt") as handle:
         first = next(iter(handle.keys()))
         return handle.get_tensor(first).dtype
+
+
+def factors_dtype(adapters: Iterable[dict[str, LoraFactors]]) -> torch.dtype | None:
+    """The promoted dtype of every factor of every adapter (None when there are none)."""
+    dtype: torch.dtype | None = None
+    for modules in adapters:
+        for f in modules.values():
+            for t in (f.A, f.B):
+                dtype = t.dtype if dtype is None else torch.promote_types(dtype, t.dtype)
+    return dtype
 
 
 def save_adapter(

@@ -19,6 +19,10 @@ true delta ``δ_i = w_i · s_i · B_i @ A_i`` of each module. The methods:
 Decompositions run in float64 (the low-rank path) or float32 matmuls with
 float64 small factorizations (the dense path); results are cast back to the
 inputs' dtype and returned on the inputs' device.
+
+Every method takes an optional ``on_module(index, total)`` callback, called
+after each module is done; an exception it raises aborts the combination (a
+job uses it to report progress and to stop when cancelled).
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from workers.ops.lora import LoraFactors, OpInputError, resolve_device
 __all__ = [
     "CombineResult",
     "CombineStats",
+    "ModuleCallback",
     "ModuleStats",
     "combine",
     "combine_cat",
@@ -56,6 +61,8 @@ __all__ = [
 ]
 
 Adapter = Mapping[str, LoraFactors]
+# on_module(index, total): module ``index`` (0-based) of ``total`` is done
+ModuleCallback = Callable[[int, int], None]
 
 
 # --------------------------------------------------------------------------- results
@@ -318,6 +325,11 @@ def _finish(B: Tensor, A: Tensor, like: LoraFactors, dtype: torch.dtype) -> Lora
     return LoraFactors(A.to(device=device, dtype=dtype), B.to(device=device, dtype=dtype), 1.0)
 
 
+def _module_done(on_module: ModuleCallback | None, index: int, total: int) -> None:
+    if on_module is not None:
+        on_module(index, total)
+
+
 def _gram_norm2(U: Tensor, V: Tensor) -> float:
     """‖U @ V‖_F² from the small Gram matrices (float64), never the product."""
     return max(0.0, float(((U.T @ U) * (V @ V.T)).sum()))
@@ -351,6 +363,7 @@ def _lowrank_combine(
     mode: str,
     device: torch.device | str | None,
     normalise: bool = False,
+    on_module: ModuleCallback | None = None,
 ) -> CombineResult:
     """Methods on stacked factors. ``mode``: ``cat`` (stack, never truncate),
     ``linear`` (stack, svd only when ``rank`` is given) or ``svd`` (always the QR
@@ -364,7 +377,7 @@ def _lowrank_combine(
     stats = CombineStats(method, params, True)
     modules: dict[str, LoraFactors] = {}
     f64 = torch.float64
-    for path in names:
+    for index, path in enumerate(names):
         dtype = _out_dtype(adapters, path)
         U, V = _stack(adapters, w, path, dev)
         if mode == "cat" or (mode == "linear" and rank is None):
@@ -380,6 +393,7 @@ def _lowrank_combine(
             norm2 = _gram_norm2(U, V)
             modules[path] = _finish(B, A, adapters[0][path], dtype)
             stats.modules[path] = ModuleStats(A.shape[0], norm2, norm2, norm2, 0.0)
+            _module_done(on_module, index, len(names))
             continue
         target = rank if rank is not None else max(a[path].rank for a in adapters)
         B, A, sigma = lowrank_svd(U, V, target)
@@ -389,6 +403,7 @@ def _lowrank_combine(
         stats.modules[path] = ModuleStats(A.shape[0], energy, kept, energy, energy - kept)
         if kept < energy * (1.0 - 1e-12):
             stats.exact = False
+        _module_done(on_module, index, len(names))
     return CombineResult(modules, stats)
 
 
@@ -397,9 +412,12 @@ def combine_cat(
     weights: Sequence[float],
     *,
     device: torch.device | str | None = None,
+    on_module: ModuleCallback | None = None,
 ) -> CombineResult:
     """Exact concatenation: ``A' = [w_i s_i A_i]`` stacked, ``B' = [B_1 … B_n]``, rank ``Σ r_i``."""
-    return _lowrank_combine("cat", adapters, weights, rank=None, mode="cat", device=device)
+    return _lowrank_combine(
+        "cat", adapters, weights, rank=None, mode="cat", device=device, on_module=on_module
+    )
 
 
 def combine_flora(
@@ -407,10 +425,18 @@ def combine_flora(
     weights: Sequence[float],
     *,
     device: torch.device | str | None = None,
+    on_module: ModuleCallback | None = None,
 ) -> CombineResult:
     """FLoRA stacking: ``cat`` with client weights normalised to sum 1; exact ``Σ p_k ΔW_k``."""
     return _lowrank_combine(
-        "flora", adapters, weights, rank=None, mode="cat", device=device, normalise=True
+        "flora",
+        adapters,
+        weights,
+        rank=None,
+        mode="cat",
+        device=device,
+        normalise=True,
+        on_module=on_module,
     )
 
 
@@ -420,13 +446,16 @@ def combine_linear(
     *,
     rank: int | None = None,
     device: torch.device | str | None = None,
+    on_module: ModuleCallback | None = None,
 ) -> CombineResult:
     """The exact weighted sum ``Σ w_i s_i B_i A_i``; with ``rank``, truncated by ``svd``.
 
     Without ``rank`` the result has rank ``Σ r_i`` (cat form). This is not PEFT's
     ``linear`` (sum of A's times sum of B's), which adds cross terms.
     """
-    return _lowrank_combine("linear", adapters, weights, rank=rank, mode="linear", device=device)
+    return _lowrank_combine(
+        "linear", adapters, weights, rank=rank, mode="linear", device=device, on_module=on_module
+    )
 
 
 def combine_svd(
@@ -435,13 +464,16 @@ def combine_svd(
     *,
     rank: int | None = None,
     device: torch.device | str | None = None,
+    on_module: ModuleCallback | None = None,
 ) -> CombineResult:
     """Best rank-``rank`` approximation of ``Σ w_i s_i B_i A_i`` by the QR method.
 
     ``rank`` defaults to the largest input rank (PEFT's default); a rank at or
     above ``Σ r_i`` keeps everything (exact). Never forms a dense delta.
     """
-    return _lowrank_combine("svd", adapters, weights, rank=rank, mode="svd", device=device)
+    return _lowrank_combine(
+        "svd", adapters, weights, rank=rank, mode="svd", device=device, on_module=on_module
+    )
 
 
 def combine_delta_avg(
@@ -450,13 +482,21 @@ def combine_delta_avg(
     *,
     rank: int | None = None,
     device: torch.device | str | None = None,
+    on_module: ModuleCallback | None = None,
 ) -> CombineResult:
     """Federated average of the true deltas ``Σ p_k ΔW_k`` (weights normalised), then ``svd``.
 
     ``rank`` defaults to the largest client rank; at ``Σ r_k`` or above it is exact.
     """
     return _lowrank_combine(
-        "delta_avg", adapters, weights, rank=rank, mode="svd", device=device, normalise=True
+        "delta_avg",
+        adapters,
+        weights,
+        rank=rank,
+        mode="svd",
+        device=device,
+        normalise=True,
+        on_module=on_module,
     )
 
 
@@ -465,6 +505,7 @@ def combine_fedit(
     weights: Sequence[float],
     *,
     device: torch.device | str | None = None,
+    on_module: ModuleCallback | None = None,
 ) -> CombineResult:
     """FedIT: average A's and B's separately, ``A' = Σ p_k A_k``, ``B' = Σ p_k s_k B_k``.
 
@@ -487,7 +528,7 @@ def combine_fedit(
     stats = CombineStats("fedit", {"weights": p, "device": str(dev)}, same_a)
     modules: dict[str, LoraFactors] = {}
     f64 = torch.float64
-    for path in names:
+    for index, path in enumerate(names):
         A = sum(pk * a[path].A.to(dev, f64) for a, pk in zip(adapters, p, strict=True))
         B = sum(
             (pk * a[path].scale) * a[path].B.to(dev, f64) for a, pk in zip(adapters, p, strict=True)
@@ -498,6 +539,7 @@ def combine_fedit(
         norm2 = _gram_norm2(B, A)
         modules[path] = _finish(B, A, adapters[0][path], _out_dtype(adapters, path))
         stats.modules[path] = ModuleStats(A.shape[0], norm2, norm2, target, error)
+        _module_done(on_module, index, len(names))
     return CombineResult(modules, stats)
 
 
@@ -611,6 +653,7 @@ def _dense_combine(
     seed: int | None,
     majority_sign_method: str | None,
     device: torch.device | str | None,
+    on_module: ModuleCallback | None = None,
 ) -> CombineResult:
     """Stream modules, and within a module the adapters: ``δ_i`` → ``trim`` → accumulate.
 
@@ -630,7 +673,7 @@ def _dense_combine(
     stats = CombineStats(method, {**params, "device": str(dev)}, False)
     modules: dict[str, LoraFactors] = {}
     f32 = torch.float32
-    for path in names:
+    for index, path in enumerate(names):
         d, k = adapters[0][path].shape
         target = torch.zeros(d, k, device=dev, dtype=f32)
         acc = _Sum(target) if majority_sign_method is None else _Ties(target, majority_sign_method)
@@ -656,6 +699,7 @@ def _dense_combine(
         del target
         modules[path] = _finish(B, A, adapters[0][path], _out_dtype(adapters, path))
         stats.modules[path] = ModuleStats(A.shape[0], energy, kept, norm2, error)
+        _module_done(on_module, index, len(names))
     return CombineResult(modules, stats)
 
 
@@ -667,6 +711,7 @@ def combine_ties(
     rank: int | None = None,
     majority_sign_method: str = "total",
     device: torch.device | str | None = None,
+    on_module: ModuleCallback | None = None,
 ) -> CombineResult:
     """TIES on the true deltas ``δ_i = w_i s_i B_i A_i``, module by module, then truncate.
 
@@ -686,6 +731,7 @@ def combine_ties(
         seed=None,
         majority_sign_method=majority_sign_method,
         device=device,
+        on_module=on_module,
     )
 
 
@@ -696,6 +742,7 @@ def combine_magnitude_prune(
     density: float,
     rank: int | None = None,
     device: torch.device | str | None = None,
+    on_module: ModuleCallback | None = None,
 ) -> CombineResult:
     """Sum of the true deltas, each trimmed to its ``density`` largest magnitudes; truncate."""
     return _dense_combine(
@@ -708,6 +755,7 @@ def combine_magnitude_prune(
         seed=None,
         majority_sign_method=None,
         device=device,
+        on_module=on_module,
     )
 
 
@@ -719,6 +767,7 @@ def combine_dare_linear(
     seed: int | None = None,
     rank: int | None = None,
     device: torch.device | str | None = None,
+    on_module: ModuleCallback | None = None,
 ) -> CombineResult:
     """DARE: randomly keep a ``density`` fraction of each true delta (rescaled), sum, truncate.
 
@@ -734,6 +783,7 @@ def combine_dare_linear(
         seed=0 if seed is None else int(seed),
         majority_sign_method=None,
         device=device,
+        on_module=on_module,
     )
 
 
@@ -746,6 +796,7 @@ def combine_dare_ties(
     rank: int | None = None,
     majority_sign_method: str = "total",
     device: torch.device | str | None = None,
+    on_module: ModuleCallback | None = None,
 ) -> CombineResult:
     """DARE drop-and-rescale of each true delta, then TIES sign election and disjoint mean.
 
@@ -762,6 +813,7 @@ def combine_dare_ties(
         seed=0 if seed is None else int(seed),
         majority_sign_method=majority_sign_method,
         device=device,
+        on_module=on_module,
     )
 
 
@@ -785,11 +837,13 @@ def combine(
     seed: int | None = None,
     majority_sign_method: str = "total",
     device: torch.device | str | None = None,
+    on_module: ModuleCallback | None = None,
 ) -> CombineResult:
     """Combine ``adapters`` with ``weights`` by ``method`` (see the module docstring).
 
     Parameters a method does not use must be left at their defaults, so that a
-    job never silently ignores what its submitter asked for.
+    job never silently ignores what its submitter asked for. ``on_module(index,
+    total)`` is called after each module; an exception from it aborts.
     """
     if method not in COMBINE_METHODS:
         raise OpInputError(
@@ -803,7 +857,7 @@ def combine(
         raise OpInputError(f"{method!r} does not truncate and takes no rank; use svd or linear")
     if majority_sign_method != "total" and method not in ("ties", "dare_ties"):
         raise OpInputError("majority_sign_method applies to ties and dare_ties only")
-    dev = {"device": device}
+    dev = {"device": device, "on_module": on_module}
     if method == "cat":
         return combine_cat(adapters, weights, **dev)
     if method == "flora":

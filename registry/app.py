@@ -14,7 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import registry
 from loreg.errors import InvalidRefError
-from registry.api.routes import admin, base_models, catalog, jobs, uploads
+from registry.api.routes import admin, base_models, catalog, jobs, lineage, uploads
 from registry.errors import PayloadTooLarge, RegistryError
 from registry.schemas import ERROR_RESPONSES
 from registry.services.context import Context
@@ -145,7 +145,7 @@ def create_app(settings: Settings | None = None, context: Context | None = None)
         description="Registry and artifact store for LoRA adapters. See docs/http-api.md.",
     )
     app.state.ctx = ctx
-    for module in (catalog, uploads, base_models, jobs, admin):
+    for module in (catalog, uploads, base_models, jobs, lineage, admin):
         app.include_router(module.router)
     generate_openapi = app.openapi
 

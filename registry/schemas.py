@@ -196,6 +196,11 @@ class LineageParent(BaseModel):
     kind: Literal["version", "base_model", "unknown"]
     ref: str | None = Field(description="canonical ref of the version, or the base model name")
     digest: str | None = None
+    private: bool = Field(
+        default=False,
+        description="a version in a private namespace the caller cannot read: ref and digest "
+        "are withheld",
+    )
 
 
 class LineageEdge(BaseModel):
@@ -204,6 +209,23 @@ class LineageEdge(BaseModel):
     relation: str = Field(description="continued_from, trained_from, combined_from, ...")
     parent: LineageParent
     params: dict[str, Any]
+
+
+class AncestryEdge(BaseModel):
+    """One edge of an ancestry: ``child`` was derived from ``parent``."""
+
+    child: LineageParent
+    relation: str
+    parent: LineageParent
+    params: dict[str, Any]
+
+
+class Ancestry(BaseModel):
+    """``GET /v1/lineage/...``: every edge from a version or base model back to its roots."""
+
+    root: LineageParent
+    edges: list[AncestryEdge] = Field(description="breadth first from the root")
+    truncated: bool = Field(description="true when the edge limit cut the walk short")
 
 
 class ResolvedVersion(BaseModel):

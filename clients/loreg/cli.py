@@ -104,6 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
     show = add(commands, "show", _cmd_show, "show a version: files, config, digest, lineage")
     show.add_argument("ref", metavar="REF")
 
+    lineage = add(
+        commands, "lineage", _cmd_lineage, "show every step a version (or base model) came from"
+    )
+    lineage.add_argument("ref", metavar="REF", help="a version ref, or a base model name")
+    lineage.add_argument("--base-model", action="store_true", help="REF names a base model")
+
     alias = add(
         commands, "alias", _cmd_alias, "set (REF ALIAS) or remove (--rm NAME ALIAS) an alias"
     )
@@ -293,6 +299,32 @@ def _cmd_show(args: argparse.Namespace, registry: Registry) -> int:
                     f"  v{v.get('version')}  {v.get('digest')}  {_size(v.get('size'))}  "
                     f"{v.get('created_at') or ''}\n"
                 )
+
+    return _emit(args, info, human)
+
+
+def _cmd_lineage(args: argparse.Namespace, registry: Registry) -> int:
+    info = registry.lineage(args.ref, base_model=args.base_model)
+
+    def label(node: dict[str, Any]) -> str:
+        if node.get("private"):
+            return "(a private version)"
+        kind = "base model " if node.get("kind") == "base_model" else ""
+        return f"{kind}{node.get('ref')}"
+
+    def human(out: TextIO) -> None:
+        out.write(f"{label(info['root'])}\n")
+        if not info["edges"]:
+            out.write("  (no recorded parents)\n")
+        for edge in info["edges"]:
+            params = ", ".join(f"{k}={v}" for k, v in sorted((edge.get("params") or {}).items()))
+            out.write(
+                f"  {label(edge['child'])} <-{edge['relation']}- {label(edge['parent'])}"
+                + (f"  [{params}]" if params else "")
+                + "\n"
+            )
+        if info.get("truncated"):
+            out.write("  ... (truncated)\n")
 
     return _emit(args, info, human)
 

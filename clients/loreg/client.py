@@ -594,6 +594,18 @@ class Registry:
         self.cache.write_ref(self._server, BASE_MODEL_NAMESPACE, name, *key, detail["digest"])
         return path
 
+    def lineage(self, ref: str | Ref, *, base_model: bool = False) -> dict[str, Any]:
+        """The whole ancestry of a version (or, with ``base_model``, of a base model).
+
+        Returns ``{root, edges: [{child, relation, parent, params}], truncated}``,
+        breadth first from ``ref`` back to datasets and base models.
+        """
+        self._require_online("lineage")
+        if base_model:
+            return self._api.get(f"/v1/lineage/base-models/{quote_path(str(ref), safe='/')}")
+        path = "/v1/lineage/versions/" + quote_path(ref_text(_parse(ref)), safe="/@:")
+        return self._api.get(path)
+
     def list_base_models(self) -> builtins.list[dict[str, Any]]:
         """Registered base models (name, revision, architecture, module count, size)."""
         return self.api.get("/v1/base-models")

@@ -6,16 +6,12 @@ from typing import Any
 
 from sqlmodel import Session, select
 
-from loreg.refs import format_ref
 from registry.errors import NotFound
 from registry.models import (
-    Adapter,
     BaseModelFile,
     BaseModelRecord,
-    LineageEdge,
-    Namespace,
-    Version,
 )
+from registry.services import lineage
 from registry.services.context import Context
 from registry.services.urls import blob_download_url
 
@@ -48,29 +44,7 @@ def base_model_lineage(session: Session, bm: BaseModelRecord) -> list[dict[str, 
     The base-model catalog is public, so a parent version in a private namespace
     is listed without its ref or digest.
     """
-    edges = session.exec(
-        select(LineageEdge).where(LineageEdge.child_base_model_id == bm.id).order_by(LineageEdge.id)
-    ).all()
-    out: list[dict[str, Any]] = []
-    for edge in edges:
-        if edge.parent_version_id is not None:
-            pv = session.get(Version, edge.parent_version_id)
-            pa = session.get(Adapter, pv.adapter_id)
-            pns = session.get(Namespace, pa.namespace_id)
-            parent: dict[str, Any] = (
-                {"kind": "version", "ref": None, "digest": None, "private": True}
-                if pns.private
-                else {
-                    "kind": "version",
-                    "ref": format_ref(pns.name, pa.name, version=pv.number),
-                    "digest": pv.digest,
-                }
-            )
-        else:
-            pbm = session.get(BaseModelRecord, edge.parent_base_model_id)
-            parent = {"kind": "base_model", "ref": pbm.name, "digest": pbm.digest}
-        out.append({"relation": edge.relation, "parent": parent, "params": edge.params or {}})
-    return out
+    return lineage.parents_of(session, ("base_model", bm.id))
 
 
 def base_model_view(

@@ -15,14 +15,12 @@ from registry.errors import InvalidName, InvalidRef, NotFound
 from registry.models import (
     Adapter,
     Alias,
-    BaseModelRecord,
-    LineageEdge,
     Namespace,
     Version,
     VersionFile,
     utcnow,
 )
-from registry.services import audit
+from registry.services import audit, lineage
 from registry.services.context import Context
 from registry.services.urls import blob_download_url
 
@@ -120,32 +118,11 @@ def _aliases_of_version(session: Session, version: Version) -> list[str]:
     return sorted(rows)
 
 
-def lineage_of(session: Session, version: Version) -> list[dict[str, Any]]:
-    """The lineage parents of a version, as JSON-able dicts."""
-    out: list[dict[str, Any]] = []
-    edges = session.exec(
-        select(LineageEdge)
-        .where(LineageEdge.child_version_id == version.id)
-        .order_by(LineageEdge.id)
-    ).all()
-    for edge in edges:
-        parent: dict[str, Any]
-        if edge.parent_version_id is not None:
-            pv = session.get(Version, edge.parent_version_id)
-            pa = session.get(Adapter, pv.adapter_id)
-            pns = session.get(Namespace, pa.namespace_id)
-            parent = {
-                "kind": "version",
-                "ref": format_ref(pns.name, pa.name, version=pv.number),
-                "digest": pv.digest,
-            }
-        elif edge.parent_base_model_id is not None:
-            bm = session.get(BaseModelRecord, edge.parent_base_model_id)
-            parent = {"kind": "base_model", "ref": bm.name, "digest": bm.digest}
-        else:  # pragma: no cover - schema allows it, writers never do it
-            parent = {"kind": "unknown", "ref": None}
-        out.append({"relation": edge.relation, "parent": parent, "params": edge.params or {}})
-    return out
+def lineage_of(
+    session: Session, version: Version, principal: Principal | None = None
+) -> list[dict[str, Any]]:
+    """The lineage parents of a version (private parents hidden from non-readers)."""
+    return lineage.parents_of(session, ("version", version.id), principal)
 
 
 def version_view(
@@ -155,8 +132,12 @@ def version_view(
     adapter: Adapter,
     version: Version,
     base_url: str,
+    principal: Principal | None = None,
 ) -> dict[str, Any]:
-    """The resolve object of a version (docs/http-api.md), with download URLs."""
+    """The resolve object of a version (docs/http-api.md), with download URLs.
+
+    ``principal`` decides which private lineage parents are named (none when None).
+    """
     files = session.exec(
         select(VersionFile).where(VersionFile.version_id == version.id).order_by(VersionFile.path)
     ).all()
@@ -181,7 +162,7 @@ def version_view(
         "aliases": _aliases_of_version(session, version),
         "description": version.description,
         "metadata": version.meta or {},
-        "lineage": lineage_of(session, version),
+        "lineage": lineage_of(session, version, principal),
         "summary": version.summary or {},
         "size": version.size,
         "created_at": version.created_at.isoformat(),

@@ -571,7 +571,7 @@ def _committed_view(
         adapter = session.get(Adapter, version.adapter_id)
         ns = session.get(Namespace, adapter.namespace_id)
         check_visible(principal, ns.name, ns.private)
-        return catalog.version_view(session, ctx, ns, adapter, version, base_url)
+        return catalog.version_view(session, ctx, ns, adapter, version, base_url, principal)
     bm = session.get(BaseModelRecord, upload.result["base_model_id"])
     return base_model_view(session, ctx, bm, base_url)
 
@@ -618,7 +618,9 @@ def _write_version(
         upload.status = "committed"
         upload.result = {"version_id": existing.id}
         session.add(upload)
-        return False, catalog.version_view(session, ctx, ns, adapter, existing, base_url)
+        return False, catalog.version_view(
+            session, ctx, ns, adapter, existing, base_url, principal
+        )
     parents = [
         (catalog.resolve_ref(session, principal, p["ref"])[2], p) for p in spec.get("parents", [])
     ]
@@ -685,7 +687,7 @@ def _write_version(
         detail={"digest": v.digest},
     )
     session.flush()
-    return True, catalog.version_view(session, ctx, ns, adapter, version, base_url)
+    return True, catalog.version_view(session, ctx, ns, adapter, version, base_url, principal)
 
 
 def _write_base_model(

@@ -169,6 +169,38 @@ def test_train_combine_compress_merge_through_rest_and_cli(served, tmp_path):
     card = trained_view["metadata"]["card"]
     assert card["steps"] == 4 and card["dataset"] == "default/notes-v1"
     assert card["perplexity"] == pytest.approx(math.exp(card["eval_loss"]))
+
+    # -- the same chain in one call: `loreg lineage` lists every step back to the roots
+    ancestry = cli_json(served, cache, "lineage", MERGED, "--base-model")
+    assert ancestry["root"]["ref"] == MERGED and ancestry["truncated"] is False
+    steps = sorted(
+        (e["child"]["ref"], e["relation"], e["parent"]["kind"], e["parent"]["ref"])
+        for e in ancestry["edges"]
+    )
+    assert steps == sorted(
+        [
+            (MERGED, "merged_into", "base_model", BASE),
+            (MERGED, "merged_into", "version", compressed_ref),
+            (compressed_ref, "compressed_from", "version", combined_ref),
+            (combined_ref, "combined_from", "version", trained_ref),
+            (combined_ref, "combined_from", "version", "default/style-v1"),
+            (trained_ref, "trained_from", "version", "default/notes-v1"),
+            # every adapter version pushed against a registered base records it
+            (trained_ref, "trained_from", "base_model", BASE),
+            ("default/style-v1", "trained_from", "base_model", BASE),
+            (combined_ref, "trained_from", "base_model", BASE),
+            (compressed_ref, "trained_from", "base_model", BASE),
+        ]
+    )
+    weights = {
+        e["parent"]["ref"]: e["params"]["weight"]
+        for e in ancestry["edges"]
+        if e["relation"] == "combined_from"
+    }
+    assert weights == {trained_ref: 0.7, "default/style-v1": 0.3}
+    tree = run_cli(served, cache, "lineage", compressed_ref).stdout
+    assert f"{compressed_ref} <-compressed_from- {combined_ref}" in tree
+    assert f"{trained_ref} <-trained_from- base model {BASE}" in tree
     api.close()
 
 

@@ -468,6 +468,7 @@ def test_lineage_parents_are_recorded(admin_api, anon_api, adapter_files, other_
                 "kind": "version",
                 "ref": "default/parent-v1",
                 "digest": lineage[0]["parent"]["digest"],
+                "private": False,
             },
             "params": {},
         }
@@ -482,3 +483,47 @@ def test_listing(admin_api, anon_api, adapter_files):
     item = next(i for i in items if i["name"] == "lst")
     assert item["latest_version"] == 1 and item["versions"] == 1
     assert anon_api.get("/v1/adapters", params={"namespace": "BAD"}).status_code == 422
+
+
+def test_lineage_names_private_parents_only_to_their_readers(
+    admin_api, anon_api, adapter_files, other_adapter_files
+):
+    assert admin_api.post("/v1/namespaces", json={"name": "lab", "private": True}).is_success
+    r, _ = publish(admin_api, "secret-base", adapter_files, namespace="lab")
+    assert r.status_code == 201, r.text
+    r, _ = publish(
+        admin_api,
+        "public-child",
+        other_adapter_files,
+        parents=[{"ref": "lab/secret-base-v1", "relation": "continued_from"}],
+    )
+    assert r.status_code == 201, r.text
+    r, _ = publish(
+        admin_api,
+        "grandchild",
+        {**other_adapter_files, "README.md": b"# grandchild\n"},
+        parents=[{"ref": "public-child-v1", "relation": "continued_from", "params": {"x": 1}}],
+    )
+    assert r.status_code == 201, r.text
+
+    shown = admin_api.get("/v1/resolve/public-child-v1").json()["lineage"]
+    assert [(e["parent"]["ref"], e["parent"]["private"]) for e in shown] == [
+        ("lab/secret-base-v1", False)
+    ]
+    hidden = anon_api.get("/v1/resolve/public-child-v1").json()["lineage"]
+    assert [e["parent"] for e in hidden] == [
+        {"kind": "version", "ref": None, "digest": None, "private": True}
+    ]
+
+    full = admin_api.get("/v1/lineage/versions/grandchild-v1").json()
+    assert full["root"]["ref"] == "default/grandchild-v1" and full["truncated"] is False
+    assert [(e["child"]["ref"], e["relation"], e["parent"]["ref"]) for e in full["edges"]] == [
+        ("default/grandchild-v1", "continued_from", "default/public-child-v1"),
+        ("default/public-child-v1", "continued_from", "lab/secret-base-v1"),
+    ]
+    assert full["edges"][0]["params"] == {"x": 1}
+    outside = anon_api.get("/v1/lineage/versions/grandchild-v1").json()
+    assert [e["parent"]["ref"] for e in outside["edges"]] == ["default/public-child-v1", None]
+    assert outside["edges"][1]["parent"]["private"] is True
+    assert error_of(anon_api.get("/v1/lineage/versions/lab/secret-base-v1"))["code"] == "not_found"
+    assert error_of(anon_api.get("/v1/lineage/base-models/nope"))["code"] == "not_found"

@@ -83,7 +83,7 @@ def resolve(
 ) -> dict[str, Any]:
     """Resolve a ref to a version manifest with short-lived download URLs."""
     ns, adapter, version = catalog.resolve_ref(session, principal, ref)
-    return catalog.version_view(session, ctx, ns, adapter, version, base)
+    return catalog.version_view(session, ctx, ns, adapter, version, base, principal)
 
 
 @router.put(

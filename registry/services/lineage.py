@@ -1,0 +1,104 @@
+"""Lineage: the parents of a version or base model, and its whole ancestry.
+
+An edge is ``child <- parent`` with a relation (``trained_from``,
+``combined_from``, ``compressed_from``, ``merged_into``, ...) and parameters.
+A parent version in a private namespace the caller cannot read is shown
+without its ref or digest (``"private": true``): its existence in the chain is
+a fact about the child, its name is not the caller's to know.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+from sqlmodel import Session, select
+
+from loreg.refs import format_ref
+from registry.auth import Principal
+from registry.models import Adapter, BaseModelRecord, LineageEdge, Namespace, Version
+
+MAX_ANCESTRY_EDGES = 2000
+
+Node = tuple[str, int]  # ("version" | "base_model", id)
+
+
+def _node_view(session: Session, node: Node, principal: Principal | None) -> dict[str, Any]:
+    kind, node_id = node
+    if kind == "base_model":
+        bm = session.get(BaseModelRecord, node_id)
+        return {"kind": "base_model", "ref": bm.name, "digest": bm.digest, "private": False}
+    version = session.get(Version, node_id)
+    adapter = session.get(Adapter, version.adapter_id)
+    ns = session.get(Namespace, adapter.namespace_id)
+    if ns.private and (principal is None or not principal.can(ns.name, "read")):
+        return {"kind": "version", "ref": None, "digest": None, "private": True}
+    return {
+        "kind": "version",
+        "ref": format_ref(ns.name, adapter.name, version=version.number),
+        "digest": version.digest,
+        "private": False,
+    }
+
+
+def _edges(session: Session, node: Node) -> list[LineageEdge]:
+    kind, node_id = node
+    column = LineageEdge.child_version_id if kind == "version" else LineageEdge.child_base_model_id
+    return list(session.exec(select(LineageEdge).where(column == node_id).order_by(LineageEdge.id)))
+
+
+def _parent(edge: LineageEdge) -> Node:
+    if edge.parent_version_id is not None:
+        return ("version", edge.parent_version_id)
+    return ("base_model", edge.parent_base_model_id)
+
+
+def parents_of(
+    session: Session, node: Node, principal: Principal | None = None
+) -> list[dict[str, Any]]:
+    """The direct lineage edges of a node: ``{relation, parent, params}`` each."""
+    return [
+        {
+            "relation": edge.relation,
+            "parent": _node_view(session, _parent(edge), principal),
+            "params": edge.params or {},
+        }
+        for edge in _edges(session, node)
+    ]
+
+
+def ancestry(
+    session: Session, root: Node, principal: Principal | None, limit: int = MAX_ANCESTRY_EDGES
+) -> dict[str, Any]:
+    """Every edge reachable from ``root`` going to parents, breadth first.
+
+    Returns ``{"root": node, "edges": [{child, relation, parent, params}],
+    "truncated": bool}``. Each node is visited once; a private parent the
+    caller cannot read ends its branch (its own parents are not shown).
+    """
+    out: list[dict[str, Any]] = []
+    seen = {root}
+    todo: deque[Node] = deque([root])
+    views: dict[Node, dict[str, Any]] = {root: _node_view(session, root, principal)}
+    truncated = False
+    while todo and not truncated:
+        child = todo.popleft()
+        for edge in _edges(session, child):
+            if len(out) >= limit:
+                truncated = True
+                break
+            parent = _parent(edge)
+            if parent not in views:
+                views[parent] = _node_view(session, parent, principal)
+            out.append(
+                {
+                    "child": views[child],
+                    "relation": edge.relation,
+                    "parent": views[parent],
+                    "params": edge.params or {},
+                }
+            )
+            if parent not in seen and not views[parent].get("private"):
+                seen.add(parent)
+                todo.append(parent)
+    return {"root": views[root], "edges": out, "truncated": truncated}

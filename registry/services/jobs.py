@@ -270,6 +270,21 @@ def _check_train(session: Session, principal: Principal, params: dict[str, Any])
         params["continue_from"] = parent["ref"]
 
 
+def default_queue(job_type: str, params: dict[str, Any]) -> str:
+    """``gpu`` for work that is dense in the model size, ``cpu`` for low-rank work.
+
+    Train, merge and the element-wise combine methods (ties, dare, magnitude
+    prune: they build each module's dense delta) gain from a GPU; the low-rank
+    methods and compress take seconds on a CPU. Workers consume both queues by
+    default, and a job on ``gpu`` runs on the CPU of a worker that has no GPU.
+    """
+    if job_type in ("train", "merge"):
+        return "gpu"
+    if job_type == "combine" and params.get("method") in DENSITY_METHODS:
+        return "gpu"
+    return "cpu"
+
+
 def submit_job(session: Session, principal: Principal, req: JobRequest) -> Job:
     """Validate a job request and insert the job row (status ``queued``)."""
     namespace = catalog.checked_name(req.namespace or principal.default_namespace, "namespace")
@@ -312,7 +327,7 @@ def submit_job(session: Session, principal: Principal, req: JobRequest) -> Job:
             ).first()
             if taken is not None:
                 raise Conflict(f"base model '{req.output}' already exists: choose another output")
-    queue = req.queue or ("gpu" if req.type in ("train", "merge") else "cpu")
+    queue = req.queue or default_queue(req.type, params)
     job = Job(
         type=req.type,
         queue=queue,

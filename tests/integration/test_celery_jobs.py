@@ -229,6 +229,28 @@ def test_job_that_fails_in_the_worker_is_failed_once_not_retried(stack):
     assert "failed: " in log
 
 
+@pytest.mark.parametrize(
+    ("params", "queue"),
+    [
+        ({"method": "ties", "density": 0.5, "rank": 4}, "gpu"),
+        ({"method": "dare_linear", "density": 0.5, "rank": 4, "seed": 1}, "gpu"),
+        ({"method": "svd", "rank": 4}, "cpu"),
+        ({"method": "cat"}, "cpu"),
+    ],
+)
+def test_dense_combine_methods_default_to_the_gpu_queue(stack, params, queue):
+    body = {
+        "type": "combine",
+        "inputs": [{"ref": "medical-v1"}, {"ref": "legal-v1"}],
+        "params": params,
+        "output": "routed",
+    }
+    job = stack.submit_ok(body)
+    assert job["queue"] == queue
+    stack.api.post(f"/v1/jobs/{job['id']}/cancel")  # a gpu job would wait forever here
+    assert stack.wait(job["id"])["status"] in ("cancelled", "succeeded")
+
+
 def test_queued_job_is_cancelled_at_once(stack):
     body = {
         "type": "combine",
@@ -252,6 +274,7 @@ def test_running_job_is_cancelled(stack):
         "type": "combine",
         "inputs": [{"ref": "big-a-v1"}, {"ref": "big-b-v1"}],
         "params": {"method": "ties", "density": 0.5, "rank": 8},
+        "queue": "cpu",  # dense methods default to gpu; this module's worker is cpu only
         "output": "big-ties",
     }
     job = stack.submit_ok(body)
@@ -279,6 +302,7 @@ def test_cancelling_a_running_combine_stops_it_between_modules(stack, tmp_path):
         "type": "combine",
         "inputs": [{"ref": "long-a-v1", "weight": 0.5}, {"ref": "long-b-v1", "weight": 0.5}],
         "params": {"method": "ties", "density": 0.5, "rank": 8},
+        "queue": "cpu",  # dense methods default to gpu; this module's worker is cpu only
         "output": "never-combined",
     }
     job_id = stack.submit_ok(body)["id"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from alembic import command
@@ -9,15 +10,28 @@ from alembic.config import Config
 
 from registry.settings import Settings
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+def migrations_dir() -> Path:
+    """The alembic scripts: the checkout's ``migrations/`` (source or editable install),
+    else the copy a wheel installs under ``<prefix>/share/loreg/migrations``."""
+    candidates = [
+        Path(__file__).resolve().parent.parent / "migrations",
+        Path(sys.prefix) / "share" / "loreg" / "migrations",
+    ]
+    for folder in candidates:
+        if (folder / "env.py").is_file():
+            return folder
+    raise RuntimeError(
+        "alembic migrations not found (looked in "
+        + ", ".join(str(c) for c in candidates)
+        + "): reinstall loreg"
+    )
 
 
 def alembic_config(database_url: str) -> Config:
-    """An alembic Config pointing at the repository's migrations for this database."""
-    if not MIGRATIONS_DIR.is_dir():  # pragma: no cover - packaging error
-        raise RuntimeError(f"migrations folder not found at {MIGRATIONS_DIR}")
+    """An alembic Config pointing at loreg's migrations for this database."""
     cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("script_location", str(migrations_dir()))
     cfg.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
     return cfg
 

@@ -89,13 +89,42 @@ def test_combine_job_through_celery_registers_the_weighted_sum_with_lineage(stac
     with loreg.Registry(
         url=stack.url, token=stack.token, cache_dir=tmp_path / "c", progress=False
     ) as reg:
-        result = adapter_deltas(reg.pull(job["result"]["ref"]))
+        reg_folder = reg.pull(job["result"]["ref"])
+        result = adapter_deltas(reg_folder)
         medical = adapter_deltas(reg.pull("medical-v1"))
         legal = adapter_deltas(reg.pull("legal-v1"))
     assert set(result) == set(medical) == set(legal)
     for path, delta in result.items():  # linear without a rank is exact: Σ w_i ΔW_i
         expected = 0.7 * medical[path] + 0.3 * legal[path]
         torch.testing.assert_close(delta, expected, rtol=0, atol=1e-5 * expected.abs().max())
+
+    card = view["metadata"]["card"]  # what the card claims, checked against the files
+    assert card["method"] == "linear" and card["params"] == {"method": "linear"}
+    assert card["parents"] == [
+        {"ref": "default/medical-v1", "weight": 0.7},
+        {"ref": "default/legal-v1", "weight": 0.3},
+    ]
+    assert card["exact"] is True and card["energy_kept"] == pytest.approx(1.0)
+    state = load_file(str(Path(reg_folder) / "adapter_model.safetensors"))
+    assert card["parameter_count"] == sum(t.numel() for t in state.values())
+    assert card["size_bytes"] == sum(f["size"] for f in view["files"] if f["path"] != "README.md")
+    assert card["parameter_count"] == view["summary"]["parameter_count"]
+
+
+def test_fedit_result_is_flagged_inexact_in_its_card(stack, tmp_path):
+    stack.push(save_adapter(tmp_path / "nurse", seed=9, r=4), "nurse")
+    body = {
+        "type": "combine",
+        "inputs": [{"ref": "medical-v1", "weight": 3}, {"ref": "nurse-v1", "weight": 1}],
+        "params": {"method": "fedit"},
+        "output": "fed",
+    }
+    job = stack.wait(stack.submit_ok(body)["id"])
+    assert job["status"] == "succeeded", (job, stack.worker_logs())
+    card = stack.resolve(job["result"]["ref"])["metadata"]["card"]
+    assert card["exact"] is False and "NOT the average" in card["note"]
+    assert card["stats"]["error_vs_sum"] > 1e-3  # measured, not assumed
+    assert card["stats"]["params"]["weights"] == [0.75, 0.25]  # client weights normalised
 
 
 @pytest.mark.parametrize(

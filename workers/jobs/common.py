@@ -109,5 +109,13 @@ def write_card(folder: Path, card: dict[str, Any]) -> None:
 
 
 def folder_size(folder: Path) -> int:
-    """Total bytes of the files in a folder."""
-    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    """Total bytes of the files in a folder except the card (``README.md``).
+
+    The card states this figure, so its own size (which depends on the figure's
+    digits) is left out: the number stays true once the card is written.
+    """
+    return sum(
+        p.stat().st_size
+        for p in folder.rglob("*")
+        if p.is_file() and p.relative_to(folder).as_posix() != "README.md"
+    )

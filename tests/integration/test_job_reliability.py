@@ -313,3 +313,34 @@ def test_lasting_s3_outage_fails_the_job_with_the_last_error(worker_stack, tmp_p
     assert job["error"].startswith("gave up after 2 attempts; last error: "), job
     assert "could not connect" in job["error"].lower(), job
     assert stack.versions_of_job(job_id) == []
+
+
+def test_database_outage_is_retried_by_celery_then_the_job_runs_once(worker_stack, tmp_path):
+    """The worker's only road to Postgres is cut when the job arrives, restored later."""
+    stack = worker_stack
+    stack.push(save_adapter(tmp_path / "medical", seed=1, r=4), "medical")
+    stack.push(save_adapter(tmp_path / "legal", seed=2, r=8), "legal")
+    db = urlsplit(stack.settings.database_url)
+    with TcpProxy(db.hostname, db.port) as proxy:
+        proxied = db._replace(netloc=f"{db.username}@127.0.0.1:{proxy.port}").geturl()
+        stack.env = {**stack.env, "LOREG_DATABASE_URL": proxied}
+        proxy.cut()
+        stack.start_worker()
+        body = {
+            "type": "combine",
+            "inputs": [{"ref": "medical-v1", "weight": 0.5}, {"ref": "legal-v1", "weight": 0.5}],
+            "params": {"method": "cat"},
+            "output": "through-db-outage",
+        }
+        job_id = stack.submit_ok(body)["id"]  # the API's own database link is intact
+        deadline = time.monotonic() + 60
+        while "transient error" not in stack.worker_logs():
+            assert time.monotonic() < deadline, stack.worker_logs()
+            time.sleep(0.1)
+        assert "retry 1/" in stack.worker_logs()
+        job = stack.job(job_id)
+        assert job["status"] == "queued" and job["attempts"] == 0  # nothing was claimed
+        proxy.restore()
+        done = stack.wait(job_id, timeout=120)
+    assert done["status"] == "succeeded", (done, stack.worker_logs())
+    assert stack.versions_of_job(job_id) == [("through-db-outage", 1)]

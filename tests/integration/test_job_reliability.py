@@ -7,6 +7,8 @@ killed with SIGKILL. The job row is the truth; these tests poll it.
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from datetime import timedelta
@@ -217,6 +219,32 @@ def test_worker_killed_mid_job_reruns_and_registers_one_version(worker_stack, tm
     assert again["attempts"] == job["attempts"] + 1
     assert again["result"] == job["result"]
     assert stack.versions_named("big-ties") == [1]
+
+
+def test_pool_child_killed_mid_job_is_rerun_by_the_same_worker(worker_stack, tmp_path):
+    """SIGKILL only the prefork child running the job (task_reject_on_worker_lost path)."""
+    stack = worker_stack
+    push_big_adapters(stack, tmp_path)
+    worker = stack.start_worker()
+    body = {
+        "type": "combine",
+        "inputs": [{"ref": "big-a-v1", "weight": 0.6}, {"ref": "big-b-v1", "weight": 0.4}],
+        "params": SLOW_TIES,
+        "output": "child-ties",
+    }
+    job_id = stack.submit_ok(body)["id"]
+    assert stack.wait(job_id, ("running", "succeeded", "failed"))["status"] == "running"
+    child_pid = int(job_row(stack, job_id).worker.rsplit(":", 1)[1])
+    assert child_pid != worker.pid  # the job runs in a pool child, not the main process
+    os.kill(child_pid, signal.SIGKILL)
+
+    job = stack.wait(job_id, timeout=180)
+    assert worker.process.poll() is None  # the main process lived on and re-ran it
+    assert job["status"] == "succeeded", (job, stack.worker_logs())
+    assert job["attempts"] == 2
+    assert not job_row(stack, job_id).worker.endswith(f":{child_pid}")  # a new child ran it
+    assert stack.versions_of_job(job_id) == [("child-ties", 1)]
+    assert stack.versions_named("child-ties") == [1]
 
 
 def test_redis_restart_loses_no_job(worker_stack, tmp_path):

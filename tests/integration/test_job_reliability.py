@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlmodel import Session
 
 from registry.models import Job, utcnow
-from tests.support.fixtures_worker import JobStack, write_adapter
+from tests.support.fixtures_worker import JobStack, insert_job, write_adapter
 from tests.support.tcpproxy import TcpProxy
 from tests.support.tiny import save_adapter
 from workers.reconciler import REQUEUE_BACKOFF_CAP, reconcile, requeue_due
@@ -56,15 +56,6 @@ class Recorder:
     def __call__(self, job_id: str, queue: str) -> None:
         with self._lock:
             self.sent.append((job_id, queue))
-
-
-def insert_job(ctx, **fields) -> str:
-    """A job row with the given state (timestamps included)."""
-    job = Job(type="combine", namespace="default", output="x", inputs=[], params={}, **fields)
-    with Session(ctx.engine) as session:
-        session.add(job)
-        session.commit()
-        return job.id
 
 
 def test_reconcile_requeues_lost_and_stale_jobs_once(registry_server):

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, select
 
 from registry.models import Job, Version, utcnow
-from tests.support.fixtures_worker import write_adapter
+from tests.support.fixtures_worker import insert_job, write_adapter
 from tests.support.servers import temp_pg_database
 from workers import runner
 from workers.runner import (
@@ -71,15 +71,6 @@ def pg_ctx(tmp_path) -> Iterator:
     """A service context on a fresh Postgres database (VARCHAR limits enforced)."""
     with ExitStack() as stack:
         yield make_ctx("postgres", tmp_path, stack, job_heartbeat_s=0.05)
-
-
-def insert_job(ctx, **fields) -> str:
-    """A queued combine job row (or with the given state)."""
-    job = Job(type="combine", namespace="default", output="out", inputs=[], params={}, **fields)
-    with Session(ctx.engine) as session:
-        session.add(job)
-        session.commit()
-        return job.id
 
 
 def row(ctx, job_id: str) -> Job:

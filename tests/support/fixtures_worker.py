@@ -359,6 +359,19 @@ def worker_stack(tmp_path: Path, s3_endpoint: str) -> Iterator[JobStack]:
         yield stack
 
 
+def insert_job(ctx: Any, **fields: Any) -> str:
+    """Insert a combine job row directly (queued, or in the state ``fields`` give)."""
+    from sqlmodel import Session
+
+    from registry.models import Job
+
+    job = Job(type="combine", namespace="default", output="out", inputs=[], params={}, **fields)
+    with Session(ctx.engine) as session:
+        session.add(job)
+        session.commit()
+        return job.id
+
+
 def write_adapter(
     folder: Path,
     *,

@@ -34,5 +34,6 @@ def check_blob_signature(ctx: Context, sha256: str, expires: int, signature: str
     if expires < int(time.time()):
         raise NotFound("download URL expired: resolve the ref again for a fresh URL")
     expected = _signature(ctx.settings.secret_key, sha256, expires)
-    if not hmac.compare_digest(expected, signature):
+    # compare bytes: compare_digest refuses str with non-ASCII characters (TypeError)
+    if not hmac.compare_digest(expected.encode(), signature.encode("utf-8", "replace")):
         raise NotFound("invalid download URL signature")

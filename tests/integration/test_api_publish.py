@@ -527,3 +527,11 @@ def test_lineage_names_private_parents_only_to_their_readers(
     assert outside["edges"][1]["parent"]["private"] is True
     assert error_of(anon_api.get("/v1/lineage/versions/lab/secret-base-v1"))["code"] == "not_found"
     assert error_of(anon_api.get("/v1/lineage/base-models/nope"))["code"] == "not_found"
+
+
+@pytest.mark.parametrize("signature", ["é", "x" * 64, "", "%00"])
+def test_a_forged_download_signature_is_404_not_500(anon_api, signature):
+    sha = "a" * 64
+    r = anon_api.get(f"/v1/blobs/{sha}", params={"expires": 2**40, "signature": signature})
+    assert r.status_code == 404, r.text
+    assert error_of(r)["code"] == "not_found"

@@ -126,6 +126,7 @@ def _error_doc(description: str) -> dict[str, Any]:
 
 #: Every error answer of the API, by status; routes pick theirs with :func:`error_responses`.
 ERROR_RESPONSES: dict[int, dict[str, Any]] = {
+    400: _error_doc("bad_request: the body is not valid JSON"),
     401: _error_doc("unauthorized: malformed, unknown or revoked token, or a token is needed"),
     403: _error_doc("forbidden: the token lacks the scope this action needs"),
     404: _error_doc("not_found: no such object, or it is in a private namespace"),

@@ -313,6 +313,23 @@ def test_real_errors_validate_against_the_error_model(client) -> None:
         assert error.code and error.message
 
 
+def test_every_json_body_route_declares_and_answers_400_for_broken_json(openapi, client) -> None:
+    with_body = [
+        (path, method)
+        for path, ops in openapi["paths"].items()
+        for method, op in ops.items()
+        if "application/json" in op.get("requestBody", {}).get("content", {})
+    ]
+    assert len(with_body) >= 6, with_body
+    for path, method in with_body:
+        assert "400" in openapi["paths"][path][method]["responses"], (method, path)
+    r = client.post(
+        "/v1/namespaces", content=b"\xff{not json", headers={"Content-Type": "application/json"}
+    )
+    assert r.status_code == 400, r.text
+    assert ErrorResponse.model_validate(r.json()).error.code == "bad_request"
+
+
 # --- integer bounds: out-of-range numbers are a 422 naming the field, never a 500 ----------
 
 HUGE = 2**70  # overflows every database integer column (SQLite raised OverflowError: a 500)

@@ -20,7 +20,7 @@ router = APIRouter(prefix="/v1", tags=["admin"])
 _SHA = re.compile(r"^[0-9a-f]{64}$")
 
 
-@router.post("/tokens", status_code=201, responses=error_responses(401, 403, 404, 413, 422))
+@router.post("/tokens", status_code=201, responses=error_responses(400, 401, 403, 404, 413, 422))
 def create_token(body: TokenRequest, session: SessionDep, principal: PrincipalDep) -> dict:
     """Create an API token; the secret is returned once."""
     return tokens.create_token(session, principal, body)

@@ -53,7 +53,9 @@ def list_namespaces(session: SessionDep, principal: PrincipalDep) -> list[dict[s
     return catalog.list_namespaces(session, principal)
 
 
-@router.post("/namespaces", status_code=201, responses=error_responses(401, 403, 409, 413, 422))
+@router.post(
+    "/namespaces", status_code=201, responses=error_responses(400, 401, 403, 409, 413, 422)
+)
 def create_namespace(body: NamespaceRequest, session: SessionDep, principal: PrincipalDep) -> dict:
     """Create a namespace (admin)."""
     return tokens.create_namespace(session, principal, body)
@@ -89,7 +91,7 @@ def resolve(
 @router.put(
     "/adapters/{namespace}/{name}/aliases/{alias}",
     response_model=AliasView,
-    responses=error_responses(401, 403, 404, 413, 422),
+    responses=error_responses(400, 401, 403, 404, 413, 422),
 )
 def set_alias(
     namespace: str,

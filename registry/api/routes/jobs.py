@@ -20,7 +20,7 @@ log = logging.getLogger("loreg.jobs")
     "/jobs",
     status_code=202,
     response_model=JobView,
-    responses=error_responses(401, 403, 404, 409, 413, 422),
+    responses=error_responses(400, 401, 403, 404, 409, 413, 422),
 )
 def submit_job(body: jobs.JobRequest, principal: PrincipalDep, ctx: ContextDep) -> dict[str, Any]:
     """Validate and record a job, then hand it to a worker; answers 202 with the job."""

@@ -29,7 +29,7 @@ def _check_sha(sha256: str) -> str:
     return sha256
 
 
-@router.post("/uploads", status_code=201, responses=error_responses(401, 403, 404, 413, 422))
+@router.post("/uploads", status_code=201, responses=error_responses(400, 401, 403, 404, 413, 422))
 def create_upload(
     body: UploadRequest,
     session: SessionDep,
@@ -43,7 +43,7 @@ def create_upload(
 
 @router.post(
     "/uploads/{upload_id}/blobs/{sha256}/complete",
-    responses=error_responses(401, 403, 404, 409, 410, 413, 422),
+    responses=error_responses(400, 401, 403, 404, 409, 410, 413, 422),
 )
 def complete_blob(
     upload_id: str,

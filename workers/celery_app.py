@@ -74,7 +74,9 @@ def make_celery(settings: Settings) -> Celery:
 
 
 def _register_run_job(app: Celery, settings: Settings) -> None:
-    @app.task(name=RUN_JOB_TASK, bind=True, max_retries=settings.job_max_attempts)
+    # shared=False: each app keeps its own task, bound to its own settings (a process that
+    # builds apps for several settings, like the test suite, must not mix them up)
+    @app.task(name=RUN_JOB_TASK, bind=True, max_retries=settings.job_max_attempts, shared=False)
     def run_job_task(self: Task, job_id: str) -> str:
         """Run one job; transient errors are retried with exponential backoff."""
         from workers.runner import TransientJobError, context_for, is_transient, run_job

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlmodel import Session
 
 from registry.models import Job, utcnow
-from tests.support.fixtures_worker import JobStack, insert_job, write_adapter
+from tests.support.fixtures_worker import JobStack, WorkerProcess, insert_job, write_adapter
 from tests.support.tcpproxy import TcpProxy
 from tests.support.tiny import save_adapter
 from workers.reconciler import REQUEUE_BACKOFF_CAP, reconcile, requeue_due
@@ -162,18 +162,24 @@ def test_requeue_interval_doubles_with_the_wait_and_is_capped():
 # ------------------------------------------------------------- real processes
 
 
-def test_worker_killed_mid_job_reruns_and_registers_one_version(worker_stack, tmp_path):
-    stack = worker_stack
+def start_slow_job(stack: JobStack, tmp_path: Path, output: str) -> tuple[WorkerProcess, str]:
+    """A worker, and a slow ties combine on the big adapters that it is running now."""
     push_big_adapters(stack, tmp_path)
-    first = stack.start_worker()
+    worker = stack.start_worker()
     body = {
         "type": "combine",
         "inputs": [{"ref": "big-a-v1", "weight": 0.6}, {"ref": "big-b-v1", "weight": 0.4}],
         "params": SLOW_TIES,
-        "output": "big-ties",
+        "output": output,
     }
     job_id = stack.submit_ok(body)["id"]
     assert stack.wait(job_id, ("running", "succeeded", "failed"))["status"] == "running"
+    return worker, job_id
+
+
+def test_worker_killed_mid_job_reruns_and_registers_one_version(worker_stack, tmp_path):
+    stack = worker_stack
+    first, job_id = start_slow_job(stack, tmp_path, "big-ties")
     crashed_on = job_row(stack, job_id).worker
     first.kill()  # the whole process group: main process and pool child
 
@@ -215,16 +221,7 @@ def test_worker_killed_mid_job_reruns_and_registers_one_version(worker_stack, tm
 def test_pool_child_killed_mid_job_is_rerun_by_the_same_worker(worker_stack, tmp_path):
     """SIGKILL only the prefork child running the job (task_reject_on_worker_lost path)."""
     stack = worker_stack
-    push_big_adapters(stack, tmp_path)
-    worker = stack.start_worker()
-    body = {
-        "type": "combine",
-        "inputs": [{"ref": "big-a-v1", "weight": 0.6}, {"ref": "big-b-v1", "weight": 0.4}],
-        "params": SLOW_TIES,
-        "output": "child-ties",
-    }
-    job_id = stack.submit_ok(body)["id"]
-    assert stack.wait(job_id, ("running", "succeeded", "failed"))["status"] == "running"
+    worker, job_id = start_slow_job(stack, tmp_path, "child-ties")
     child_pid = int(job_row(stack, job_id).worker.rsplit(":", 1)[1])
     assert child_pid != worker.pid  # the job runs in a pool child, not the main process
     os.kill(child_pid, signal.SIGKILL)

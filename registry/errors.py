@@ -74,7 +74,7 @@ class InvalidConfig(RegistryError):
 
 
 class InvalidDataset(RegistryError):
-    """A dataset file is not chat JSONL (one JSON object per line, DESIGN §7)."""
+    """A dataset file is not chat JSONL (one JSON object per line, docs/design.md §7)."""
 
     status = 422
     code = "invalid_dataset"

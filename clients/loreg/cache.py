@@ -1,4 +1,4 @@
-"""The local cache of pulled adapters and base models (DESIGN §5).
+"""The local cache of pulled adapters and base models (docs/design.md §5).
 
 Layout under the cache root::
 

@@ -1,4 +1,4 @@
-"""Two-phase publish (DESIGN §4): declare files, send missing blobs, commit atomically.
+"""Two-phase publish (docs/design.md §4): declare files, send missing blobs, commit atomically.
 
 * ``create_upload`` validates the declared manifest and answers, per distinct
   blob, whether it is already stored and how to send it if not.

@@ -1,4 +1,4 @@
-"""Chat JSONL datasets (DESIGN §7): one JSON object per line.
+"""Chat JSONL datasets (docs/design.md §7): one JSON object per line.
 
 A record is ``{"system": str?, "conversation": [{"human": str, "assistant": str}, ...]}``.
 Validation streams the file, so a large dataset is never held in memory.

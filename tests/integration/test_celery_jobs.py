@@ -3,7 +3,7 @@
 One stack for the module: the API in-process with ``LOREG_REDIS_URL`` set (so
 submissions go through Celery) and one ``loreg worker`` subprocess consuming the
 ``cpu`` queue only (``gpu`` jobs stay queued: that is how a queued job is
-cancelled). Results are checked against the math of DESIGN §7 on the pulled
+cancelled). Results are checked against the math of docs/design.md §7 on the pulled
 files, never against worker code.
 """
 

@@ -1,4 +1,4 @@
-"""Math tests for workers.ops.combine and workers.ops.lora (DESIGN §7).
+"""Math tests for workers.ops.combine and workers.ops.lora (docs/design.md §7).
 
 Every reference is computed densely in float64 in the test itself, from the
 definition ΔW = s·B·A; nothing is compared with a hard-coded result.

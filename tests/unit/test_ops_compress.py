@@ -1,4 +1,4 @@
-"""Math tests for workers.ops.compress: rank reduction, fp16/bf16, int8 (DESIGN §7)."""
+"""Math tests for workers.ops.compress: rank reduction, fp16/bf16, int8 (docs/design.md §7)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The low-rank methods never form a dense delta (DESIGN §7).
+"""The low-rank methods never form a dense delta (docs/design.md §7).
 
 A 300 000 x 300 000 module of rank 4 has factors of ~10 MB but a dense delta of
 360 GB. The ops run in a child process whose address space is capped a few GB

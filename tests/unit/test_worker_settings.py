@@ -1,7 +1,7 @@
 """Worker delivery settings that make "no job lost" true, and the train presets.
 
 These are configuration facts a refactor could silently drop: each one is named
-in DESIGN §6/§7 and checked here on the objects the worker really builds.
+in docs/design.md §6/§7 and checked here on the objects the worker really builds.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Pure tensor operations on LoRA adapters (DESIGN §7).
+"""Pure tensor operations on LoRA adapters (docs/design.md §7).
 
 No Celery, database, object store or HTTP here: every function takes tensors
 (or state dicts) and returns tensors plus plain statistics, so the job wrapper

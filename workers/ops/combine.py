@@ -1,4 +1,4 @@
-"""Combine several LoRA adapters into one (DESIGN §7).
+"""Combine several LoRA adapters into one (docs/design.md §7).
 
 Every adapter is ``{module_path: LoraFactors}``; adapter ``i`` contributes the
 true delta ``δ_i = w_i · s_i · B_i @ A_i`` of each module. The methods:

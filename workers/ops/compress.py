@@ -1,4 +1,4 @@
-"""Compress a LoRA adapter: lower rank, lower precision, int8 (DESIGN §7).
+"""Compress a LoRA adapter: lower rank, lower precision, int8 (docs/design.md §7).
 
 All three report the error they introduce on the deltas, relative Frobenius
 ``‖ΔW' - ΔW‖ / ‖ΔW‖`` per module and overall (``sqrt(Σ err² / Σ ‖ΔW‖²)``),

@@ -1,4 +1,4 @@
-"""Fold a LoRA adapter into its base model's weights, shard by shard (DESIGN §7).
+"""Fold a LoRA adapter into its base model's weights, shard by shard (docs/design.md §7).
 
 ``W ← W + scale · B @ A`` for every adapter module, where the base weight of
 module ``<path>`` is the tensor ``<path>.weight`` (Hugging Face naming, e.g.

@@ -14,7 +14,9 @@ A blob is deleted (or overwritten) behind the registry's back: with boto3
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -27,6 +29,8 @@ import httpx
 import pytest
 
 import loreg
+from registry.services import fsck
+from registry.services.context import Context
 from registry.storage.base import blob_key
 from tests.support.publish import publish
 
@@ -116,3 +120,222 @@ def test_the_sdk_push_heals_a_lost_blob(registry_server, request, adapter_dir, t
         assert result.version == 2
         pulled = reg.pull("sdk-v1")
         assert (pulled / WEIGHTS).read_bytes() == (adapter_dir / WEIGHTS).read_bytes()
+
+
+# --------------------------------------------------------------------------- item 4
+
+
+def error_of(r: httpx.Response) -> dict:
+    body = r.json()
+    assert set(body) == {"error"}, body
+    return body["error"]
+
+
+def assert_files_missing(r: httpx.Response, paths: list[str]) -> None:
+    assert r.status_code == 409, r.text
+    err = error_of(r)
+    assert err["code"] == "files_missing"
+    assert err["details"] == {"missing": paths}
+    for path in paths:
+        assert path in err["message"]
+
+
+def test_fsck_marks_versions_whose_bytes_are_gone_and_a_push_clears_the_mark(
+    registry_server, admin_api, request, adapter_files, other_adapter_files, base_files
+):
+    ctx = registry_server.ctx
+    med = {**adapter_files, "README.md": b"# med\n"}
+    other = {**other_adapter_files, "README.md": b"# other\n"}
+    chats = {"chats.jsonl": b'{"conversation": [{"human": "hi", "assistant": "hello"}]}\n'}
+    assert publish(admin_api, "med", med)[0].status_code == 201
+    assert publish(admin_api, "other", other)[0].status_code == 201
+    assert publish(admin_api, "chats", chats, kind="dataset")[0].status_code == 201
+    assert publish(admin_api, "tiny-llama", base_files, kind="base_model")[0].status_code == 201
+    clean = fsck.scrub(ctx)
+    assert clean["ok"] and clean["problems"] == [] and clean["versions"] == []
+    assert clean["blobs_checked"] == len(
+        {sha(b) for f in (med, other, chats, base_files) for b in f.values()}
+    )
+
+    lose_blob(registry_server, request, sha(med[CONFIG]))
+    lose_blob(registry_server, request, sha(chats["chats.jsonl"]))
+    lose_blob(registry_server, request, sha(base_files["config.json"]))
+    assert admin_api.get("/v1/resolve/med-v1").status_code == 200  # unnoticed until fsck
+
+    report = fsck.scrub(ctx)
+    assert not report["ok"]
+    assert report["marked"] == 3
+    assert {(p["sha256"], p["problem"]) for p in report["problems"]} == {
+        (sha(med[CONFIG]), "missing"),
+        (sha(chats["chats.jsonl"]), "missing"),
+        (sha(base_files["config.json"]), "missing"),
+    }
+    assert report["versions"] == [
+        {"kind": "dataset", "ref": "default/chats-v1", "missing": ["chats.jsonl"]},
+        {"kind": "adapter", "ref": "default/med-v1", "missing": [CONFIG]},
+        {"kind": "base_model", "ref": "tiny-llama", "missing": ["config.json"]},
+    ]
+    assert_files_missing(admin_api.get("/v1/resolve/med-v1"), [CONFIG])
+    assert_files_missing(admin_api.get("/v1/resolve/med"), [CONFIG])  # latest too
+    assert_files_missing(admin_api.get("/v1/resolve/chats-v1"), ["chats.jsonl"])
+    assert_files_missing(admin_api.get("/v1/base-models/tiny-llama"), ["config.json"])
+    assert download(admin_api.get("/v1/resolve/other-v1").json()) == other  # untouched
+
+    # a second pass changes nothing
+    again = fsck.scrub(ctx)
+    assert (again["marked"], again["cleared"]) == (3, 0)
+    assert again["versions"] == report["versions"]
+
+    # the same push again re-sends the lost blob; the mark clears at once
+    r, upload = publish(admin_api, "med", med)
+    assert r.status_code == 200, r.text
+    assert r.json()["created"] is False and r.json()["resolved"]["version"] == 1
+    assert [b["sha256"] for b in upload["blobs"] if not b["present"]] == [sha(med[CONFIG])]
+    assert download(admin_api.get("/v1/resolve/med-v1").json()) == med
+
+    # bytes put back behind the registry's back: the next fsck finds them and unmarks
+    ctx.store.put(
+        blob_key(sha(base_files["config.json"])),
+        io.BytesIO(base_files["config.json"]),
+    )
+    healed = fsck.scrub(ctx)
+    assert healed["cleared"] == 1
+    assert healed["versions"] == [
+        {"kind": "dataset", "ref": "default/chats-v1", "missing": ["chats.jsonl"]}
+    ]
+    assert admin_api.get("/v1/base-models/tiny-llama").status_code == 200
+
+
+def test_fsck_verify_hashes_finds_same_size_overwrites(
+    registry_server, admin_api, request, adapter_files
+):
+    ctx = registry_server.ctx
+    assert publish(admin_api, "med", adapter_files)[0].status_code == 201
+    weights = adapter_files[WEIGHTS]
+    overwrite_blob(registry_server, request, sha(weights), bytes(len(weights)))
+
+    quick = fsck.scrub(ctx)
+    assert quick["ok"] and quick["bytes_hashed"] == 0  # same size: invisible without hashing
+    deep = fsck.scrub(ctx, verify_hashes=True)
+    assert not deep["ok"]
+    assert deep["bytes_hashed"] == sum(len(b) for b in adapter_files.values())
+    assert [(p["sha256"], p["problem"]) for p in deep["problems"]] == [(sha(weights), "sha256")]
+    assert deep["versions"] == [{"kind": "adapter", "ref": "default/med-v1", "missing": [WEIGHTS]}]
+    assert_files_missing(admin_api.get("/v1/resolve/med-v1"), [WEIGHTS])
+    # a quick pass cannot vouch for the content: the mark stays
+    assert fsck.scrub(ctx)["cleared"] == 0
+    assert admin_api.get("/v1/resolve/med-v1").status_code == 409
+
+    r, upload = publish(admin_api, "med", adapter_files)
+    assert r.status_code == 200, r.text
+    assert [b["sha256"] for b in upload["blobs"] if not b["present"]] == [sha(weights)]
+    assert download(admin_api.get("/v1/resolve/med-v1").json()) == adapter_files
+    assert fsck.scrub(ctx, verify_hashes=True)["ok"]
+
+
+def cli_env(server, tmp_path) -> tuple[list[str], dict[str, str]]:
+    """Arguments and environment that point ``loreg fsck`` at the test server's settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOREG_")}
+    s = server.settings
+    if server.backend == "sqlite_local":
+        return ["--data-dir", str(s.data_dir)], env
+    env.update(
+        LOREG_DATA_DIR=str(tmp_path / "fsck-cli"),
+        LOREG_DATABASE_URL=s.database_url,
+        LOREG_S3_BUCKET=s.s3_bucket,
+        LOREG_S3_ENDPOINT_URL=s.s3_endpoint_url,
+        LOREG_S3_REGION=s.s3_region,
+        LOREG_S3_TRUST_CHECKSUMS="0",
+    )
+    return [], env
+
+
+def loreg_fsck(server, tmp_path, *args: str) -> subprocess.CompletedProcess:
+    extra, env = cli_env(server, tmp_path)
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "loreg"), "fsck", *extra, *args],
+        env=env,
+        cwd=str(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_loreg_fsck_cli_reports_and_exits_non_zero(
+    registry_server, admin_api, request, adapter_files, tmp_path
+):
+    assert publish(admin_api, "med", adapter_files)[0].status_code == 201
+    ok = loreg_fsck(registry_server, tmp_path, "--json")
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["ok"] is True
+
+    lose_blob(registry_server, request, sha(adapter_files[CONFIG]))
+    proc = loreg_fsck(registry_server, tmp_path, "--json")
+    assert proc.returncode == 8, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["versions"] == [{"kind": "adapter", "ref": "default/med-v1", "missing": [CONFIG]}]
+    assert_files_missing(admin_api.get("/v1/resolve/med-v1"), [CONFIG])
+
+    text = loreg_fsck(registry_server, tmp_path)
+    assert text.returncode == 8
+    assert f"adapter default/med-v1: missing {CONFIG}" in text.stdout
+    assert sha(adapter_files[CONFIG]) in text.stdout
+
+    # same-size overwrite: found only with --verify-hashes
+    assert publish(admin_api, "med", adapter_files)[0].status_code == 200  # heals the config
+    weights = adapter_files[WEIGHTS]
+    overwrite_blob(registry_server, request, sha(weights), bytes(len(weights)))
+    assert loreg_fsck(registry_server, tmp_path, "--json").returncode == 0
+    deep = loreg_fsck(registry_server, tmp_path, "--json", "--verify-hashes")
+    assert deep.returncode == 8, deep.stderr
+    assert json.loads(deep.stdout)["problems"][0]["problem"] == "sha256"
+
+
+def test_loreg_fsck_names_a_missing_database(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOREG_")}
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "loreg"), "fsck", "--data-dir", str(tmp_path / "no")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "no registry database" in proc.stderr and "--data-dir" in proc.stderr
+
+
+def test_admin_fsck_endpoint(registry_server, admin_api, anon_api, request, adapter_files):
+    assert publish(admin_api, "med", adapter_files)[0].status_code == 201
+    assert anon_api.post("/v1/admin/fsck").status_code == 401
+    lose_blob(registry_server, request, sha(adapter_files[WEIGHTS]))
+    r = admin_api.post("/v1/admin/fsck")
+    assert r.status_code == 200, r.text
+    assert r.json()["versions"] == [
+        {"kind": "adapter", "ref": "default/med-v1", "missing": [WEIGHTS]}
+    ]
+    assert admin_api.post("/v1/admin/fsck", params={"verify_hashes": "true"}).json()[
+        "verify_hashes"
+    ]
+    assert_files_missing(admin_api.get("/v1/resolve/med-v1"), [WEIGHTS])
+
+
+@pytest.mark.parametrize("registry_server", ["sqlite_local"], indirect=True)
+def test_the_scheduled_fsck_marks_lost_files(registry_server, admin_api, request, adapter_files):
+    assert publish(admin_api, "med", adapter_files)[0].status_code == 201
+    lose_blob(registry_server, request, sha(adapter_files[CONFIG]))
+    ctx = Context.from_settings(registry_server.settings.with_overrides(fsck_interval_s=0.2))
+    scrubber = fsck.start_periodic(ctx)
+    try:
+        deadline = time.monotonic() + 30
+        while scrubber.passes == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert scrubber.last_report is not None and not scrubber.last_report["ok"]
+    finally:
+        scrubber.stop()
+        ctx.close()
+    assert_files_missing(admin_api.get("/v1/resolve/med-v1"), [CONFIG])
+    off = dataclasses.replace(
+        registry_server.ctx, settings=ctx.settings.with_overrides(fsck_interval_s=0)
+    )
+    assert fsck.start_periodic(off) is None

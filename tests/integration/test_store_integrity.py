@@ -32,7 +32,7 @@ import loreg
 from registry.services import fsck
 from registry.services.context import Context
 from registry.storage.base import blob_key
-from tests.support.publish import publish
+from tests.support.publish import publish, send_blob, start_upload
 
 pytestmark = pytest.mark.integration
 
@@ -101,6 +101,28 @@ def test_a_push_resends_a_blob_the_store_lost_and_heals_the_old_version(
 
     view = admin_api.get("/v1/resolve/med-v1").json()
     assert download(view) == v1_files
+
+
+def test_a_blob_lost_between_upload_and_commit_is_asked_for_by_the_retry(
+    registry_server, admin_api, request, adapter_files
+):
+    assert publish(admin_api, "med", adapter_files)[0].status_code == 201
+    v2 = {**adapter_files, "README.md": b"# v2\n"}
+    upload = start_upload(admin_api, "med", v2).json()
+    assert {b["sha256"]: b["present"] for b in upload["blobs"]}[sha(adapter_files[CONFIG])]
+    lose_blob(registry_server, request, sha(adapter_files[CONFIG]))
+    for blob in upload["blobs"]:
+        if not blob["present"]:
+            assert send_blob(admin_api, blob, v2["README.md"]).status_code == 200
+    r = admin_api.post(f"/v1/uploads/{upload['upload_id']}/commit")
+    assert r.status_code == 409, r.text
+    assert r.json()["error"]["code"] == "missing_blob"
+    assert "no longer in the object store: adapter_config.json" in r.json()["error"]["message"]
+    assert_files_missing(admin_api.get("/v1/resolve/med-v1"), [CONFIG])  # marked at once
+    r, retry = publish(admin_api, "med", v2)  # the client's retry: a new upload
+    assert r.status_code == 201, r.text
+    assert [b["sha256"] for b in retry["blobs"] if not b["present"]] == [sha(adapter_files[CONFIG])]
+    assert download(admin_api.get("/v1/resolve/med-v1").json()) == adapter_files
 
 
 def test_the_sdk_push_heals_a_lost_blob(registry_server, request, adapter_dir, tmp_path):

@@ -101,6 +101,16 @@ class MissingBlob(RegistryError):
     code = "missing_blob"
 
 
+class FilesMissing(RegistryError):
+    """A version's files are listed but their bytes are gone from the store (found by fsck).
+
+    ``details`` is ``{"missing": [paths]}``; a push of the same files restores them.
+    """
+
+    status = 409
+    code = "files_missing"
+
+
 class BlobMismatch(RegistryError):
     """Uploaded bytes do not match the declared size or sha256."""
 

@@ -85,6 +85,26 @@ class Blob(SQLModel, table=True):
     created_at: datetime = _ts(index=True)
 
 
+class BlobFault(SQLModel, table=True):
+    """A blob the store no longer holds intact (found by fsck or by a commit).
+
+    ``problem`` is ``missing`` (no object), ``size`` (the object has another size;
+    ``found_size``) or ``sha256`` (same size, other bytes: found only when hashing).
+    Every version or base model holding the blob resolves 409 ``files_missing``
+    until its bytes are sent again (a push re-sends it) or a later fsck finds it
+    intact; then the row is deleted.
+    """
+
+    __tablename__ = "blob_faults"
+
+    sha256: str = Field(
+        primary_key=True, foreign_key="blobs.sha256", max_length=64, ondelete="CASCADE"
+    )
+    problem: str = Field(max_length=16)
+    found_size: int | None = Field(default=None, sa_type=sa.BigInteger, nullable=True)
+    found_at: datetime = _ts()
+
+
 class Adapter(SQLModel, table=True):
     """``namespace/name``: a series of immutable versions."""
 

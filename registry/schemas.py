@@ -130,7 +130,10 @@ ERROR_RESPONSES: dict[int, dict[str, Any]] = {
     401: _error_doc("unauthorized: malformed, unknown or revoked token, or a token is needed"),
     403: _error_doc("forbidden: the token lacks the scope this action needs"),
     404: _error_doc("not_found: no such object, or it is in a private namespace"),
-    409: _error_doc("conflict or missing_blob: the request conflicts with the current state"),
+    409: _error_doc(
+        "conflict or missing_blob: the request conflicts with the current state; "
+        "files_missing: the version's bytes are gone from the store (details.missing)"
+    ),
     410: _error_doc("upload_expired: the upload session expired or was already committed"),
     413: _error_doc("payload_too_large: the request body or a file is over a limit"),
     422: _error_doc(

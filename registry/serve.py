@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from sqlmodel import Session
 
 from registry import migrate
+from registry.services import fsck
 from registry.services.context import Context
 from registry.services.tokens import bootstrap
 from registry.settings import Settings
@@ -121,9 +122,12 @@ def serve(
     )
     server = uvicorn.Server(config)
     recovery = start_job_recovery(ctx)
+    scrubber = fsck.start_periodic(ctx) if not settings.redis_url else None  # else: workers
     try:
         server.run(sockets=[sock])
     finally:
+        if scrubber is not None:
+            scrubber.stop()
         if recovery is not None:
             recovery.stop()
         sock.close()

@@ -107,6 +107,7 @@ class Settings:
     job_requeue_after_s: float = 60.0
     job_max_attempts: int = 5
     visibility_timeout_s: int = 6 * 3600
+    fsck_interval_s: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.s3_bucket:
@@ -175,6 +176,7 @@ class Settings:
             job_requeue_after_s=_env_float("LOREG_JOB_REQUEUE_AFTER", 60.0),
             job_max_attempts=_env_int("LOREG_JOB_MAX_ATTEMPTS", 5),
             visibility_timeout_s=_env_int("LOREG_VISIBILITY_TIMEOUT", 6 * 3600),
+            fsck_interval_s=_env_float("LOREG_FSCK_INTERVAL", 0.0),
         )
 
 

@@ -21,6 +21,7 @@ from celery import Celery, signals
 
 from registry.services.context import Context
 from registry.services.dispatch import RUN_JOB_TASK
+from registry.services.fsck import PeriodicFsck
 from registry.settings import Settings
 from workers.celery_app import QUEUES, make_celery
 from workers.reconciler import Reconciler
@@ -105,6 +106,26 @@ def install_reconciler(app: Celery, settings: Settings, interval_s: float | None
     signals.worker_shutdown.connect(stop, weak=False, dispatch_uid="loreg-reconciler-stop")
 
 
+def install_fsck(settings: Settings) -> None:
+    """Production: scrub the store every ``LOREG_FSCK_INTERVAL`` seconds in the main process."""
+    state: dict[str, PeriodicFsck] = {}
+
+    def start(**_kwargs) -> None:
+        if "fsck" not in state:
+            state["fsck"] = PeriodicFsck(Context.from_settings(settings), settings.fsck_interval_s)
+            state["fsck"].start()
+            log.info("fsck scheduled every %.0f s", settings.fsck_interval_s)
+
+    def stop(**_kwargs) -> None:
+        scrubber = state.pop("fsck", None)
+        if scrubber is not None:
+            scrubber.stop()
+            scrubber.ctx.close()
+
+    signals.worker_ready.connect(start, weak=False, dispatch_uid="loreg-fsck-start")
+    signals.worker_shutdown.connect(stop, weak=False, dispatch_uid="loreg-fsck-stop")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run a worker until it is stopped (SIGTERM: finish running jobs, then exit)."""
     args = build_parser().parse_args(argv)
@@ -127,6 +148,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(announcement, sort_keys=True), flush=True)
     if args.reconcile_interval != 0:
         install_reconciler(app, settings, args.reconcile_interval)
+    if settings.fsck_interval_s > 0:
+        install_fsck(settings)
     code = app.start(
         [
             "worker",

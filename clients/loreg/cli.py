@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from loreg import __version__
 from loreg.constants import debug_mode
-from loreg.errors import ConfigurationError, LoregError
+from loreg.errors import ConfigurationError, IntegrityError, LoregError
 from loreg.jobs import add_job_commands
 
 if TYPE_CHECKING:
@@ -166,6 +166,10 @@ def build_parser() -> argparse.ArgumentParser:
     upgrade.add_argument("--data-dir", help="embedded data folder (SQLite)")
 
     add(commands, "gc", _cmd_gc, "garbage-collect unreferenced blobs (needs admin)")
+
+    fsck = add(commands, "fsck", _cmd_fsck, "check the store still holds every blob (server side)")
+    fsck.add_argument("--data-dir", help="embedded data folder (default: the LOREG_* settings)")
+    fsck.add_argument("--verify-hashes", action="store_true", help="also re-hash every blob")
 
     worker = add(commands, "worker", _cmd_worker, "run a job worker (needs LOREG_REDIS_URL)")
     worker.add_argument("--queues", default="gpu,cpu", help="queues to consume (default gpu,cpu)")
@@ -461,6 +465,16 @@ def _cmd_db_upgrade(args: argparse.Namespace, _registry: None) -> int:
     return _emit(args, data, lambda out: out.write("database is up to date\n"))
 
 
+def _cmd_fsck(args: argparse.Namespace, _registry: None) -> int:
+    run = _import_server("registry.services.fsck", "run_from_env")
+    text = _import_server("registry.services.fsck", "format_report")
+    data_dir = Path(args.data_dir).expanduser() if args.data_dir else None
+    with _config_errors():
+        report = run(data_dir, verify_hashes=args.verify_hashes)
+    _emit(args, report, lambda out: out.write(text(report)))
+    return 0 if report["ok"] else IntegrityError.exit_code
+
+
 def _cmd_worker(args: argparse.Namespace, _registry: None) -> int:
     try:
         from workers.main import main as worker_main
@@ -491,7 +505,7 @@ def _config_errors() -> Iterator[None]:
         raise ConfigurationError(f"configuration: {exc}") from exc
 
 
-_LOCAL_COMMANDS = {_cmd_serve, _cmd_db_upgrade, _cmd_worker}
+_LOCAL_COMMANDS = {_cmd_serve, _cmd_db_upgrade, _cmd_fsck, _cmd_worker}
 
 
 def _import_server(module: str, attribute: str) -> Callable[..., Any]:

@@ -10,8 +10,9 @@ from registry.errors import NotFound
 from registry.models import (
     BaseModelFile,
     BaseModelRecord,
+    BlobFault,
 )
-from registry.services import lineage
+from registry.services import fsck, lineage
 from registry.services.context import Context
 from registry.services.urls import blob_download_url
 
@@ -51,11 +52,14 @@ def base_model_view(
     session: Session, ctx: Context, bm: BaseModelRecord, base_url: str
 ) -> dict[str, Any]:
     """The full view: config, module shapes, lineage, files with download URLs."""
-    files = session.exec(
-        select(BaseModelFile)
+    rows = session.exec(
+        select(BaseModelFile, BlobFault.problem)
+        .outerjoin(BlobFault, BlobFault.sha256 == BaseModelFile.blob_sha256)
         .where(BaseModelFile.base_model_id == bm.id)
         .order_by(BaseModelFile.path)
     ).all()
+    fsck.check_files_present(bm.name, [(f.path, problem) for f, problem in rows])
+    files = [f for f, _ in rows]
     out = base_model_summary(bm)
     out.update(
         config=bm.config,

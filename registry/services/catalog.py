@@ -15,12 +15,13 @@ from registry.errors import InvalidName, InvalidRef, NotFound
 from registry.models import (
     Adapter,
     Alias,
+    BlobFault,
     Namespace,
     Version,
     VersionFile,
     utcnow,
 )
-from registry.services import audit, lineage
+from registry.services import audit, fsck, lineage
 from registry.services.context import Context
 from registry.services.urls import blob_download_url
 
@@ -137,12 +138,19 @@ def version_view(
     """The resolve object of a version (docs/http-api.md), with download URLs.
 
     ``principal`` decides which private lineage parents are named (none when None).
+    A version with a file whose bytes fsck found missing answers 409 ``files_missing``.
     """
-    files = session.exec(
-        select(VersionFile).where(VersionFile.version_id == version.id).order_by(VersionFile.path)
+    rows = session.exec(
+        select(VersionFile, BlobFault.problem)
+        .outerjoin(BlobFault, BlobFault.sha256 == VersionFile.blob_sha256)
+        .where(VersionFile.version_id == version.id)
+        .order_by(VersionFile.path)
     ).all()
+    ref = format_ref(ns.name, adapter.name, version=version.number)
+    fsck.check_files_present(ref, [(f.path, problem) for f, problem in rows])
+    files = [f for f, _ in rows]
     return {
-        "ref": format_ref(ns.name, adapter.name, version=version.number),
+        "ref": ref,
         "namespace": ns.name,
         "name": adapter.name,
         "version": version.number,

@@ -54,7 +54,7 @@ from registry.models import (
     utcnow,
 )
 from registry.schemas import FileEntry, UploadRequest
-from registry.services import audit, catalog
+from registry.services import audit, catalog, fsck
 from registry.services.base_models import base_model_view
 from registry.services.context import Context
 from registry.storage.base import blob_key, staging_key
@@ -240,6 +240,10 @@ def create_upload(
     for sha, size in stored.items():
         if sizes[sha] != size:
             raise BlobMismatch(f"blob {sha} is stored with size {size}, declared {sizes[sha]}")
+    # The row alone is not proof: the store may have lost the bytes since. Such a
+    # blob is asked for again; receiving it restores every version that shares it.
+    lost = fsck.unusable_blobs(session, ctx, stored)
+    stored = {sha: size for sha, size in stored.items() if sha not in lost}
     spec = req.model_dump(mode="json")
     spec["namespace"] = namespace
     spec["files"] = [f.model_dump() for f in files]
@@ -296,8 +300,11 @@ def declared_size(upload: UploadSession, sha: str) -> int:
 
 
 def _record_blob(ctx: Context, upload_id: str, sha: str, size: int) -> None:
-    """Record the blob (once) and that this upload delivered it."""
+    """Record the blob (once) and that this upload delivered it; its bytes are intact
+    again, so an fsck mark on it (and on the versions sharing it) is cleared."""
     with Session(ctx.engine) as session:
+        if fsck.clear_faults(session, [sha]):
+            session.commit()
         if session.get(Blob, sha) is None:
             session.add(Blob(sha256=sha, size=size))
             try:
@@ -415,17 +422,22 @@ def _check_blobs_stored(session: Session, ctx: Context, upload: UploadSession) -
         session.exec(select(UploadBlob.sha256).where(UploadBlob.upload_id == upload.id)).all()
     )
     have &= received | set(upload.spec.get("present", ()))
-    missing = [f["path"] for f in files if f["sha256"] not in have]
-    missing += [
-        f["path"]
-        for f in files
-        if f["sha256"] in have and ctx.store.stat(blob_key(f["sha256"])) is None
-    ]
-    if missing:
-        raise MissingBlob(
-            f"{len(missing)} file(s) were never uploaded: {', '.join(sorted(set(missing)))}",
-            details=sorted(set(missing)),
-        )
+    missing = sorted({f["path"] for f in files if f["sha256"] not in have})
+    sizes = {f["sha256"]: int(f["size"]) for f in files if f["sha256"] in have}
+    lost = fsck.stat_blobs(ctx.store, sizes)
+    if lost:  # gone from the store since the upload began: the next upload re-sends them
+        fsck.mark(ctx.engine, lost)
+    gone = sorted({f["path"] for f in files if f["sha256"] in lost})
+    if missing or gone:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} file(s) were never uploaded: {', '.join(missing)}")
+        if gone:
+            parts.append(
+                f"{len(gone)} file(s) are no longer in the object store: {', '.join(gone)} "
+                "(start a new upload: it asks for them again)"
+            )
+        raise MissingBlob("; ".join(parts), details=sorted({*missing, *gone}))
 
 
 def _refuse_pickle_content(ctx: Context, files: list[dict[str, Any]]) -> None:

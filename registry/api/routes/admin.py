@@ -12,7 +12,7 @@ from registry.api.deps import ContextDep, PrincipalDep, SessionDep
 from registry.auth import require_scope
 from registry.errors import NotFound
 from registry.schemas import MAX_INT64, TokenRequest, error_responses
-from registry.services import tokens, urls
+from registry.services import fsck, tokens, urls
 from registry.services.gc import collect_garbage
 from registry.storage.base import blob_key
 
@@ -69,3 +69,16 @@ def garbage_collect(principal: PrincipalDep, ctx: ContextDep) -> dict[str, Any]:
     """Remove expired uploads and unreferenced blobs past the grace period (admin)."""
     require_scope(principal, "*", False, "admin")
     return collect_garbage(ctx)
+
+
+@router.post("/admin/fsck", responses=error_responses(401, 403, 422))
+def fsck_store(
+    principal: PrincipalDep, ctx: ContextDep, verify_hashes: bool = False
+) -> dict[str, Any]:
+    """Check that the store holds every blob the database lists (admin).
+
+    Marks versions whose files are missing (they resolve 409 ``files_missing``)
+    and unmarks those whose bytes are back; ``verify_hashes`` re-hashes every blob.
+    """
+    require_scope(principal, "*", False, "admin")
+    return fsck.scrub(ctx, verify_hashes=verify_hashes)

@@ -19,7 +19,7 @@ def list_base_models(session: SessionDep) -> list[dict[str, Any]]:
     return base_models.list_base_models(session)
 
 
-@router.get("/base-models/{name:path}", responses=error_responses(404, 422))
+@router.get("/base-models/{name:path}", responses=error_responses(404, 409, 422))
 def get_base_model(name: str, session: SessionDep, ctx: ContextDep, base: BaseUrlDep) -> dict:
     """One base model: config, linear-module shapes, files with download URLs."""
     bm = base_models.get_base_model(session, name)

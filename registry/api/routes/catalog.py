@@ -78,7 +78,7 @@ def get_adapter(namespace: str, name: str, session: SessionDep, principal: Princ
 @router.get(
     "/resolve/{ref:path}",
     response_model=ResolvedVersion,
-    responses=error_responses(401, 404, 422),
+    responses=error_responses(401, 404, 409, 422),
 )
 def resolve(
     ref: str, session: SessionDep, principal: PrincipalDep, ctx: ContextDep, base: BaseUrlDep

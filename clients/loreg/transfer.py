@@ -228,7 +228,7 @@ class Transfers:
                     raise disk_full_error(cache.root, needed) from exc
                 raise
             except (RequestError, FilesMissingError) as exc:
-                raise _missing_error(target, exc) from exc
+                raise _missing_error(target, exc, from_registry=self.api.owns(target.url)) from exc
 
         return task
 
@@ -636,15 +636,24 @@ def _hash_prefix(path: Path, length: int, hasher: Any) -> None:
             left -= len(block)
 
 
-def _missing_error(target: BlobTarget, exc: LoregError) -> LoregError:
-    """A 403/404/410 from the store for a blob the registry lists: name the file and version."""
+def _missing_error(target: BlobTarget, exc: LoregError, *, from_registry: bool) -> LoregError:
+    """A 403/404/410 for a blob the registry lists: name the file and version, not the XML.
+
+    Object stores answer 403 for a missing key when the reader may not list the
+    bucket, so 403 is reported alike. The store's own message is left out (only
+    its code); the registry's (local store) message is kept.
+    """
     if isinstance(exc, FilesMissingError) or exc.status not in (403, 404, 410):
         return exc
     owner = f" of {target.owner}" if target.owner else ""
+    detail = f"HTTP {exc.status}" + (f" {exc.code}" if exc.code else "")
+    if from_registry:
+        detail += f": {exc.message}"
+    refused = " or refused by it" if exc.status == 403 else ""
     return FilesMissingError(
-        f"file {target.label!r}{owner} is missing from the registry's object store "
-        f"({exc.message}): the registry lists it but cannot serve its bytes; ask the "
-        "registry's operator to check the store (loreg fsck) and re-push the version",
+        f"file {target.label!r}{owner} is missing from the registry's object store{refused} "
+        f"({detail}); the registry still lists it: ask its operator to check the store "
+        "(loreg fsck) and push the version's files again",
         missing=[target.label],
         status=exc.status,
     )

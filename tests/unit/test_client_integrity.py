@@ -22,7 +22,7 @@ from loreg.errors import DiskFullError, FilesMissingError, IntegrityError
 from loreg.http import ApiClient, default_timeout
 from loreg.transfer import BlobTarget, Transfers
 from tests.unit.test_client_fakes import FakeRegistry, make_adapter_dir, make_registry
-from tests.unit.test_client_peer import Answer, Peer, peer  # noqa: F401 - fixture
+from tests.unit.test_client_peer import Answer, Peer, peer_fixture  # noqa: F401 - fixture
 
 
 @pytest.fixture(autouse=True)
@@ -176,9 +176,11 @@ def test_offline_pull_of_a_corrupt_blob_is_a_cache_miss(
     _flip_byte(blob)
     st = blob.stat()
     os.utime(blob, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
-    with make_registry(published, cache_dir, offline=True) as registry:
-        with pytest.raises(OfflineCacheMissError):
-            registry.pull("medical")
+    with (
+        make_registry(published, cache_dir, offline=True) as registry,
+        pytest.raises(OfflineCacheMissError),
+    ):
+        registry.pull("medical")
     assert not blob.exists()
 
 
@@ -330,7 +332,15 @@ def make_registry_at(url: str, tmp_path: Path):
 def tiny_tmpfs(folder: Path, size: str = "1m") -> Iterator[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", f"loreg-test-{uuid.uuid4().hex[:6]}", str(folder)],
+        [
+            "mount",
+            "-t",
+            "tmpfs",
+            "-o",
+            f"size={size}",
+            f"loreg-test-{uuid.uuid4().hex[:6]}",
+            str(folder),
+        ],
         capture_output=True,
         text=True,
     )

@@ -76,7 +76,9 @@ class Peer:
                 length = int(self.headers.get("Content-Length") or 0)
                 if length:
                     self.rfile.read(length)
-                entry = Logged(self.command, self.path, {k.lower(): v for k, v in self.headers.items()})
+                entry = Logged(
+                    self.command, self.path, {k.lower(): v for k, v in self.headers.items()}
+                )
                 with peer._lock:
                     peer.log.append(entry)
                 path = self.path.split("?", 1)[0]
@@ -105,10 +107,15 @@ class Peer:
                     return answers.pop(0) if len(answers) > 1 else answers[0]
         return Answer.error(404, "not_found", f"no route {path}")
 
-    def _serve_blob(self, handler: http.server.BaseHTTPRequestHandler, name: str, entry: Logged) -> None:
+    def _serve_blob(
+        self, handler: http.server.BaseHTTPRequestHandler, name: str, entry: Logged
+    ) -> None:
         data = self.blobs.get(name)
         if data is None:
-            body = b"<?xml version='1.0'?><Error><Code>NoSuchKey</Code><Message>The specified key does not exist.</Message></Error>"
+            body = (
+                b"<?xml version='1.0'?><Error><Code>NoSuchKey</Code>"
+                b"<Message>The specified key does not exist.</Message></Error>"
+            )
             handler.send_response(404)
             handler.send_header("Content-Type", "application/xml")
             handler.send_header("Content-Length", str(len(body)))
@@ -147,8 +154,8 @@ class Peer:
         self.server.server_close()
 
 
-@pytest.fixture
-def peer() -> Iterator[Peer]:
+@pytest.fixture(name="peer")
+def peer_fixture() -> Iterator[Peer]:
     """A running :class:`Peer`."""
     with Peer() as running:
         yield running

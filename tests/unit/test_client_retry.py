@@ -22,7 +22,7 @@ from loreg.errors import (
     StoreUnavailableError,
 )
 from tests.support.tcpproxy import TcpProxy
-from tests.unit.test_client_peer import Answer, Peer, peer  # noqa: F401 - fixture
+from tests.unit.test_client_peer import Answer, Peer, peer_fixture  # noqa: F401 - fixture
 
 WHOAMI = {"authenticated": True, "token_name": "t", "default_namespace": "default", "grants": []}
 
@@ -53,7 +53,11 @@ def test_503_twice_then_200_is_retried_honouring_retry_after(peer: Peer, tmp_pat
 @pytest.mark.parametrize(
     ("code", "cls", "words"),
     [
-        ("database_unavailable", DatabaseUnavailableError, "the registry's database is unavailable"),
+        (
+            "database_unavailable",
+            DatabaseUnavailableError,
+            "the registry's database is unavailable",
+        ),
         ("store_unavailable", StoreUnavailableError, "the registry's object store is unavailable"),
         ("broker_unavailable", BrokerUnavailableError, "the registry's job broker is unavailable"),
     ],
@@ -97,7 +101,9 @@ def test_cli_prints_one_line_for_a_persistent_503(
 
 def test_post_is_not_retried_on_broker_unavailable(peer: Peer, tmp_path: Path) -> None:
     """The job row may already be committed: a second POST could make a second job."""
-    peer.script["/v1/jobs"] = [Answer.error(503, "broker_unavailable", "redis is down", retry_after="0")]
+    peer.script["/v1/jobs"] = [
+        Answer.error(503, "broker_unavailable", "redis is down", retry_after="0")
+    ]
     with _registry(peer.url, tmp_path) as registry, pytest.raises(BrokerUnavailableError):
         registry.api.post("/v1/jobs", {"type": "compress"})
     assert len(peer.requests("/v1/jobs")) == 1
@@ -129,7 +135,10 @@ def test_connection_refused_still_fails_in_bounded_time(tmp_path: Path, monkeypa
     monkeypatch.setenv("LOREG_RETRY_MAX_S", "1")
     proxy = TcpProxy("127.0.0.1", 9)  # never listens
     started = time.monotonic()
-    with _registry(proxy.url, tmp_path) as registry, pytest.raises(ServerError, match="cannot reach"):
+    with (
+        _registry(proxy.url, tmp_path) as registry,
+        pytest.raises(ServerError, match="cannot reach"),
+    ):
         registry.whoami()
     assert time.monotonic() - started < 3.0
 

@@ -6,7 +6,20 @@ Layout under the cache root::
     snapshots/<digest hex>/<path>                    relative symlinks to ../blobs/<sha256>
     manifests/<digest hex>.json                      the resolve answer without URLs
     refs/<server key>/<namespace>/<name>/<selector>  a file holding "sha256:<digest hex>"
-    tmp/                                             downloads in progress
+    verified/<sha256>                                stat fingerprints of verified bytes
+    tmp/<sha256>.incomplete                          a download in progress (resumable)
+
+Verification: a blob is sha256-checked when it is downloaded, and its stat
+fingerprint (size, mtime_ns, inode) is recorded in ``verified/``. A warm pull
+stats each file once and compares: a file whose fingerprint changed (rewritten,
+touched, replaced) is hashed again, and dropped and fetched again when its
+bytes are wrong. Corruption that keeps the fingerprint (a restored mtime, bit
+rot) is found by :meth:`Cache.verify`, which hashes everything
+(``loreg cache verify``).
+
+Downloads go to ``tmp/<sha256>.incomplete`` under an exclusive ``flock``; a
+killed download leaves it there, and the next one resumes it with a ``Range``
+request (the whole file is hashed at the end). Leftovers older than 24 h go.
 
 Nothing half-written is ever visible: blobs are downloaded to ``tmp/`` (same
 filesystem) and ``os.replace``-d into ``blobs/`` once verified; a snapshot is
@@ -18,18 +31,27 @@ bytes. Where symlinks are not allowed, snapshots use hard links, then copies.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import re
 import shutil
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from loreg.errors import ServerError
+from loreg.errors import DiskFullError, ServerError
+from loreg.manifest import sha256_file
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: downloads are not resumed
+    fcntl = None  # type: ignore[assignment]
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 #: Namespace folder for refs given without a namespace (bare names, resolved with
@@ -38,6 +60,65 @@ BARE_NAMESPACE = "_default"
 #: Pseudo-namespace folder for base-model refs.
 BASE_MODEL_NAMESPACE = "_base_models"
 _TEMP_MAX_AGE_S = 24 * 3600
+#: Fingerprints kept per blob (the blob itself, plus copies where links are impossible).
+_MAX_FINGERPRINTS = 8
+_DISK_FULL_ERRNOS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """True for the OSError of a full disk (or quota)."""
+    return isinstance(exc, OSError) and exc.errno in _DISK_FULL_ERRNOS
+
+
+def disk_full_error(root: Path, needed: int | None) -> DiskFullError:
+    """The one-line error for a full cache disk, naming the folder and the bytes needed."""
+    from loreg.progress import format_bytes
+
+    try:
+        usage = shutil.disk_usage(root if root.exists() else root.parent)
+        free = f", {format_bytes(usage.free)} free"
+    except OSError:
+        free = ""
+    need = f"this pull needs {format_bytes(needed)}" if needed else "there is no room left"
+    return DiskFullError(
+        f"the disk of the cache folder {root} is full ({need}{free}); nothing partial was kept: "
+        "free some space there, or set LOREG_CACHE_DIR to a folder on a larger disk",
+        folder=str(root),
+        needed=needed,
+    )
+
+
+def _is_empty(path: Path) -> bool:
+    try:
+        return path.stat().st_size == 0
+    except OSError:
+        return False
+
+
+def fingerprint(st: os.stat_result) -> str:
+    """A file's stat fingerprint: ``size mtime_ns inode``."""
+    return f"{st.st_size} {st.st_mtime_ns} {st.st_ino}"
+
+
+@dataclass(frozen=True)
+class Partial:
+    """The temp file of one download; ``resumable`` when it is the shared, locked name."""
+
+    path: Path
+    resumable: bool
+
+
+@dataclass
+class VerifyReport:
+    """What :meth:`Cache.verify` found: blobs checked, bytes hashed, corrupt ones dropped."""
+
+    checked: int = 0
+    bytes: int = 0
+    corrupt: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {"checked": self.checked, "bytes": self.bytes, "corrupt": self.corrupt}
 
 
 def check_sha256(value: Any) -> str:
@@ -114,6 +195,7 @@ class Cache:
         self.manifests_dir = self.root / "manifests"
         self.refs_dir = self.root / "refs"
         self.tmp_dir = self.root / "tmp"
+        self.verified_dir = self.root / "verified"
         self._symlinks_ok = True
 
     # ---------------------------------------------------------------- blobs
@@ -134,12 +216,153 @@ class Cache:
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         return self.tmp_dir / f"{label}.{uuid.uuid4().hex}.incomplete"
 
+    def partial_path(self, sha256: str) -> Path:
+        """The resumable download file of a blob: ``tmp/<sha256>.incomplete``."""
+        return self.tmp_dir / f"{check_sha256(sha256)}.incomplete"
+
+    @contextlib.contextmanager
+    def claim_partial(self, sha256: str) -> Iterator[Partial]:
+        """Own the resumable download file of a blob for the ``with`` block.
+
+        The file is locked (``flock``); if another process holds it, or locks are
+        not available, a fresh temp name is used instead (not resumable, removed
+        on exit).
+        """
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        path = self.partial_path(sha256)
+        fd: int | None = None
+        if fcntl is not None:
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                if fd is not None:
+                    os.close(fd)
+                fd = None
+        if fd is not None:
+            partial = Partial(path, True)
+        else:
+            partial = Partial(self.new_temp_path(sha256), False)
+        try:
+            yield partial
+        finally:
+            if not partial.resumable or _is_empty(partial.path):
+                partial.path.unlink(missing_ok=True)
+            if fd is not None:
+                os.close(fd)
+
+    def drop_partial(self, sha256: str) -> None:
+        """Remove a blob's resumable download file, unless another process is using it."""
+        with self.claim_partial(sha256) as partial:
+            if partial.resumable:
+                partial.path.unlink(missing_ok=True)
+
     def commit_blob(self, temp_path: Path, sha256: str) -> Path:
-        """Atomically move a verified download into ``blobs/``; returns the blob path."""
+        """Atomically move a verified download into ``blobs/`` and record its fingerprint."""
         dest = self.blob_path(sha256)
         dest.parent.mkdir(parents=True, exist_ok=True)
         os.replace(temp_path, dest)
+        self._write_fingerprints(sha256, [fingerprint(dest.stat())])
         return dest
+
+    # ---------------------------------------------------------- verification
+    def _fingerprint_path(self, sha256: str) -> Path:
+        return self.verified_dir / check_sha256(sha256)
+
+    def _fingerprints(self, sha256: str) -> list[str]:
+        try:
+            return self._fingerprint_path(sha256).read_text().splitlines()
+        except (FileNotFoundError, NotADirectoryError, UnicodeDecodeError):
+            return []
+
+    def _write_fingerprints(self, sha256: str, prints: list[str]) -> None:
+        unique = list(dict.fromkeys(prints))[:_MAX_FINGERPRINTS]
+        write_atomic(self._fingerprint_path(sha256), ("\n".join(unique) + "\n").encode())
+
+    def record_verified(self, sha256: str, path: Path | None = None) -> None:
+        """Remember that the file at ``path`` (default: the blob) holds these verified bytes."""
+        st = (path or self.blob_path(sha256)).stat()
+        known = self._fingerprints(sha256)
+        if fingerprint(st) not in known:
+            self._write_fingerprints(sha256, [fingerprint(st), *known])
+
+    def is_verified(self, sha256: str, st: os.stat_result) -> bool:
+        """True when a file with this stat was verified to hold ``sha256`` (no hashing)."""
+        return fingerprint(st) in self._fingerprints(sha256)
+
+    def drop_blob(self, sha256: str) -> None:
+        """Remove a blob and its fingerprints (snapshots linking it become incomplete)."""
+        self.blob_path(sha256).unlink(missing_ok=True)
+        self._fingerprint_path(sha256).unlink(missing_ok=True)
+
+    def check_blob(self, sha256: str, size: int) -> bool:
+        """True when the blob is cached with the right bytes; a wrong blob is dropped.
+
+        One ``stat`` when the fingerprint is unchanged since it was verified;
+        otherwise the blob is hashed again (and its new fingerprint recorded).
+        """
+        path = self.blob_path(sha256)
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            return False
+        if st.st_size == size and self.is_verified(sha256, st):
+            return True
+        if st.st_size == size and sha256_file(path) == sha256:
+            after = path.stat()
+            if fingerprint(after) == fingerprint(st):
+                self.record_verified(sha256)
+            return True
+        self.drop_blob(sha256)
+        return False
+
+    def verify(self) -> VerifyReport:
+        """Hash every cached blob; drop those whose bytes do not match their name.
+
+        Each corrupt entry names the versions (from the stored manifests) that
+        use it, as ``ref path``.
+        """
+        report = VerifyReport()
+        try:
+            entries = sorted(os.scandir(self.blobs_dir), key=lambda e: e.name)
+        except FileNotFoundError:
+            return report
+        corrupt: list[tuple[str, int]] = []
+        for entry in entries:
+            if not _HEX64.match(entry.name) or not entry.is_file(follow_symlinks=False):
+                continue
+            path = Path(entry.path)
+            before = path.stat()
+            report.checked += 1
+            report.bytes += before.st_size
+            if sha256_file(path) == entry.name:
+                if fingerprint(path.stat()) == fingerprint(before):
+                    self._write_fingerprints(entry.name, [fingerprint(before)])
+                continue
+            corrupt.append((entry.name, before.st_size))
+            self.drop_blob(entry.name)
+        users = self._blob_users({sha for sha, _ in corrupt}) if corrupt else {}
+        report.corrupt = [
+            {"sha256": sha, "size": size, "used_by": users.get(sha, [])} for sha, size in corrupt
+        ]
+        return report
+
+    def _blob_users(self, wanted: set[str]) -> dict[str, list[str]]:
+        found: dict[str, list[str]] = {}
+        try:
+            names = sorted(os.listdir(self.manifests_dir))
+        except FileNotFoundError:
+            return found
+        for name in names:
+            hex_part = name.removesuffix(".json")
+            if not name.endswith(".json") or not _HEX64.match(hex_part):
+                continue
+            manifest = self.read_manifest("sha256:" + hex_part) or {}
+            for f in manifest.get("files") or []:
+                if isinstance(f, dict) and f.get("sha256") in wanted:
+                    label = manifest.get("ref") or manifest.get("name") or name
+                    found.setdefault(f["sha256"], []).append(f"{label} {f.get('path')}")
+        return found
 
     def clean_temp(self, older_than_s: float = _TEMP_MAX_AGE_S) -> int:
         """Delete leftovers of killed downloads older than ``older_than_s``; returns how many."""
@@ -164,14 +387,18 @@ class Cache:
         return self.snapshots_dir / digest_hex(digest)
 
     def snapshot_ready(self, digest: str, files: Iterable[Mapping[str, Any]]) -> bool:
-        """True when the snapshot exists and every file resolves to a blob of the right size."""
+        """True when every file of the snapshot is there with its verified fingerprint.
+
+        One ``stat`` per file (through the link) and a read of its fingerprint
+        record; no hashing. False sends the caller to :meth:`check_blob`.
+        """
         root = self.snapshot_path(digest)
         for f in files:
             try:
                 st = (root / safe_relpath(f["path"])).stat()
             except (FileNotFoundError, NotADirectoryError):
                 return False
-            if st.st_size != f["size"]:
+            if st.st_size != f["size"] or not self.is_verified(f["sha256"], st):
                 return False
         return root.is_dir()
 
@@ -196,6 +423,8 @@ class Cache:
                 # ``work`` and ``final`` are siblings, so the link target is the same.
                 target = os.path.relpath(blob, (final / rel).parent)
                 self._link(blob, target, dest)
+                if not os.path.islink(dest) and not os.path.samefile(dest, blob):
+                    self.record_verified(f["sha256"], dest)  # a copy of a verified blob
             self._swap_in(work, final, files)
         finally:
             if work.exists():

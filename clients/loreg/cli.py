@@ -170,6 +170,17 @@ def build_parser() -> argparse.ArgumentParser:
     fsck = add(commands, "fsck", _cmd_fsck, "check the store still holds every blob (server side)")
     fsck.add_argument("--data-dir", help="embedded data folder (default: the LOREG_* settings)")
     fsck.add_argument("--verify-hashes", action="store_true", help="also re-hash every blob")
+    cache = add(commands, "cache", None, "the local cache of pulled files")
+    cache_cmds = cache.add_subparsers(dest="cache_command", metavar="COMMAND", required=True)
+    verify = add(
+        cache_cmds,
+        "verify",
+        _cmd_cache_verify,
+        "re-hash every cached file; drop corrupt ones (the next pull fetches them again)",
+    )
+    verify.add_argument(
+        "--cache-dir", help="cache folder (default: $LOREG_CACHE_DIR or the user cache folder)"
+    )
 
     worker = add(commands, "worker", _cmd_worker, "run a job worker (needs LOREG_REDIS_URL)")
     worker.add_argument("--queues", default="gpu,cpu", help="queues to consume (default gpu,cpu)")
@@ -441,6 +452,31 @@ def _cmd_gc(args: argparse.Namespace, registry: Registry) -> int:
     return _emit(args, answer, human)
 
 
+def _cmd_cache_verify(args: argparse.Namespace, _registry: None) -> int:
+    from loreg.cache import Cache
+    from loreg.constants import default_cache_dir
+
+    cache = Cache(Path(args.cache_dir) if args.cache_dir else default_cache_dir())
+    report = cache.verify()
+
+    def human(out: TextIO) -> None:
+        out.write(f"checked {report.checked} blob(s) ({_size(report.bytes)}) in {cache.root}: ")
+        if not report.corrupt:
+            out.write("no corrupt blob\n")
+            return
+        out.write(f"{len(report.corrupt)} corrupt, dropped (pull again to fetch them):\n")
+        for bad in report.corrupt:
+            used = ", ".join(bad["used_by"]) or "no cached version"
+            out.write(f"  sha256:{bad['sha256']}  {_size(bad['size'])}  used by {used}\n")
+
+    _emit(args, {"cache_dir": str(cache.root), **report.to_dict()}, human)
+    if report.corrupt:
+        from loreg.errors import IntegrityError
+
+        return IntegrityError.exit_code
+    return 0
+
+
 def _cmd_serve(args: argparse.Namespace, _registry: None) -> int:
     serve = _import_server("registry.serve", "serve")
     data_dir = Path(args.data_dir).expanduser() if args.data_dir else None
@@ -505,7 +541,7 @@ def _config_errors() -> Iterator[None]:
         raise ConfigurationError(f"configuration: {exc}") from exc
 
 
-_LOCAL_COMMANDS = {_cmd_serve, _cmd_db_upgrade, _cmd_fsck, _cmd_worker}
+_LOCAL_COMMANDS = {_cmd_serve, _cmd_db_upgrade, _cmd_fsck, _cmd_worker, _cmd_cache_verify}
 
 
 def _import_server(module: str, attribute: str) -> Callable[..., Any]:

@@ -8,8 +8,9 @@ a warm pull is one resolve request, and zero in offline mode.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,8 +23,11 @@ from loreg.cache import (
     BARE_NAMESPACE,
     BASE_MODEL_NAMESPACE,
     Cache,
+    VerifyReport,
     check_sha256,
     digest_hex,
+    disk_full_error,
+    is_disk_full,
     safe_relpath,
     server_key,
     strip_urls,
@@ -342,35 +346,56 @@ class Registry:
     def _pull(self, ref: str | Ref) -> tuple[dict[str, Any], Path]:
         parsed = _parse(ref)
         resolved = self.resolve(parsed)
-        files = resolved["files"]
-        if self.offline:
-            if not self.cache.snapshot_ready(resolved["digest"], files):
-                raise OfflineCacheMissError(
-                    f"the files of {resolved['ref']} are missing from the cache at "
-                    f"{self.cache.root} and offline mode is on: pull it again online"
-                )
-            return resolved, self.cache.snapshot_path(resolved["digest"])
-        path = self._materialize(resolved, f"pull {resolved['ref']}")
-        self._remember(parsed, resolved)
+        path = self._materialize(resolved, f"pull {resolved['ref']}", what=resolved["ref"])
+        if not self.offline:
+            with self._disk_full_errors():
+                self._remember(parsed, resolved)
         return resolved, path
 
-    def _materialize(self, resolved: Mapping[str, Any], description: str) -> Path:
-        """Make sure every blob and the snapshot of ``resolved`` are in the cache."""
+    def _materialize(self, resolved: Mapping[str, Any], description: str, *, what: str) -> Path:
+        """Make sure every blob and the snapshot of ``resolved`` are in the cache.
+
+        A warm pull stats each file once (its fingerprint was recorded when it was
+        verified); a file whose fingerprint changed is hashed again, and dropped
+        and downloaded again when its bytes are wrong. Offline, a missing or
+        corrupt file is a cache miss.
+        """
         digest, files = resolved["digest"], resolved["files"]
         if self.cache.snapshot_ready(digest, files):
             return self.cache.snapshot_path(digest)
-        self.cache.clean_temp()
-        targets = [
-            BlobTarget(f["sha256"], int(f["size"]), _file_url(f), f["path"])
-            for f in files
-            if not self.cache.has_blob(f["sha256"], int(f["size"]))
-        ]
-        total = sum(t.size for t in {t.sha256: t for t in targets}.values())
-        with self._progress(total, description) as bar:
-            self._transfers.download(
-                targets, self.cache, concurrency=self.download_concurrency, progress=bar
-            )
-        return self.cache.build_snapshot(digest, files)
+        with self._disk_full_errors():
+            self.cache.clean_temp()
+            wanted = [f for f in files if not self.cache.check_blob(f["sha256"], int(f["size"]))]
+            if wanted and self.offline:
+                raise OfflineCacheMissError(
+                    f"the files of {what} are missing from the cache at {self.cache.root} "
+                    "(or were corrupt and dropped) and offline mode is on: pull it again online"
+                )
+            owner = f"{what} ({digest})"
+            targets = [
+                BlobTarget(f["sha256"], int(f["size"]), _file_url(f), f["path"], owner)
+                for f in wanted
+            ]
+            total = sum(t.size for t in {t.sha256: t for t in targets}.values())
+            with self._progress(total, description) as bar:
+                self._transfers.download(
+                    targets, self.cache, concurrency=self.download_concurrency, progress=bar
+                )
+            return self.cache.build_snapshot(digest, files)
+
+    @contextlib.contextmanager
+    def _disk_full_errors(self) -> Iterator[None]:
+        """Turn a full disk while writing the cache into a one-line :class:`DiskFullError`."""
+        try:
+            yield
+        except OSError as exc:
+            if is_disk_full(exc):
+                raise disk_full_error(self.cache.root, None) from exc
+            raise
+
+    def verify_cache(self) -> VerifyReport:
+        """Hash every blob in the local cache; drop corrupt ones (the next pull re-fetches)."""
+        return self.cache.verify()
 
     # ---------------------------------------------------------------- push
     def push(
@@ -581,17 +606,18 @@ class Registry:
         if self.offline:
             digest = self.cache.read_ref(self._server, BASE_MODEL_NAMESPACE, name, *key)
             manifest = self.cache.read_manifest(digest) if digest else None
-            if manifest is None or not self.cache.snapshot_ready(digest, manifest["files"]):
+            if manifest is None:
                 raise OfflineCacheMissError(
                     f"base model {name} is not in the local cache at {self.cache.root} and "
                     "offline mode is on: pull it once online, or unset LOREG_OFFLINE"
                 )
-            return self.cache.snapshot_path(digest)
+            return self._materialize(manifest, f"pull base {name}", what=f"base model {name}")
         detail = self._api.get(f"/v1/base-models/{quote_path(name, safe='/')}")
         _check_manifest(detail)
-        path = self._materialize(detail, f"pull base {name}")
-        self.cache.write_manifest(detail)
-        self.cache.write_ref(self._server, BASE_MODEL_NAMESPACE, name, *key, detail["digest"])
+        path = self._materialize(detail, f"pull base {name}", what=f"base model {name}")
+        with self._disk_full_errors():
+            self.cache.write_manifest(detail)
+            self.cache.write_ref(self._server, BASE_MODEL_NAMESPACE, name, *key, detail["digest"])
         return path
 
     def lineage(self, ref: str | Ref, *, base_model: bool = False) -> dict[str, Any]:

@@ -35,6 +35,9 @@ ENV_CONNECT_TIMEOUT = "LOREG_CONNECT_TIMEOUT"
 ENV_TRANSFER_TIMEOUT = "LOREG_TRANSFER_TIMEOUT"
 #: Attempts per idempotent transfer (connection errors and 5xx are retried).
 ENV_RETRIES = "LOREG_RETRIES"
+#: Seconds a request keeps retrying while the registry answers 503 (a database, object
+#: store or broker outage) or cannot be reached; ``0`` turns retries off.
+ENV_RETRY_MAX_S = "LOREG_RETRY_MAX_S"
 #: ``1``: the CLI prints tracebacks instead of one-line errors.
 ENV_DEBUG = "LOREG_DEBUG"
 
@@ -45,6 +48,7 @@ DEFAULT_TIMEOUT_S = 60.0
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
 DEFAULT_TRANSFER_TIMEOUT_S = 300.0
 DEFAULT_RETRIES = 3
+DEFAULT_RETRY_MAX_S = 30.0
 
 #: Read size of blob downloads and uploads.
 CHUNK_SIZE = 8 * 2**20
@@ -110,6 +114,20 @@ def env_float(name: str, default: float) -> float:
         raise LoregError(f"{name} must be a number of seconds, got {raw!r}") from None
     if value <= 0:
         raise LoregError(f"{name} must be positive, got {value}")
+    return value
+
+
+def env_seconds(name: str, default: float) -> float:
+    """Read a non-negative float environment variable (seconds; ``0`` allowed)."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise LoregError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise LoregError(f"{name} must be a finite number of seconds >= 0, got {raw!r}")
     return value
 
 
@@ -187,6 +205,11 @@ def transfer_timeout() -> float:
 def transfer_retries() -> int:
     """Attempts per idempotent transfer (``LOREG_RETRIES``, default 3)."""
     return env_int(ENV_RETRIES, DEFAULT_RETRIES)
+
+
+def retry_max_s() -> float:
+    """Seconds to keep retrying 503s and unreachable registries (``LOREG_RETRY_MAX_S``, 30)."""
+    return env_seconds(ENV_RETRY_MAX_S, DEFAULT_RETRY_MAX_S)
 
 
 def debug_mode() -> bool:

@@ -88,3 +88,74 @@ class OfflineCacheMissError(LoregError):
     """Offline mode is on and the ref is not in the local cache."""
 
     exit_code = 3
+
+
+class ServiceUnavailableError(ServerError):
+    """The registry answered 503: a service it depends on is down (retried, then raised).
+
+    ``retry_after`` is the registry's ``Retry-After`` in seconds (None if absent).
+    """
+
+    #: What is unavailable, as the message says it.
+    dependency = "a service it depends on"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        status: int | None = 503,
+        retry_after: float | None = None,
+    ):
+        super().__init__(message, code=code, status=status)
+        self.retry_after = retry_after
+
+
+class DatabaseUnavailableError(ServiceUnavailableError):
+    """The registry's database is down (503 ``database_unavailable``)."""
+
+    dependency = "database"
+
+
+class StoreUnavailableError(ServiceUnavailableError):
+    """The registry's object store is down (503 ``store_unavailable``)."""
+
+    dependency = "object store"
+
+
+class BrokerUnavailableError(ServiceUnavailableError):
+    """The registry's job broker is down (503 ``broker_unavailable``)."""
+
+    dependency = "job broker"
+
+
+class FilesMissingError(LoregError):
+    """Files of a version are listed by the registry but their bytes are gone from its store.
+
+    Raised for a resolve answer 409 ``files_missing`` and for a download the
+    store answers 403/404/410. ``missing`` holds the file paths.
+    """
+
+    exit_code = 9
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        missing: list[str] | None = None,
+        code: str | None = "files_missing",
+        status: int | None = None,
+    ):
+        super().__init__(message, code=code, status=status)
+        self.missing = list(missing or [])
+
+
+class DiskFullError(LoregError):
+    """The disk holding the local cache is full; nothing partial was kept."""
+
+    exit_code = 10
+
+    def __init__(self, message: str, *, folder: str = "", needed: int | None = None):
+        super().__init__(message, code="disk_full")
+        self.folder = folder
+        self.needed = needed

@@ -55,33 +55,95 @@ def iter_blocks(url: str, *, timeout: float, block_size: int) -> Iterator[memory
     Non-2xx answers raise the same typed errors as the API client; socket
     errors raise ``httpx.TransportError`` so callers retry them alike.
     """
+    yield from open_blocks(url, timeout=timeout, block_size=block_size)
+
+
+class BlockStream:
+    """An answered GET whose body is read as blocks by iterating it (once).
+
+    ``start`` is the offset of the first byte sent: the requested one when the
+    server honoured ``Range`` (206), 0 when it sent the whole body (200).
+    """
+
+    def __init__(
+        self,
+        conn: http.client.HTTPConnection,
+        resp: http.client.HTTPResponse,
+        parts: urllib.parse.SplitResult,
+        block_size: int,
+        start: int,
+    ):
+        self._conn = conn
+        self._resp = resp
+        self._parts = parts
+        self._block_size = block_size
+        self.start = start
+
+    def __iter__(self) -> Iterator[memoryview]:
+        try:
+            yield from _read_blocks(self._resp, self._parts, self._block_size)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Close the response and its connection."""
+        self._resp.close()
+        self._conn.close()
+
+
+def content_range_start(value: str | None) -> int | None:
+    """The first offset of a ``Content-Range: bytes S-E/T`` header, or None."""
+    if not value or not value.startswith("bytes "):
+        return None
+    first = value[6:].split("-", 1)[0].strip()
+    return int(first) if first.isdigit() else None
+
+
+def open_blocks(url: str, *, timeout: float, block_size: int, start: int = 0) -> BlockStream:
+    """Send the GET (``Range: bytes=start-`` when ``start`` > 0) and return its open body.
+
+    Redirects are followed; errors raise as in :func:`iter_blocks`, at once.
+    """
     for _ in range(MAX_REDIRECTS + 1):
         parts = urllib.parse.urlsplit(url)
         target = parts.path or "/"
         if parts.query:
             target += "?" + parts.query
+        headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
+        if start > 0:
+            headers["Range"] = f"bytes={start}-"
         try:
             conn = _connect(parts, timeout)
-            conn.request(
-                "GET", target, headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
-            )
+            conn.request("GET", target, headers=headers)
             resp = conn.getresponse()
         except (OSError, http.client.HTTPException) as exc:
             raise httpx.ConnectError(f"{url_for_message(parts)}: {exc}") from exc
+        handed_over = False
         try:
             if resp.status in (301, 302, 303, 307, 308) and resp.getheader("Location"):
                 url = urllib.parse.urljoin(url, resp.getheader("Location"))
                 continue
             if resp.status >= 300:
                 body = resp.read(_ERROR_BODY_LIMIT)
+                request = httpx.Request("GET", url_for_message(parts))
                 raise_for_response(
-                    httpx.Response(resp.status, content=body, headers=dict(resp.getheaders()))
+                    httpx.Response(
+                        resp.status, content=body, headers=dict(resp.getheaders()), request=request
+                    )
                 )
-            yield from _read_blocks(resp, parts, block_size)
-            return
+            served = 0
+            if resp.status == 206:
+                served = content_range_start(resp.getheader("Content-Range"))
+                if served is None:
+                    raise httpx.RemoteProtocolError(
+                        f"{url_for_message(parts)}: 206 answer without a valid Content-Range"
+                    )
+            handed_over = True
+            return BlockStream(conn, resp, parts, block_size, served)
         finally:
-            resp.close()
-            conn.close()
+            if not handed_over:
+                resp.close()
+                conn.close()
     raise httpx.TooManyRedirects(
         f"more than {MAX_REDIRECTS} redirects for {url_for_message(parts)}"
     )

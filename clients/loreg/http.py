@@ -9,7 +9,10 @@ to fix it.
 
 from __future__ import annotations
 
+import email.utils
 import json
+import re
+import time
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -20,17 +23,25 @@ from loreg.constants import (
     ENV_URL,
     api_timeout,
     connect_timeout,
+    retry_max_s,
+    transfer_retries,
 )
 from loreg.errors import (
     AuthenticationError,
+    BrokerUnavailableError,
     ConflictError,
+    DatabaseUnavailableError,
+    FilesMissingError,
     LoregError,
     NotFoundError,
     PermissionDeniedError,
     RequestError,
     ServerError,
+    ServiceUnavailableError,
+    StoreUnavailableError,
     ValidationFailedError,
 )
+from loreg.retry import Kind, RetryPolicy
 
 USER_AGENT = f"loreg/{__version__}"
 
@@ -43,6 +54,16 @@ _STATUS_CLASSES: dict[int, type[LoregError]] = {
     413: ValidationFailedError,
     422: ValidationFailedError,
 }
+
+
+_UNAVAILABLE_CLASSES: dict[str, type[ServiceUnavailableError]] = {
+    "database_unavailable": DatabaseUnavailableError,
+    "store_unavailable": StoreUnavailableError,
+    "broker_unavailable": BrokerUnavailableError,
+}
+#: Methods a repeated request cannot do twice (RFC 9110 idempotent methods).
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
+_XML_FIELD = re.compile(r"<(Code|Message)>([^<]{0,300})</\1>")
 
 
 def error_class_for_status(status: int) -> type[LoregError]:
@@ -78,13 +99,73 @@ def error_from_response(response: httpx.Response) -> LoregError:
         detail = body["detail"]
         message = _one_line(detail if isinstance(detail, str) else json.dumps(detail))
     if message is None:
-        text = _one_line(_safe_text(response))
+        text = _safe_text(response)
+        xml = dict(_XML_FIELD.findall(text)) if text.lstrip().startswith("<") else {}
+        if xml:  # an object store's XML error: keep its code and message, not the markup
+            code = code or xml.get("Code")
+            text = ": ".join(v.strip() for v in (xml.get("Code"), xml.get("Message")) if v)
+        text = _one_line(text)
         reason = response.reason_phrase or "error"
         where = _describe_url(response.request.url) if _has_request(response) else "the registry"
         message = f"HTTP {status} {reason} from {where}" + (f": {text}" if text else "")
-    error = error_class_for_status(status)(message, code=code, status=status)
+    retry_after = parse_retry_after(response.headers.get("Retry-After"))
+    error: LoregError
+    if status == 503 and code in _UNAVAILABLE_CLASSES:
+        cls = _UNAVAILABLE_CLASSES[code]
+        message = f"the registry's {cls.dependency} is unavailable (503 {code}): {message}"
+        error = cls(message, code=code, retry_after=retry_after)
+    elif status == 409 and code == "files_missing":
+        missing = details.get("missing") if isinstance(details, dict) else None
+        paths = [p for p in missing if isinstance(p, str)] if isinstance(missing, list) else []
+        error = FilesMissingError(message, missing=paths, status=status)
+    else:
+        error = error_class_for_status(status)(message, code=code, status=status)
     error.details = details  # type: ignore[attr-defined]
+    error.retry_after = retry_after  # type: ignore[attr-defined]
     return error
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta seconds or an HTTP date), or None."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def classify_failure(exc: BaseException, method: str) -> Kind:
+    """How a failed request may be retried: ``"outage"``, ``"glitch"`` or not (None).
+
+    503 answers are outages, retried for any method except a POST that reports
+    the broker down (its database row may already exist). Other 5xx and
+    connection errors are glitches, retried for idempotent methods; a POST only
+    when the connection was never made.
+    """
+    safe = method.upper() in IDEMPOTENT_METHODS
+    if isinstance(exc, ServiceUnavailableError):
+        return "outage" if safe or not isinstance(exc, BrokerUnavailableError) else None
+    if isinstance(exc, ServerError) and exc.status == 503:
+        return "outage" if safe else None
+    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+        return "glitch"
+    if isinstance(exc, httpx.TransportError):
+        return "glitch" if safe else None
+    if isinstance(exc, ServerError) and exc.status is not None and exc.status >= 500:
+        return "glitch" if safe else None
+    return None
+
+
+def default_retry_policy() -> RetryPolicy:
+    """The policy of ``LOREG_RETRIES`` attempts within ``LOREG_RETRY_MAX_S`` seconds."""
+    return RetryPolicy(attempts=transfer_retries(), budget_s=retry_max_s())
 
 
 def raise_for_response(response: httpx.Response) -> httpx.Response:
@@ -131,8 +212,10 @@ class ApiClient:
         *,
         timeout: float | httpx.Timeout | None = None,
         transport: httpx.BaseTransport | None = None,
+        retry: RetryPolicy | None = None,
     ):
         self.base_url = base_url.rstrip("/")
+        self.retry = retry if retry is not None else default_retry_policy()
         parts = urlsplit(self.base_url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValidationFailedError(
@@ -177,7 +260,12 @@ class ApiClient:
         headers: dict[str, str] | None = None,
         timeout: httpx.Timeout | None = None,
     ) -> httpx.Response:
-        """Send one request and return the 2xx answer; raise the typed error otherwise."""
+        """Send one request and return the 2xx answer; raise the typed error otherwise.
+
+        503 answers and connection errors are retried per :attr:`retry` (see
+        :func:`classify_failure` for which are safe); a streamed ``content`` is
+        sent once.
+        """
         kwargs: dict[str, Any] = {"params": params, "headers": headers}
         if json_body is not None:
             kwargs["json"] = json_body
@@ -185,11 +273,18 @@ class ApiClient:
             kwargs["content"] = content
         if timeout is not None:
             kwargs["timeout"] = timeout
+        replayable = content is None or isinstance(content, bytes | str)
+
+        def attempt() -> httpx.Response:
+            return raise_for_response(self._http.request(method, path, **kwargs))
+
+        def classify(exc: BaseException) -> Kind:
+            return classify_failure(exc, method) if replayable else None
+
         try:
-            response = self._http.request(method, path, **kwargs)
+            return self.retry.run(attempt, classify)
         except httpx.TransportError as exc:
             raise unreachable_error(self.base_url, exc) from exc
-        return raise_for_response(response)
 
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
         """Send one request and decode its JSON answer."""

@@ -2,7 +2,12 @@
 
 Downloads: one streaming GET per blob (8 MiB blocks handed to a thread that
 hashes and writes while the next bytes arrive), blobs in parallel, sha256 and
-size checked before the atomic rename into the cache.
+size checked before the atomic rename into the cache. A download writes to
+the blob's resumable temp file; one killed midway is resumed with a ``Range``
+request (and restarted from zero when the server sends the whole body, the
+partial is too long, or the finished file's sha256 is wrong). A blob the store
+answers 403/404/410 for raises :class:`FilesMissingError` naming the file and
+version; a full disk raises :class:`DiskFullError` naming the cache folder.
 
 Uploads (``docs/http-api.md``, publish step 2): ``put`` (presigned PUT, then
 ``complete_url``), ``multipart`` (parts in parallel, ETags collected, then
@@ -11,15 +16,17 @@ are streamed from disk; a multipart part is read from its own offset.
 
 Relative URLs (``/v1/...``) and URLs on the registry's origin go through the
 authenticated API client; other absolute URLs (S3 presigned) through a plain
-client that never sends the token. Connection errors and 5xx are retried.
+client that never sends the token. Connection errors and 5xx are retried
+(``LOREG_RETRIES`` attempts), 503s until ``LOREG_RETRY_MAX_S`` (see loreg.retry).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import queue
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,12 +34,26 @@ from typing import Any, TypeVar
 
 import httpx
 
-from loreg.cache import Cache, check_sha256
-from loreg.constants import CHUNK_SIZE
-from loreg.errors import IntegrityError, LoregError, ServerError
-from loreg.fastget import iter_blocks, proxied
-from loreg.http import USER_AGENT, ApiClient, raise_for_response, unreachable_error
+from loreg.cache import Cache, Partial, check_sha256, disk_full_error, is_disk_full
+from loreg.constants import CHUNK_SIZE, retry_max_s
+from loreg.errors import (
+    DiskFullError,
+    FilesMissingError,
+    IntegrityError,
+    LoregError,
+    RequestError,
+    ServerError,
+)
+from loreg.fastget import content_range_start, open_blocks, proxied
+from loreg.http import (
+    USER_AGENT,
+    ApiClient,
+    classify_failure,
+    raise_for_response,
+    unreachable_error,
+)
 from loreg.progress import Progress
+from loreg.retry import Kind, RetryPolicy
 
 T = TypeVar("T")
 _QUEUE_BLOCKS = 3
@@ -50,12 +71,17 @@ class BlobTarget:
     size: int
     url: str
     label: str
+    #: The version (or base model) the file belongs to, for messages.
+    owner: str = ""
 
 
-def _retriable(exc: BaseException) -> bool:
-    if isinstance(exc, httpx.TransportError):
-        return True
-    return isinstance(exc, ServerError) and exc.status is not None and exc.status >= 500
+class _RestartFromZero(Exception):
+    """A resumed download cannot continue where the partial file ends."""
+
+
+def _classify(exc: BaseException) -> Kind:
+    """Transfers are idempotent (GET, PUT, repeatable completes): retry as a GET."""
+    return classify_failure(exc, "GET")
 
 
 class Transfers:
@@ -77,7 +103,7 @@ class Transfers:
         self.api = api
         self.timeout = timeout
         self.retries = max(1, retries)
-        self.backoff_s = backoff_s
+        self.policy = RetryPolicy(attempts=self.retries, budget_s=retry_max_s(), base_s=backoff_s)
         self._plain: httpx.Client | None = None
         self._transport = transport
         self._plain_lock = threading.Lock()
@@ -97,6 +123,15 @@ class Transfers:
                 )
             return self._plain
 
+    @property
+    def backoff_s(self) -> float:
+        """First wait between two attempts (doubles each time, with jitter)."""
+        return self.policy.base_s
+
+    @backoff_s.setter
+    def backoff_s(self, value: float) -> None:
+        self.policy.base_s = value
+
     def close(self) -> None:
         """Close the plain client (the API client belongs to the caller)."""
         if self._plain is not None:
@@ -105,24 +140,24 @@ class Transfers:
     def _with_retries(
         self, what: str, url: str, attempt: Callable[[], T], cancel: threading.Event
     ) -> T:
-        """Run ``attempt`` until it succeeds, retrying connection errors and 5xx."""
-        for number in range(1, self.retries + 1):
+        """Run ``attempt`` until it succeeds, retrying as :mod:`loreg.retry` says."""
+        tries = [0]
+
+        def once() -> T:
             if cancel.is_set():
                 raise TransferCancelled("transfer cancelled")
-            try:
-                return attempt()
-            except Exception as exc:
-                if not _retriable(exc) or number == self.retries:
-                    if isinstance(exc, httpx.TransportError):
-                        if self.api.owns(url):
-                            raise unreachable_error(self.api.base_url, exc) from exc
-                        host = httpx.URL(url).host
-                        raise ServerError(
-                            f"{what} failed after {number} attempt(s): cannot reach {host} ({exc})"
-                        ) from exc
-                    raise
-                cancel.wait(min(self.backoff_s * 2 ** (number - 1), 8.0))
-        raise AssertionError("unreachable")  # pragma: no cover
+            tries[0] += 1
+            return attempt()
+
+        try:
+            return self.policy.run(once, _classify, sleep=cancel.wait)
+        except httpx.TransportError as exc:
+            if self.api.owns(url):
+                raise unreachable_error(self.api.base_url, exc) from exc
+            host = httpx.URL(url).host
+            raise ServerError(
+                f"{what} failed after {tries[0]} attempt(s): cannot reach {host} ({exc})"
+            ) from exc
 
     def _run_all(self, tasks: list[Callable[[threading.Event], T]], concurrency: int) -> list[T]:
         """Run tasks in a thread pool; the first failure cancels the rest and is raised.
@@ -166,30 +201,47 @@ class Transfers:
             check_sha256(target.sha256)
             if not cache.has_blob(target.sha256, target.size):
                 unique.setdefault(target.sha256, target)
-        tasks = [self._download_task(t, cache, progress) for t in unique.values()]
-        self._run_all(tasks, concurrency)
+        needed = sum(t.size for t in unique.values())
+        tasks = [self._download_task(t, cache, progress, needed) for t in unique.values()]
+        try:
+            self._run_all(tasks, concurrency)
+        except DiskFullError:
+            for sha in unique:  # the disk is full: keep no partial file for later
+                with contextlib.suppress(OSError):
+                    cache.drop_partial(sha)
+            raise
         return list(unique)
 
     def _download_task(
-        self, target: BlobTarget, cache: Cache, progress: Progress | None
+        self, target: BlobTarget, cache: Cache, progress: Progress | None, needed: int
     ) -> Callable[[threading.Event], None]:
         def task(cancel: threading.Event) -> None:
-            self._with_retries(
-                f"download of {target.label}",
-                target.url,
-                lambda: self._download_once(target, cache, progress, cancel),
-                cancel,
-            )
+            try:
+                self._with_retries(
+                    f"download of {target.label}",
+                    target.url,
+                    lambda: self._download_once(target, cache, progress, cancel),
+                    cancel,
+                )
+            except OSError as exc:
+                if is_disk_full(exc):
+                    raise disk_full_error(cache.root, needed) from exc
+                raise
+            except (RequestError, FilesMissingError) as exc:
+                raise _missing_error(target, exc, from_registry=self.api.owns(target.url)) from exc
 
         return task
 
     def _download_once(
         self, target: BlobTarget, cache: Cache, progress: Progress | None, cancel: threading.Event
     ) -> None:
-        """One attempt: stream to a temp file, verify, rename; the temp file never survives."""
+        """One attempt: resume or start the blob's temp file, verify it, rename it into place.
+
+        The temp file survives a failed transfer (connection lost, Ctrl-C) for the
+        next attempt to resume; a wrong or oversized one, or a full disk, drops it.
+        """
         if cache.has_blob(target.sha256, target.size):
             return  # another process finished it meanwhile
-        temp = cache.new_temp_path(target.sha256)
         counted = [0]
 
         def on_bytes(n: int) -> None:
@@ -198,46 +250,113 @@ class Transfers:
                 progress.update(n)
 
         try:
-            if self._transport is None and not proxied(target.url):
-                # the body path on the stdlib: ~3x httpx's throughput (see loreg.fastget)
-                digest = write_verified(
-                    iter_blocks(
-                        target.url, timeout=self.timeout.read or 60.0, block_size=CHUNK_SIZE
-                    ),
-                    temp,
-                    expected_size=target.size,
-                    on_bytes=on_bytes,
-                    cancel=cancel,
-                    label=target.label,
-                )
-            else:
-                client = self.client_for(target.url)
-                headers = {"Accept-Encoding": "identity"}
-                with client.stream(
-                    "GET", target.url, headers=headers, timeout=self.timeout
-                ) as resp:
-                    raise_for_response(resp)
-                    digest = write_verified(
-                        resp.iter_bytes(),
-                        temp,
-                        expected_size=target.size,
-                        on_bytes=on_bytes,
-                        cancel=cancel,
-                        label=target.label,
-                    )
-            if digest != target.sha256:
-                raise IntegrityError(
-                    f"{target.label}: downloaded bytes have sha256 {digest} but the registry "
-                    f"announced {target.sha256}; nothing was kept. The stored blob may be "
-                    "corrupt: tell the registry's operator"
-                )
-            cache.commit_blob(temp, target.sha256)
+            with cache.claim_partial(target.sha256) as partial:
+                self._fetch_verified(target, cache, partial, on_bytes, cancel)
         except BaseException:
             if progress is not None and counted[0]:
                 progress.update(-counted[0])
             raise
-        finally:
-            temp.unlink(missing_ok=True)
+
+    def _fetch_verified(
+        self,
+        target: BlobTarget,
+        cache: Cache,
+        partial: Partial,
+        on_bytes: Callable[[int], None],
+        cancel: threading.Event,
+    ) -> None:
+        for from_zero in (False, True):
+            offset = 0 if from_zero else _usable_prefix(partial, target.size)
+            try:
+                digest = self._fetch(target, partial.path, offset, on_bytes, cancel)
+            except _RestartFromZero:
+                partial.path.unlink(missing_ok=True)
+                continue
+            except IntegrityError:
+                partial.path.unlink(missing_ok=True)
+                if offset and not from_zero:
+                    continue
+                raise
+            except OSError as exc:
+                if is_disk_full(exc):
+                    partial.path.unlink(missing_ok=True)
+                raise
+            if digest == target.sha256:
+                cache.commit_blob(partial.path, target.sha256)
+                return
+            partial.path.unlink(missing_ok=True)
+            if offset and not from_zero:
+                continue  # the kept prefix was wrong: once more, from zero
+            raise IntegrityError(
+                f"{target.label}: downloaded bytes have sha256 {digest} but the registry "
+                f"announced {target.sha256}; nothing was kept. The stored blob may be "
+                "corrupt: tell the registry's operator"
+            )
+
+    def _fetch(
+        self,
+        target: BlobTarget,
+        path: Path,
+        offset: int,
+        on_bytes: Callable[[int], None],
+        cancel: threading.Event,
+    ) -> str:
+        """GET the blob from ``offset`` (the bytes before it are on disk) into ``path``."""
+        hasher = hashlib.sha256()
+        if offset:
+            _hash_prefix(path, offset, hasher)
+            on_bytes(offset)
+            if offset == target.size:
+                return hasher.hexdigest()
+        with contextlib.ExitStack() as stack:
+            try:
+                served, chunks = self._open(target.url, offset, stack)
+            except RequestError as exc:
+                if offset and exc.status == 416:
+                    raise _RestartFromZero() from exc
+                raise
+            if served != offset:
+                if served != 0:
+                    raise _RestartFromZero()
+                on_bytes(-offset)  # the server sends everything: start over cleanly
+                offset, hasher = 0, hashlib.sha256()
+            return write_verified(
+                chunks,
+                path,
+                expected_size=target.size,
+                on_bytes=on_bytes,
+                cancel=cancel,
+                label=target.label,
+                offset=offset,
+                hasher=hasher,
+            )
+
+    def _open(
+        self, url: str, offset: int, stack: contextlib.ExitStack
+    ) -> tuple[int, Iterable[bytes]]:
+        """Start the GET; returns (offset of the first byte sent, body chunks)."""
+        if self._transport is None and not proxied(url):
+            # the body path on the stdlib: ~3x httpx's throughput (see loreg.fastget)
+            stream = open_blocks(
+                url, timeout=self.timeout.read or 60.0, block_size=CHUNK_SIZE, start=offset
+            )
+            stack.callback(stream.close)
+            return stream.start, stream
+        headers = {"Accept-Encoding": "identity"}
+        if offset:
+            headers["Range"] = f"bytes={offset}-"
+        client = self.client_for(url)
+        resp = stack.enter_context(
+            client.stream("GET", url, headers=headers, timeout=self.timeout)
+        )
+        raise_for_response(resp)
+        served = 0
+        if resp.status_code == 206:
+            start = content_range_start(resp.headers.get("Content-Range"))
+            if start is None:
+                raise httpx.RemoteProtocolError("206 answer without a valid Content-Range")
+            served = start
+        return served, resp.iter_bytes()
 
     # -------------------------------------------------------------- uploads
     def upload(
@@ -391,20 +510,28 @@ def write_verified(
     on_bytes: Callable[[int], None] | None = None,
     cancel: threading.Event | None = None,
     label: str = "blob",
+    offset: int = 0,
+    hasher: Any = None,
 ) -> str:
     """Write a byte stream to ``dest`` and return its sha256 hex.
 
     The network is read on the calling thread; 8 MiB blocks go to two threads,
     one hashing and one writing (both release the GIL), so receiving, hashing
     and writing all overlap. More or fewer bytes than ``expected_size`` raise
-    :class:`IntegrityError`.
+    :class:`IntegrityError`. With ``offset`` > 0 the stream continues a file
+    whose first ``offset`` bytes are already in ``dest`` and fed to ``hasher``.
+    When the stream fails midway, the bytes received so far stay written (so a
+    later attempt can resume).
     """
-    hasher = hashlib.sha256()
+    hasher = hasher if hasher is not None else hashlib.sha256()
     failure: list[BaseException] = []
-    fh = open(dest, "wb")  # noqa: SIM115 - closed below, after the writer thread ends
+    fh = open(dest, "r+b" if offset else "wb")  # noqa: SIM115 - closed below
+    if offset:
+        fh.seek(offset)
+        fh.truncate()
     hash_stage = _Stage("loreg-hash", hasher.update, failure)
     write_stage = _Stage("loreg-write", fh.write, failure)
-    received = 0
+    received = offset
     pending: list[bytes] = []
     pending_len = 0
     try:
@@ -431,6 +558,11 @@ def write_verified(
             block = b"".join(pending)
             hash_stage.put(block)
             write_stage.put(block)
+            pending = []
+    except (httpx.TransportError, TransferCancelled, KeyboardInterrupt):
+        if pending and not failure:  # keep what arrived, for a resume
+            write_stage.put(b"".join(pending))
+        raise
     finally:
         hash_stage.finish()
         write_stage.finish()
@@ -475,6 +607,56 @@ class _Stage:
             except BaseException as exc:  # disk full, permissions: reported by the producer
                 self._failure.append(exc)
                 failed = True
+
+
+def _usable_prefix(partial: Partial, size: int) -> int:
+    """Bytes of a resumable partial file worth keeping (0: start over, file emptied)."""
+    if not partial.resumable:
+        return 0
+    try:
+        have = partial.path.stat().st_size
+    except FileNotFoundError:
+        return 0
+    if have > size:
+        with open(partial.path, "r+b") as fh:
+            fh.truncate(0)
+        return 0
+    return have
+
+
+def _hash_prefix(path: Path, length: int, hasher: Any) -> None:
+    """Feed the first ``length`` bytes of ``path`` to ``hasher``."""
+    with open(path, "rb") as fh:
+        left = length
+        while left > 0:
+            block = fh.read(min(CHUNK_SIZE, left))
+            if not block:
+                raise IntegrityError(f"{path} shrank while it was being resumed")
+            hasher.update(block)
+            left -= len(block)
+
+
+def _missing_error(target: BlobTarget, exc: LoregError, *, from_registry: bool) -> LoregError:
+    """A 403/404/410 for a blob the registry lists: name the file and version, not the XML.
+
+    Object stores answer 403 for a missing key when the reader may not list the
+    bucket, so 403 is reported alike. The store's own message is left out (only
+    its code); the registry's (local store) message is kept.
+    """
+    if isinstance(exc, FilesMissingError) or exc.status not in (403, 404, 410):
+        return exc
+    owner = f" of {target.owner}" if target.owner else ""
+    detail = f"HTTP {exc.status}" + (f" {exc.code}" if exc.code else "")
+    if from_registry:
+        detail += f": {exc.message}"
+    refused = " or refused by it" if exc.status == 403 else ""
+    return FilesMissingError(
+        f"file {target.label!r}{owner} is missing from the registry's object store{refused} "
+        f"({detail}); the registry still lists it: ask its operator to check the store "
+        "(loreg fsck) and push the version's files again",
+        missing=[target.label],
+        status=exc.status,
+    )
 
 
 def read_range(

@@ -173,9 +173,14 @@ def test_interrupted_download_leaves_nothing_visible(published, tmp_path) -> Non
         registry.pull("medical-v1")
     assert _tree(cache_dir / "blobs") == []
     assert _tree(cache_dir / "snapshots") == []
-    assert _tree(cache_dir / "tmp") == []
     assert _tree(cache_dir / "refs") == []
     assert _tree(cache_dir / "manifests") == []
+    # only the resumable partial files remain, each with the bytes that arrived
+    partials = sorted((cache_dir / "tmp").iterdir())
+    assert partials and all(p.name.endswith(".incomplete") for p in partials)
+    for partial in partials:
+        data = published.blobs[partial.name.removesuffix(".incomplete")]
+        assert partial.read_bytes() == data[: min(1000, len(data))]
 
 
 def test_dropped_connection_is_retried(published, tmp_path, monkeypatch) -> None:

@@ -127,3 +127,39 @@ def test_a_500_keeps_the_keep_alive_connection(server, path):
         status, _, body = _read_response(sock)
         assert status == 200, body
         assert json.loads(body)["status"] == "ok"
+
+
+# --- item 1: health reports the broker when one is configured -----------------------------
+
+
+@pytest.mark.parametrize("broker_up", [True, False])
+def test_health_reports_the_broker(tmp_path, broker_up):
+    from registry.app import create_app
+    from registry.serve import prepare
+    from registry.settings import Settings
+    from tests.support.s3server import free_port
+
+    port = 6379 if broker_up else free_port()  # the machine's Redis, or nothing listening
+    settings = Settings(
+        data_dir=tmp_path,
+        database_url=f"sqlite:///{tmp_path / 'loreg.db'}",
+        secret_key=secrets.token_hex(16),
+        redis_url=f"redis://127.0.0.1:{port}/0",
+    )
+    ctx, _ = prepare(settings)
+    try:
+        with ServerThread(create_app(context=ctx)) as running:
+            r = httpx.get(f"{running.url}/v1/health", timeout=30)
+    finally:
+        ctx.engine.dispose()
+    if broker_up:
+        assert r.status_code == 200, r.text
+        assert r.json()["checks"]["broker"]["status"] == "ok"
+        return
+    assert r.status_code == 503, r.text
+    error = r.json()["error"]
+    assert error["code"] == "broker_unavailable"
+    assert f"redis at 127.0.0.1:{port}" in error["message"]
+    checks = error["details"]["checks"]
+    assert checks["broker"]["status"] == "unavailable"
+    assert checks["database"]["status"] == checks["store"]["status"] == "ok"

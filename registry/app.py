@@ -1,4 +1,11 @@
-"""The FastAPI application: routes, error rendering, request size limits."""
+"""The FastAPI application: routes, error rendering, request size limits.
+
+Outages of a dependency answer 503 with ``Retry-After``: ``database_unavailable``
+(a database error that means the database is down, see
+:func:`registry.db.database_unavailable`), ``store_unavailable`` (raised by the object
+stores) and ``broker_unavailable``. An unexpected error answers 500 JSON and leaves the
+keep-alive connection open (:class:`KeepAliveOnError`).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +13,7 @@ import logging
 import re
 from typing import Any
 
+import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -15,7 +23,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 import registry
 from loreg.errors import InvalidRefError
 from registry.api.routes import admin, base_models, catalog, jobs, lineage, uploads
-from registry.errors import PayloadTooLarge, RegistryError
+from registry.db import database_unavailable
+from registry.errors import RegistryError, ServiceUnavailable
 from registry.schemas import ERROR_RESPONSES
 from registry.services.context import Context
 from registry.settings import Settings
@@ -42,6 +51,66 @@ def _error(status: int, code: str, message: str, details: Any = None) -> JSONRes
     if details is not None:
         body["details"] = details
     return JSONResponse({"error": body}, status_code=status)
+
+
+def error_response(exc: RegistryError, retry_after: int | None = None) -> JSONResponse:
+    """The JSON answer of a typed error; a 503 carries ``Retry-After`` (seconds).
+
+    ``retry_after`` (the server's LOREG_RETRY_AFTER) overrides the error's own hint.
+    """
+    headers = None
+    if isinstance(exc, ServiceUnavailable):
+        headers = {"Retry-After": str(retry_after or exc.retry_after)}
+    return JSONResponse(exc.to_dict(), status_code=exc.status, headers=headers)
+
+
+def _internal(exc: BaseException) -> JSONResponse:
+    return _error(500, "internal", f"internal error ({type(exc).__name__}); see server log")
+
+
+class KeepAliveOnError:
+    """Outermost middleware: an unexpected error answers 500 JSON and keeps the connection.
+
+    Starlette's ServerErrorMiddleware renders the 500 and then re-raises, which makes
+    the server close the keep-alive connection (the client's next request on it fails).
+    Here the error is logged and swallowed once a complete answer was sent, and a 500
+    is rendered if none was started. Only an error after a response began streaming
+    still propagates: that connection cannot be saved.
+    """
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = complete = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started, complete
+            if message["type"] == "http.response.start":
+                started = True
+            elif message["type"] == "http.response.body" and not message.get("more_body"):
+                complete = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            if started and not complete:
+                raise
+            if not started:
+                log.error("unhandled error on %s %s", scope["method"], scope["path"], exc_info=exc)
+                await _internal(exc)(scope, receive, send)
+
+
+class RegistryApp(FastAPI):
+    """FastAPI with :class:`KeepAliveOnError` outside Starlette's own middleware stack."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        """The usual stack, wrapped so that a 500 does not close the connection."""
+        return KeepAliveOnError(super().build_middleware_stack())
 
 
 class BodySizeLimit:
@@ -71,15 +140,13 @@ class BodySizeLimit:
                 )(scope, receive, send)
                 return
         received = 0
-        too_large = False
 
         async def limited_receive() -> Message:
-            nonlocal received, too_large
+            nonlocal received
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    too_large = True
                     raise _BodyTooLarge(limit)
             return message
 
@@ -100,9 +167,12 @@ class BodySizeLimit:
                 )(scope, receive, send)
 
 
-class _BodyTooLarge(PayloadTooLarge):
+class _BodyTooLarge(StarletteHTTPException):
+    """Raised while the body streams in; an HTTPException, which FastAPI's body reader
+    passes on (any other error there becomes its generic 400), rendered as a 413."""
+
     def __init__(self, limit: int):
-        super().__init__(f"request body exceeds the limit of {limit} bytes")
+        super().__init__(413, f"request body exceeds the limit of {limit} bytes")
 
 
 def _contract_openapi(schema: dict[str, Any]) -> dict[str, Any]:
@@ -139,7 +209,7 @@ def _contract_openapi(schema: dict[str, Any]) -> dict[str, Any]:
 def create_app(settings: Settings | None = None, context: Context | None = None) -> FastAPI:
     """Build the API app for the given settings (or a prepared context)."""
     ctx = context or Context.from_settings(settings or Settings.from_env(), create_bucket=True)
-    app = FastAPI(
+    app = RegistryApp(
         title="loreg",
         version=registry.__version__,
         description="Registry and artifact store for LoRA adapters. See docs/http-api.md.",
@@ -157,8 +227,20 @@ def create_app(settings: Settings | None = None, context: Context | None = None)
     app.openapi = openapi  # type: ignore[method-assign]
 
     @app.exception_handler(RegistryError)
-    async def _registry_error(_: Request, exc: RegistryError) -> JSONResponse:
-        return JSONResponse(exc.to_dict(), status_code=exc.status)
+    async def _registry_error(request: Request, exc: RegistryError) -> JSONResponse:
+        if isinstance(exc, ServiceUnavailable):
+            log.warning("%s %s: %s", request.method, request.url.path, exc.message)
+        return error_response(exc, ctx.settings.retry_after_s)
+
+    @app.exception_handler(sa.exc.SQLAlchemyError)
+    async def _database_error(request: Request, exc: sa.exc.SQLAlchemyError) -> JSONResponse:
+        outage = database_unavailable(
+            exc, ctx.engine.url, retry_after=ctx.settings.retry_after_s
+        )
+        if outage is None:
+            return await _internal_error(request, exc)
+        log.warning("%s %s: %s", request.method, request.url.path, outage.message)
+        return error_response(outage, ctx.settings.retry_after_s)
 
     @app.exception_handler(InvalidRefError)
     async def _ref_error(_: Request, exc: InvalidRefError) -> JSONResponse:
@@ -187,8 +269,10 @@ def create_app(settings: Settings | None = None, context: Context | None = None)
 
     @app.exception_handler(Exception)
     async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return _error(500, "internal", f"internal error ({type(exc).__name__}); see server log")
+        log.error(
+            "unhandled error on %s %s", request.method, request.url.path, exc_info=exc
+        )
+        return _internal(exc)
 
     app.add_middleware(
         BodySizeLimit,

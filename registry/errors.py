@@ -172,3 +172,35 @@ class InvalidRequest(RegistryError):
 
     status = 422
     code = "invalid_request"
+
+
+class ServiceUnavailable(RegistryError):
+    """A dependency of the registry (database, object store, broker) cannot be reached.
+
+    The request may succeed later: the response carries ``Retry-After`` (seconds).
+    """
+
+    status = 503
+    code = "service_unavailable"
+
+    def __init__(self, message: str, *, details: Any = None, retry_after: int = 5):
+        super().__init__(message, details=details)
+        self.retry_after = retry_after
+
+
+class DatabaseUnavailable(ServiceUnavailable):
+    """The database is down, unreachable or did not answer in time."""
+
+    code = "database_unavailable"
+
+
+class StoreUnavailable(ServiceUnavailable):
+    """The object store (S3 endpoint or local blob folder) is down or unreachable."""
+
+    code = "store_unavailable"
+
+
+class BrokerUnavailable(ServiceUnavailable):
+    """The job broker (Redis) is down or unreachable."""
+
+    code = "broker_unavailable"

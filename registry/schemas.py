@@ -160,13 +160,25 @@ Timestamp = Annotated[
 ]
 
 
-class Health(BaseModel):
-    """``GET /v1/health``."""
+class DependencyCheck(BaseModel):
+    """One dependency's answer to the health check."""
 
-    status: Literal["ok"]
+    status: Literal["ok", "unavailable"]
+    latency_ms: float = Field(description="how long the check took")
+    error: str | None = Field(default=None, description="why it is unavailable (else null)")
+
+
+class Health(BaseModel):
+    """``GET /v1/health``: 200 when every dependency answers; else a 503 error whose
+    ``details`` is this report."""
+
+    status: Literal["ok", "unavailable"]
     version: str
     storage: str = Field(description="local or s3")
     database: str = Field(description="sqlite or postgresql")
+    checks: dict[str, DependencyCheck] = Field(
+        description="database, store, and broker when one is configured (LOREG_REDIS_URL)"
+    )
 
 
 class GrantView(BaseModel):

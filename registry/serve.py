@@ -1,4 +1,11 @@
-"""``loreg serve``: migrate, bootstrap, and run the API with uvicorn."""
+"""``loreg serve``: migrate, bootstrap, and run the API with uvicorn.
+
+Connection limits (see :mod:`registry.connections`): ``LOREG_HEADER_TIMEOUT`` (seconds a
+connection may take to send a complete request head, default 10),
+``LOREG_KEEPALIVE_TIMEOUT`` (seconds an idle keep-alive connection stays open, default 5)
+and ``LOREG_LIMIT_CONCURRENCY`` (connections plus requests at once, default 1000; at the
+limit idle connections are closed first, then requests answer 503).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +14,7 @@ import os
 import socket
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlmodel import Session
 
@@ -18,6 +25,8 @@ from registry.services.tokens import bootstrap
 from registry.settings import Settings
 
 if TYPE_CHECKING:
+    import uvicorn
+
     from workers.reconciler import Reconciler
 
 
@@ -73,6 +82,23 @@ def start_job_recovery(ctx: Context) -> Reconciler | None:
     return Reconciler(ctx, ctx.dispatcher.enqueue).start()
 
 
+def uvicorn_config(app: Any, settings: Settings, *, log_level: str = "warning") -> uvicorn.Config:
+    """The uvicorn configuration ``loreg serve`` runs ``app`` with (limits from settings)."""
+    import uvicorn
+
+    from registry.connections import guarded_protocol
+
+    return uvicorn.Config(
+        app,
+        http=guarded_protocol(settings.header_timeout_s),
+        log_level=log_level,
+        access_log=False,
+        h11_max_incomplete_event_size=64 * 1024,
+        limit_concurrency=settings.limit_concurrency,
+        timeout_keep_alive=settings.keepalive_timeout_s,
+    )
+
+
 def serve(
     data_dir: str | Path | None = None,
     host: str = "127.0.0.1",
@@ -80,17 +106,29 @@ def serve(
     *,
     log_level: str = "warning",
     json_output: bool = False,
+    header_timeout: float | None = None,
+    keepalive_timeout: int | None = None,
+    limit_concurrency: int | None = None,
 ) -> None:
     """Run the registry until interrupted (embedded default, or Postgres/S3 from the env).
 
     It announces where it serves (and, on first start, the admin token) on
-    stdout: two text lines, or with ``json_output`` one JSON object.
+    stdout: two text lines, or with ``json_output`` one JSON object. The connection
+    limits default to their LOREG_* settings; the keyword arguments override them.
     """
     import uvicorn
 
     from registry.app import create_app
 
     settings = Settings.from_env(data_dir)
+    limits = {
+        "header_timeout_s": header_timeout,
+        "keepalive_timeout_s": keepalive_timeout,
+        "limit_concurrency": limit_concurrency,
+    }
+    limits = {name: value for name, value in limits.items() if value is not None}
+    if limits:
+        settings = settings.with_overrides(**limits)
     ctx, token = prepare(settings)
     sock = listening_socket(host, port)
     shown_host = f"[{host}]" if ":" in host else host
@@ -114,13 +152,7 @@ def serve(
         )
         if token is not None:
             print(f"admin token (shown once, also in {token_file}): {token}", flush=True)
-    config = uvicorn.Config(
-        create_app(context=ctx),
-        log_level=log_level,
-        access_log=False,
-        h11_max_incomplete_event_size=64 * 1024,
-    )
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(uvicorn_config(create_app(context=ctx), settings, log_level=log_level))
     recovery = start_job_recovery(ctx)
     scrubber = fsck.start_periodic(ctx) if not settings.redis_url else None  # else: workers
     try:

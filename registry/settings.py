@@ -108,8 +108,19 @@ class Settings:
     job_max_attempts: int = 5
     visibility_timeout_s: int = 6 * 3600
     fsck_interval_s: float = 0.0
+    db_connect_timeout_s: float = 5.0
+    db_statement_timeout_s: float = 30.0
+    retry_after_s: int = 5
+    header_timeout_s: float = 10.0
+    keepalive_timeout_s: int = 5
+    limit_concurrency: int = 1000
 
     def __post_init__(self) -> None:
+        for name in ("db_connect_timeout_s", "db_statement_timeout_s", "header_timeout_s"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be a positive number of seconds")
+        if self.limit_concurrency < 2:
+            raise ConfigError("limit_concurrency (LOREG_LIMIT_CONCURRENCY) must be at least 2")
         if not self.s3_bucket:
             for name in ("s3_endpoint_url", "s3_public_endpoint_url"):
                 if getattr(self, name):
@@ -177,6 +188,12 @@ class Settings:
             job_max_attempts=_env_int("LOREG_JOB_MAX_ATTEMPTS", 5),
             visibility_timeout_s=_env_int("LOREG_VISIBILITY_TIMEOUT", 6 * 3600),
             fsck_interval_s=_env_float("LOREG_FSCK_INTERVAL", 0.0),
+            db_connect_timeout_s=_env_float("LOREG_DB_CONNECT_TIMEOUT", 5.0),
+            db_statement_timeout_s=_env_float("LOREG_DB_STATEMENT_TIMEOUT", 30.0),
+            retry_after_s=_env_int("LOREG_RETRY_AFTER", 5),
+            header_timeout_s=_env_float("LOREG_HEADER_TIMEOUT", 10.0),
+            keepalive_timeout_s=_env_int("LOREG_KEEPALIVE_TIMEOUT", 5),
+            limit_concurrency=_env_int("LOREG_LIMIT_CONCURRENCY", 1000),
         )
 
 

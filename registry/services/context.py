@@ -69,6 +69,10 @@ class Context:
         """Build the engine and store from settings (see :func:`make_store`)."""
         return cls(
             settings=settings,
-            engine=make_engine(settings.database_url),
+            engine=make_engine(
+                settings.database_url,
+                connect_timeout=settings.db_connect_timeout_s,
+                statement_timeout=settings.db_statement_timeout_s,
+            ),
             store=make_store(settings, create_bucket=create_bucket),
         )

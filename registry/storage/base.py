@@ -11,15 +11,17 @@ object, never a prefix of it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import inspect
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
-from registry.errors import BlobMismatch
+from registry.errors import BlobMismatch, StoreUnavailable
 
 MiB = 2**20
 DEFAULT_CHUNK_SIZE = 8 * MiB
@@ -138,6 +140,26 @@ class ObjectStore(ABC):
     #: the multipart calls work); False when the API must relay the bytes itself.
     supports_presigned_urls: bool = False
 
+    def describe(self) -> str:
+        """The store as an operator knows it (bucket and endpoint, or folder)."""
+        return repr(self)
+
+    def unavailable(self, exc: BaseException) -> StoreUnavailable:
+        """The 503 error for an outage ``exc`` of this store, naming the store."""
+        text = str(exc).strip()
+        reason = text.splitlines()[0][:300] if text else ""
+        return StoreUnavailable(
+            f"the object store ({self.describe()}) is unavailable "
+            f"({type(exc).__name__}{': ' + reason if reason else ''}); retry later"
+        )
+
+    @abstractmethod
+    def check(self) -> None:
+        """Raise :class:`registry.errors.StoreUnavailable` if the store cannot serve now.
+
+        One cheap round trip, for health checks.
+        """
+
     @abstractmethod
     def put(
         self, key: str, stream: BinaryIO, *, size: int | None = None, sha256: str | None = None
@@ -236,6 +258,44 @@ class ObjectStore(ABC):
 
         Raises ``NotImplementedError`` when :attr:`supports_presigned_urls` is False.
         """
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def outages_unavailable(is_outage: Callable[[BaseException], bool]) -> Callable[[_F], _F]:
+    """A decorator for store methods: an error ``is_outage`` accepts is re-raised as the
+    store's :meth:`ObjectStore.unavailable` (a 503 ``store_unavailable``).
+
+    Generator methods are covered while they are iterated, not only when called.
+    """
+
+    def decorate(method: _F) -> _F:
+        if inspect.isgeneratorfunction(method):
+
+            @functools.wraps(method)
+            def generator(self: ObjectStore, *args: Any, **kwargs: Any) -> Iterator[Any]:
+                try:
+                    yield from method(self, *args, **kwargs)
+                except Exception as exc:
+                    if is_outage(exc):
+                        raise self.unavailable(exc) from exc
+                    raise
+
+            return generator  # type: ignore[return-value]
+
+        @functools.wraps(method)
+        def call(self: ObjectStore, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return method(self, *args, **kwargs)
+            except Exception as exc:
+                if is_outage(exc):
+                    raise self.unavailable(exc) from exc
+                raise
+
+        return call  # type: ignore[return-value]
+
+    return decorate
 
 
 def check_range(start: int, end: int) -> None:

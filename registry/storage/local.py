@@ -9,6 +9,7 @@ debris. There are no presigned URLs: the API relays the bytes itself.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
@@ -28,9 +29,29 @@ from registry.storage.base import (
     PresignedPart,
     PresignedPut,
     check_range,
+    outages_unavailable,
     validate_key,
 )
 
+#: errno values that mean the folder's filesystem is gone (a lost NFS/iSCSI mount, a dead
+#: disk), not that a file is missing or a request is wrong.
+_UNREACHABLE_ERRNOS = {
+    errno.EIO,
+    errno.ENOTCONN,
+    errno.ESTALE,
+    errno.ETIMEDOUT,
+    errno.EHOSTDOWN,
+    errno.EHOSTUNREACH,
+    errno.ENODEV,
+    errno.ENXIO,
+}
+
+
+def _is_outage(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in _UNREACHABLE_ERRNOS
+
+
+_outages_are_unavailable = outages_unavailable(_is_outage)
 _WRITE_CHUNK = 1 * MiB
 _TMP_DIR = ".tmp"
 _NO_PRESIGN = (
@@ -56,6 +77,19 @@ class LocalStore(ObjectStore):
         validate_key(key)
         return self.root.joinpath(*key.split("/"))
 
+    def describe(self) -> str:
+        """``local folder <root>``."""
+        return f"local folder {self.root}"
+
+    def check(self) -> None:
+        """The root folder must be a writable folder (it vanishes with a lost mount)."""
+        try:
+            if not self.root.is_dir() or not os.access(self.root, os.W_OK | os.X_OK):
+                raise OSError(errno.ENOENT, "the folder is missing or not writable")
+            os.stat(self._tmp)
+        except OSError as exc:
+            raise self.unavailable(exc) from exc
+
     def path_of(self, key: str) -> Path:
         """The file holding ``key`` (for zero-copy serving); it may not exist."""
         return self._path(key)
@@ -77,6 +111,7 @@ class LocalStore(ObjectStore):
     def _new_temp(self, prefix: str) -> tuple[int, str]:
         return tempfile.mkstemp(dir=self._tmp, prefix=prefix)
 
+    @_outages_are_unavailable
     def put(
         self, key: str, stream: BinaryIO, *, size: int | None = None, sha256: str | None = None
     ) -> None:
@@ -105,12 +140,14 @@ class LocalStore(ObjectStore):
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise ObjectNotFound(key) from None
 
+    @_outages_are_unavailable
     def open(self, key: str, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[bytes]:
         """Stream the file; ObjectNotFound is raised before the first chunk is asked for."""
         if chunk_size <= 0:
             raise ValueError(f"chunk_size must be > 0, got {chunk_size}")
         return _iter_file(self._open_file(key), chunk_size)
 
+    @_outages_are_unavailable
     def read_range(self, key: str, start: int, end: int) -> bytes:
         """Bytes ``[start, end)`` of the file, clipped to its size."""
         check_range(start, end)
@@ -118,6 +155,7 @@ class LocalStore(ObjectStore):
             f.seek(start)
             return f.read(end - start)
 
+    @_outages_are_unavailable
     def stat(self, key: str) -> ObjectInfo | None:
         """Size of the file; ``sha256`` is always None (the folder keeps no checksums)."""
         try:
@@ -128,6 +166,7 @@ class LocalStore(ObjectStore):
             return None
         return ObjectInfo(key=key, size=st.st_size, sha256=None)
 
+    @_outages_are_unavailable
     def delete(self, key: str) -> None:
         """Unlink the file if present and prune folders it leaves empty."""
         path = self._path(key)
@@ -143,6 +182,7 @@ class LocalStore(ObjectStore):
             except OSError:
                 break
 
+    @_outages_are_unavailable
     def copy(self, src: str, dst: str) -> None:
         """Copy through a temp file and rename, so ``dst`` appears complete or not at all."""
         src_path, dst_path = self._path(src), self._path(dst)
@@ -168,6 +208,7 @@ class LocalStore(ObjectStore):
                 os.unlink(tmp)
             raise
 
+    @_outages_are_unavailable
     def list(self, prefix: str) -> Iterator[tuple[str, int, datetime]]:
         """Walk the folder in key order, skipping the temp area."""
         folder, _, _ = prefix.rpartition("/")

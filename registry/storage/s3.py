@@ -15,6 +15,11 @@ Two endpoints: server-side calls go to ``endpoint_url`` (e.g. ``http://minio:900
 inside a Compose network), while presigned URLs, which clients elsewhere fetch, can be
 signed for ``public_endpoint_url`` (e.g. ``http://localhost:9000``). SigV4 signs the
 host, so such a URL must be built for the host the client will reach, not rewritten.
+
+Outages: every call that talks to S3 turns a connection failure, a timeout, a
+truncated answer or a 5xx from S3 into :class:`registry.errors.StoreUnavailable`
+(an HTTP 503 ``store_unavailable`` naming the bucket and endpoint), after botocore's
+own retries; callers never see raw botocore network errors.
 """
 
 from __future__ import annotations
@@ -33,7 +38,8 @@ from urllib.parse import quote
 import boto3
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, HTTPClientError, IncompleteReadError
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from registry.storage.base import (
     DEFAULT_CHUNK_SIZE,
@@ -48,6 +54,7 @@ from registry.storage.base import (
     StorageError,
     check_range,
     check_sha256_hex,
+    outages_unavailable,
     read_exact,
     validate_key,
 )
@@ -63,8 +70,27 @@ _BAD_PARTS = {"InvalidPart", "InvalidPartOrder", "EntityTooSmall", "MalformedXML
 _MULTIPART_ETAG = re.compile(r'"?[0-9a-fA-F]+-\d+"?')
 
 
+#: botocore errors that mean the endpoint cannot be reached or broke off an answer.
+_UNREACHABLE = (BotoConnectionError, HTTPClientError, IncompleteReadError)
+#: S3 error codes that mean "the service is in trouble, try later" (besides any 5xx).
+_SERVER_TROUBLE = {"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout"}
+
+
 def _error_code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _is_outage(exc: BaseException) -> bool:
+    """True when ``exc`` means S3 is down, unreachable or overloaded (not a refusal)."""
+    if isinstance(exc, _UNREACHABLE):
+        return True
+    if isinstance(exc, ClientError):
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+        return int(status) >= 500 or _error_code(exc) in _SERVER_TROUBLE
+    return False
+
+
+_outages_are_unavailable = outages_unavailable(_is_outage)
 
 
 def _b64(digest: bytes) -> str:
@@ -124,6 +150,7 @@ class S3Store(ObjectStore):
             raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
         prefix = prefix.strip("/")
         self.bucket = bucket
+        self.endpoint_url = endpoint_url
         self.prefix = f"{validate_key(prefix)}/" if prefix else ""
         self.part_size = part_size
         self.max_concurrency = max_concurrency
@@ -133,7 +160,7 @@ class S3Store(ObjectStore):
             signature_version="s3v4",
             s3={"addressing_style": "path" if endpoint_url or public_endpoint_url else "auto"},
             max_pool_connections=max_pool_connections,
-            retries={"max_attempts": 5, "mode": "standard"},
+            retries={"max_attempts": 3, "mode": "standard"},  # then 503; clients retry
             connect_timeout=10,
             read_timeout=120,
             # Only the checksums this class asks for: botocore's default CRC32 trailers
@@ -163,6 +190,16 @@ class S3Store(ObjectStore):
     def _k(self, key: str) -> str:
         return self.prefix + validate_key(key)
 
+    def describe(self) -> str:
+        """The store as an operator knows it: ``S3 bucket 'b' at <endpoint>``."""
+        return f"S3 bucket {self.bucket!r} at {self.endpoint_url or 'AWS S3'}"
+
+    @_outages_are_unavailable
+    def check(self) -> None:
+        """One HeadBucket: raise StoreUnavailable (or a ClientError) if S3 cannot serve."""
+        self.client.head_bucket(Bucket=self.bucket)
+
+    @_outages_are_unavailable
     def ensure_bucket(self) -> None:
         """Create the bucket if it does not exist yet (idempotent)."""
         try:
@@ -186,6 +223,7 @@ class S3Store(ObjectStore):
 
     # ------------------------------------------------------------------ writes
 
+    @_outages_are_unavailable
     def put(
         self, key: str, stream: BinaryIO, *, size: int | None = None, sha256: str | None = None
     ) -> None:
@@ -274,6 +312,7 @@ class S3Store(ObjectStore):
             part["ChecksumSHA256"] = response["ChecksumSHA256"]
         return part
 
+    @_outages_are_unavailable
     def delete(self, key: str) -> None:
         """DeleteObject (S3 answers success for absent keys too)."""
         try:
@@ -282,6 +321,7 @@ class S3Store(ObjectStore):
             if _error_code(exc) not in _NOT_FOUND:
                 raise
 
+    @_outages_are_unavailable
     def copy(self, src: str, dst: str) -> None:
         """Server-side copy (one CopyObject up to 5 GiB, multipart copy beyond).
 
@@ -316,12 +356,14 @@ class S3Store(ObjectStore):
                 raise ObjectNotFound(key) from exc
             raise
 
+    @_outages_are_unavailable
     def open(self, key: str, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[bytes]:
         """One GetObject, its body streamed in chunks; ObjectNotFound raised at call time."""
         if chunk_size <= 0:
             raise ValueError(f"chunk_size must be > 0, got {chunk_size}")
-        return _iter_body(self._get(key)["Body"], chunk_size)
+        return _iter_body(self, self._get(key)["Body"], chunk_size)
 
+    @_outages_are_unavailable
     def read_range(self, key: str, start: int, end: int) -> bytes:
         """A ranged GetObject for ``[start, end)``, clipped to the object's size."""
         check_range(start, end)
@@ -338,6 +380,7 @@ class S3Store(ObjectStore):
         with contextlib.closing(body):
             return body.read()
 
+    @_outages_are_unavailable
     def stat(self, key: str) -> ObjectInfo | None:
         """HeadObject with checksums enabled; see the module docstring for ``sha256``."""
         try:
@@ -366,6 +409,7 @@ class S3Store(ObjectStore):
             return None
         return digest.hex() if len(digest) == 32 else None
 
+    @_outages_are_unavailable
     def list(self, prefix: str) -> Iterator[tuple[str, int, datetime]]:
         """ListObjectsV2 pages, keys relative to the store's prefix, in key order."""
         paginator = self.client.get_paginator("list_objects_v2")
@@ -410,6 +454,7 @@ class S3Store(ObjectStore):
         )
         return PresignedPut(url=url, headers=headers)
 
+    @_outages_are_unavailable
     def create_multipart(self, key: str) -> str:
         """CreateMultipartUpload without a checksum algorithm (parts come from clients)."""
         response = self.client.create_multipart_upload(Bucket=self.bucket, Key=self._k(key))
@@ -434,6 +479,7 @@ class S3Store(ObjectStore):
         )
         return PresignedPart(part_number=part_number, url=url)
 
+    @_outages_are_unavailable
     def complete_multipart(self, key: str, upload_id: str, parts: list[tuple[int, str]]) -> None:
         """CompleteMultipartUpload with the parts in order; the object appears atomically."""
         numbers = [number for number, _ in parts]
@@ -462,6 +508,7 @@ class S3Store(ObjectStore):
                 raise InvalidMultipart(f"{key}: S3 refused the part list ({code}): {exc}") from exc
             raise
 
+    @_outages_are_unavailable
     def abort_multipart(self, key: str, upload_id: str) -> None:
         """AbortMultipartUpload; an unknown or finished upload is ignored."""
         try:
@@ -473,6 +520,11 @@ class S3Store(ObjectStore):
                 raise
 
 
-def _iter_body(body: Any, chunk_size: int) -> Iterator[bytes]:
+def _iter_body(store: S3Store, body: Any, chunk_size: int) -> Iterator[bytes]:
     with contextlib.closing(body):
-        yield from body.iter_chunks(chunk_size)
+        try:
+            yield from body.iter_chunks(chunk_size)
+        except Exception as exc:
+            if _is_outage(exc):
+                raise store.unavailable(exc) from exc
+            raise

@@ -117,6 +117,15 @@ class MotoServer:
         text = self._stderr.read().decode("utf-8", "replace").strip()
         return text[-4000:] or "(no stderr output)"
 
+    def kill(self) -> None:
+        """SIGKILL the process (a crash: in-memory buckets are lost); :meth:`start` again
+        serves on the same port."""
+        process = self._process
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait()
+        self.stop()
+
     def stop(self) -> None:
         """Terminate the process (kill it if it lingers); safe to call twice."""
         process, self._process = self._process, None

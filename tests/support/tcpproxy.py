@@ -3,7 +3,10 @@
 Clients connect to ``proxy.url``; bytes are relayed to the target. ``cut()``
 closes the listening socket and every relayed connection, so new connections
 are refused (as when a service is down); ``restore()`` listens again on the same
-port.
+port. ``blackhole()`` is the nastier outage of a network that drops packets: the
+proxy keeps accepting connections and reading what clients send, but forwards nothing
+either way, so a client waits for an answer that never comes; ``restore()`` ends it
+(connections opened or starved meanwhile are closed, as their streams lost bytes).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ class TcpProxy:
         self._listener: socket.socket | None = None
         self._conns: set[socket.socket] = set()
         self._lock = threading.Lock()
+        self._blackholed = threading.Event()
 
     @property
     def url(self) -> str:
@@ -33,7 +37,15 @@ class TcpProxy:
         return f"http://127.0.0.1:{self.port}"
 
     def restore(self) -> TcpProxy:
-        """Start (or resume) accepting connections."""
+        """Start (or resume) accepting and forwarding connections."""
+        if self._blackholed.is_set():
+            self._blackholed.clear()
+            with self._lock:
+                conns, self._conns = self._conns, set()
+            for conn in conns:
+                _close(conn)
+        if self._listener is not None:
+            return self
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(("127.0.0.1", self.port))
@@ -42,6 +54,10 @@ class TcpProxy:
             self._listener = listener
         threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
         return self
+
+    def blackhole(self) -> None:
+        """Keep accepting and reading, forward nothing: answers stop without a refusal."""
+        self._blackholed.set()
 
     def cut(self) -> None:
         """Refuse new connections and drop the open ones."""
@@ -59,6 +75,11 @@ class TcpProxy:
                 client, _ = listener.accept()
             except OSError:
                 return  # cut
+            if self._blackholed.is_set():
+                with self._lock:
+                    self._conns.add(client)
+                threading.Thread(target=self._pump, args=(client, None), daemon=True).start()
+                continue
             try:
                 upstream = socket.create_connection(self.target, timeout=10)
             except OSError:
@@ -74,14 +95,15 @@ class TcpProxy:
             for src, dst in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
 
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+    def _pump(self, src: socket.socket, dst: socket.socket | None) -> None:
         try:
             while data := src.recv(BUFFER):
-                dst.sendall(data)
+                if dst is not None and not self._blackholed.is_set():
+                    dst.sendall(data)
         except OSError:
             pass
         finally:
-            for conn in (src, dst):
+            for conn in (src, dst) if dst is not None else (src,):
                 with self._lock:
                     self._conns.discard(conn)
                 _close(conn)

@@ -1,4 +1,4 @@
-"""Tokens, blob downloads (local store) and maintenance routes."""
+"""Health, tokens, blob downloads (local store) and maintenance routes."""
 
 from __future__ import annotations
 
@@ -6,18 +6,46 @@ import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 
 from registry.api.deps import ContextDep, PrincipalDep, SessionDep
 from registry.auth import require_scope
 from registry.errors import NotFound
-from registry.schemas import MAX_INT64, TokenRequest, error_responses
+from registry.schemas import MAX_INT64, ErrorResponse, Health, TokenRequest, error_responses
 from registry.services import fsck, tokens, urls
 from registry.services.gc import collect_garbage
+from registry.services.health import health as health_report
 from registry.storage.base import blob_key
 
 router = APIRouter(prefix="/v1", tags=["admin"])
 _SHA = re.compile(r"^[0-9a-f]{64}$")
+
+
+@router.get(
+    "/health",
+    response_model=Health,
+    responses={
+        503: {
+            "model": ErrorResponse,
+            "description": "database_unavailable, store_unavailable, broker_unavailable (one "
+            "dependency down) or service_unavailable (several); details is the health report",
+        },
+        **error_responses(),
+    },
+)
+def health(ctx: ContextDep) -> dict[str, Any] | JSONResponse:
+    """Whether the database, the object store and the broker (if any) answer; 503 if not."""
+    report = health_report(ctx)
+    if report["status"] == "ok":
+        return report
+    down = {name: check for name, check in report["checks"].items() if check["status"] != "ok"}
+    codes = {"database": "database_unavailable", "store": "store_unavailable"}
+    codes["broker"] = "broker_unavailable"
+    code = codes[next(iter(down))] if len(down) == 1 else "service_unavailable"
+    message = "; ".join(f"{name}: {check['error']}" for name, check in down.items())
+    body = {"error": {"code": code, "message": message, "details": Health(**report).model_dump()}}
+    headers = {"Retry-After": str(ctx.settings.retry_after_s)}
+    return JSONResponse(body, status_code=503, headers=headers)
 
 
 @router.post("/tokens", status_code=201, responses=error_responses(400, 401, 403, 404, 413, 422))

@@ -1,4 +1,4 @@
-"""Catalog routes: health, identity, namespaces, adapters, resolve, aliases."""
+"""Catalog routes: identity, namespaces, adapters, resolve, aliases (health: admin)."""
 
 from __future__ import annotations
 
@@ -6,12 +6,10 @@ from typing import Any
 
 from fastapi import APIRouter
 
-import registry
 from registry.api.deps import BaseUrlDep, ContextDep, PrincipalDep, SessionDep
 from registry.schemas import (
     AliasRequest,
     AliasView,
-    Health,
     NamespaceRequest,
     ResolvedVersion,
     WhoAmI,
@@ -20,17 +18,6 @@ from registry.schemas import (
 from registry.services import catalog, tokens
 
 router = APIRouter(prefix="/v1", tags=["catalog"])
-
-
-@router.get("/health", response_model=Health, responses=error_responses())
-def health(ctx: ContextDep) -> dict[str, Any]:
-    """Liveness plus which storage and database this server runs on."""
-    return {
-        "status": "ok",
-        "version": registry.__version__,
-        "storage": ctx.settings.storage_kind,
-        "database": ctx.settings.database_kind,
-    }
 
 
 @router.get("/whoami", response_model=WhoAmI, responses=error_responses(401))

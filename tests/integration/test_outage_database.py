@@ -1,0 +1,140 @@
+"""Database outages answer 503 ``database_unavailable`` and heal (issue 9, item 1).
+
+A Postgres cluster of the test's own (never the machine's) is crashed with
+``pg_ctl stop -m immediate`` and started again; a TCP proxy in front of it drops
+everything (a blackholed network) to show a request fails in bounded time.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from tests.support.pgcluster import PgCluster, postgres_bin_dir
+from tests.support.servers import ServerThread
+from tests.support.tcpproxy import TcpProxy
+
+pytestmark = pytest.mark.skipif(postgres_bin_dir() is None, reason="no Postgres binaries")
+
+CONNECT_TIMEOUT = 1.0
+STATEMENT_TIMEOUT = 2.0
+#: A request against a blackholed database: one silent pooled connection (statement +
+#: connect timeout), one connection attempt (connect timeout), and slack for a busy box.
+BLACKHOLE_BOUND = STATEMENT_TIMEOUT + 2 * CONNECT_TIMEOUT + 4.0
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[PgCluster]:
+    """The test's own Postgres cluster, running."""
+    pg = PgCluster()
+    try:
+        pg.start()
+        yield pg
+    finally:
+        pg.destroy()
+
+
+def _serve(stack: ExitStack, tmp_path, database_url: str) -> tuple[str, str]:
+    """A registry on ``database_url`` + a local store; (url, admin token)."""
+    from registry.app import create_app
+    from registry.serve import prepare
+    from registry.settings import Settings
+
+    settings = Settings(
+        data_dir=tmp_path / f"registry-{uuid.uuid4().hex[:6]}",
+        database_url=database_url,
+        secret_key=secrets.token_hex(16),
+        db_connect_timeout_s=CONNECT_TIMEOUT,
+        db_statement_timeout_s=STATEMENT_TIMEOUT,
+        retry_after_s=3,
+    )
+    ctx, token = prepare(settings)
+    stack.callback(ctx.engine.dispose)
+    server = stack.enter_context(ServerThread(create_app(context=ctx)))
+    return server.url, token
+
+
+def _new_database(cluster: PgCluster, host_port: str | None = None) -> str:
+    name = f"outage_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(cluster.url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return f"postgresql+psycopg2://postgres@{host_port or f'127.0.0.1:{cluster.port}'}/{name}"
+
+
+def _assert_database_unavailable(r: httpx.Response, port: int) -> None:
+    assert r.status_code == 503, r.text
+    error = r.json()["error"]
+    assert error["code"] == "database_unavailable", error
+    assert "postgresql database" in error["message"] and f":{port}" in error["message"], error
+    assert r.headers["Retry-After"] == "3"
+
+
+def test_database_crash_answers_503_then_heals(cluster, tmp_path):
+    with ExitStack() as stack:
+        url, token = _serve(stack, tmp_path, _new_database(cluster))
+        api = stack.enter_context(
+            httpx.Client(base_url=url, timeout=30, headers={"Authorization": f"Bearer {token}"})
+        )
+        assert api.get("/v1/namespaces").status_code == 200
+        health = api.get("/v1/health")
+        assert health.status_code == 200 and health.json()["checks"]["database"]["status"] == "ok"
+
+        cluster.crash()
+        try:
+            _assert_database_unavailable(api.get("/v1/namespaces"), cluster.port)
+            _assert_database_unavailable(api.get("/v1/whoami"), cluster.port)
+            health = api.get("/v1/health")
+            assert health.status_code == 503, health.text
+            assert health.headers["Retry-After"] == "3"
+            error = health.json()["error"]
+            assert error["code"] == "database_unavailable"
+            assert "postgresql database" in error["message"]
+            body = error["details"]
+            assert body["status"] == "unavailable"
+            assert body["checks"]["database"]["status"] == "unavailable"
+            assert "postgresql database" in body["checks"]["database"]["error"]
+            assert body["checks"]["store"]["status"] == "ok"
+        finally:
+            cluster.start()
+
+        # the API heals by itself: the very next request works
+        assert api.get("/v1/namespaces").status_code == 200
+        assert api.get("/v1/whoami").json()["authenticated"] is True
+        health = api.get("/v1/health")
+        assert health.status_code == 200 and health.json()["status"] == "ok"
+
+
+def test_blackholed_database_fails_in_bounded_time(cluster, tmp_path):
+    with ExitStack() as stack:
+        proxy = stack.enter_context(TcpProxy("127.0.0.1", cluster.port))
+        url, token = _serve(stack, tmp_path, _new_database(cluster, f"127.0.0.1:{proxy.port}"))
+        api = stack.enter_context(
+            httpx.Client(base_url=url, timeout=60, headers={"Authorization": f"Bearer {token}"})
+        )
+        assert api.get("/v1/namespaces").status_code == 200  # pooled connections exist
+
+        proxy.blackhole()
+        for path in ("/v1/namespaces", "/v1/namespaces"):  # a pooled, then a new connection
+            started = time.monotonic()
+            r = api.get(path)
+            took = time.monotonic() - started
+            _assert_database_unavailable(r, proxy.port)
+            assert took < BLACKHOLE_BOUND, f"{path} took {took:.1f} s"
+        started = time.monotonic()
+        health = api.get("/v1/health")
+        assert health.status_code == 503, health.text
+        assert health.json()["error"]["details"]["checks"]["database"]["status"] == "unavailable"
+        assert time.monotonic() - started < BLACKHOLE_BOUND
+
+        proxy.restore()
+        assert api.get("/v1/namespaces").status_code == 200
+        assert api.get("/v1/health").status_code == 200

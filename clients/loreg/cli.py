@@ -159,6 +159,21 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--data-dir", help="folder for the embedded SQLite database and blobs")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument(
+        "--header-timeout",
+        type=float,
+        help="seconds a client may take to send a request's headers (LOREG_HEADER_TIMEOUT)",
+    )
+    serve.add_argument(
+        "--keepalive-timeout",
+        type=int,
+        help="seconds an idle keep-alive connection stays open (LOREG_KEEPALIVE_TIMEOUT)",
+    )
+    serve.add_argument(
+        "--limit-concurrency",
+        type=int,
+        help="most connections at once; idle ones are closed first (LOREG_LIMIT_CONCURRENCY)",
+    )
 
     db = add(commands, "db", None, "database maintenance")
     db_cmds = db.add_subparsers(dest="db_command", metavar="COMMAND", required=True)
@@ -486,6 +501,9 @@ def _cmd_serve(args: argparse.Namespace, _registry: None) -> int:
             host=args.host,
             port=args.port,
             json_output=getattr(args, "json", False),
+            header_timeout=args.header_timeout,
+            keepalive_timeout=args.keepalive_timeout,
+            limit_concurrency=args.limit_concurrency,
         )
     return 0
 

@@ -57,7 +57,7 @@ from registry.schemas import FileEntry, UploadRequest
 from registry.services import audit, catalog, fsck
 from registry.services.base_models import base_model_view
 from registry.services.context import Context
-from registry.storage.base import blob_key, staging_key
+from registry.storage.base import InvalidMultipart, ObjectNotFound, blob_key, staging_key
 from registry.validation.base_model import check_adapter_fits_base, linear_modules_of_headers
 from registry.validation.content import HEAD_BYTES, pickle_content
 from registry.validation.dataset import validate_jsonl
@@ -355,7 +355,7 @@ def complete_blob(
             raise InvalidManifest(f"blob {sha} was sent in parts: list them in 'parts'")
         try:
             ctx.store.complete_multipart(key, mp_id, sorted(parts))
-        except Exception as exc:  # noqa: BLE001 - S3 answers InvalidPart, NoSuchUpload, ...
+        except (InvalidMultipart, ObjectNotFound) as exc:  # InvalidPart, NoSuchUpload, ...
             raise BlobMismatch(f"could not assemble the parts of blob {sha}: {exc}") from exc
     info = ctx.store.stat(key)
     if info is None:

@@ -141,16 +141,20 @@ ERROR_RESPONSES: dict[int, dict[str, Any]] = {
         "invalid_name, invalid_ref, invalid_manifest, invalid_job, shape_mismatch, ..."
     ),
     500: _error_doc("internal: a bug; the server log has the traceback"),
+    503: _error_doc(
+        "database_unavailable, store_unavailable or broker_unavailable: a dependency is down; "
+        "retry after the Retry-After header's seconds"
+    ),
 }
 
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """The ``responses=`` of a route: the given error statuses plus 500.
+    """The ``responses=`` of a route: the given error statuses plus 500 and 503.
 
     Declaring 422 here also replaces FastAPI's default ``HTTPValidationError``
     schema with ours, so every route with parameters lists 422.
     """
-    return {status: ERROR_RESPONSES[status] for status in (*statuses, 500)}
+    return {status: ERROR_RESPONSES[status] for status in (*statuses, 500, 503)}
 
 
 # --- Responses ----------------------------------------------------------------------

@@ -25,12 +25,12 @@ _SHA = re.compile(r"^[0-9a-f]{64}$")
     "/health",
     response_model=Health,
     responses={
+        **error_responses(),
         503: {
             "model": ErrorResponse,
             "description": "database_unavailable, store_unavailable, broker_unavailable (one "
             "dependency down) or service_unavailable (several); details is the health report",
         },
-        **error_responses(),
     },
 )
 def health(ctx: ContextDep) -> dict[str, Any] | JSONResponse:

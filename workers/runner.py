@@ -41,7 +41,7 @@ from sqlmodel import Session, select
 
 from loreg.refs import format_ref
 from registry.auth import SCOPE_LEVELS, Principal
-from registry.errors import Conflict, RegistryError
+from registry.errors import Conflict, RegistryError, ServiceUnavailable
 from registry.models import (
     Adapter,
     BaseModelFile,
@@ -94,7 +94,10 @@ class TransientJobError(Exception):
 
 def is_transient(exc: BaseException) -> bool:
     """True for infrastructure errors (database, S3, network) worth retrying later."""
-    if isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError | ConnectionError):
+    if isinstance(
+        exc,
+        sa.exc.OperationalError | sa.exc.InterfaceError | ConnectionError | ServiceUnavailable,
+    ):
         return True
     try:
         import botocore.exceptions as bce

@@ -24,6 +24,15 @@ MAX_JSON_DEPTH = 64
 TOO_DEEP = "<removed: nested deeper than {depth} levels>"
 
 
+def has_lone_surrogate(text: str) -> bool:
+    """Whether ``text`` holds a surrogate code point that pairs with nothing (not UTF-8)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 def text_problem(text: str) -> str | None:
     """Why ``text`` cannot be stored as text (a NUL or a lone surrogate), or None."""
     if "\x00" in text:

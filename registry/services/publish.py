@@ -61,7 +61,7 @@ from registry.storage.base import blob_key, staging_key
 from registry.validation.base_model import check_adapter_fits_base, linear_modules_of_headers
 from registry.validation.content import HEAD_BYTES, pickle_content
 from registry.validation.dataset import validate_jsonl
-from registry.validation.paths import refuse_pickle, validate_file_path
+from registry.validation.paths import check_manifest_paths, refuse_pickle, validate_file_path
 from registry.validation.peft_config import parse_adapter_config, validate_lora_config
 from registry.validation.safetensors_header import SafetensorsHeader, read_safetensors_header
 
@@ -96,6 +96,7 @@ def _validate_files(ctx: Context, req: UploadRequest) -> list[FileEntry]:
         if sizes.setdefault(entry.sha256, entry.size) != entry.size:
             raise InvalidManifest(f"sha256 {entry.sha256} is declared with two different sizes")
         seen[path] = FileEntry(path=path, size=entry.size, sha256=entry.sha256)
+    check_manifest_paths(list(seen))
     paths = set(seen)
     if req.kind == "adapter":
         missing = [p for p in (ADAPTER_CONFIG, ADAPTER_WEIGHTS) if p not in paths]

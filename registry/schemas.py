@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from loreg.refs import MAX_VERSION
-from registry.errors import InvalidRequest
+from registry.errors import InvalidPath, InvalidRequest
 from registry.validation.json_values import json_problem
 
 SHA256_PATTERN = r"^[0-9a-f]{64}$"
@@ -42,6 +42,9 @@ class _Strict(BaseModel):
         """
         problem = json_problem(data)
         if problem is not None:
+            where = problem.split(":", 1)[0]
+            if where.startswith("files[") and where.endswith("].path"):
+                raise InvalidPath(f"invalid file path ({problem})")
             raise InvalidRequest(f"invalid request: {problem}")
         return data
 

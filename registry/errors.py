@@ -204,3 +204,17 @@ class BrokerUnavailable(ServiceUnavailable):
     """The job broker (Redis) is down or unreachable."""
 
     code = "broker_unavailable"
+
+
+class UnsupportedFile(RegistryError):
+    """A file of a kind the registry does not store (only an allow-list of kinds is accepted)."""
+
+    status = 422
+    code = "unsupported_file"
+
+
+class InvalidFileContent(RegistryError):
+    """A file's bytes are not what its name says (JSON that does not parse, binary text, ...)."""
+
+    status = 422
+    code = "invalid_file_content"

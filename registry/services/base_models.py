@@ -14,6 +14,7 @@ from registry.models import (
 )
 from registry.services import fsck, lineage
 from registry.services.context import Context
+from registry.services.repair import render
 from registry.services.urls import blob_download_url
 
 
@@ -62,9 +63,9 @@ def base_model_view(
     files = [f for f, _ in rows]
     out = base_model_summary(bm)
     out.update(
-        config=bm.config,
+        config=render(bm.config),
         modules=bm.modules or {},
-        metadata=bm.meta or {},
+        metadata=render(bm.meta) or {},
         lineage=base_model_lineage(session, bm),
         files=[
             {

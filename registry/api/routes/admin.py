@@ -15,6 +15,7 @@ from registry.schemas import MAX_INT64, ErrorResponse, Health, TokenRequest, err
 from registry.services import fsck, tokens, urls
 from registry.services.gc import collect_garbage
 from registry.services.health import health as health_report
+from registry.services.repair import repair_stored_json
 from registry.storage.base import blob_key
 
 router = APIRouter(prefix="/v1", tags=["admin"])
@@ -110,3 +111,10 @@ def fsck_store(
     """
     require_scope(principal, "*", False, "admin")
     return fsck.scrub(ctx, verify_hashes=verify_hashes)
+
+
+@router.post("/admin/repair-json", responses=error_responses(401, 403))
+def repair_json(principal: PrincipalDep, ctx: ContextDep) -> dict[str, Any]:
+    """Rewrite stored configs, metadata and lineage params nested past the bounds (admin)."""
+    require_scope(principal, "*", False, "admin")
+    return repair_stored_json(ctx)

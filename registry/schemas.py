@@ -26,7 +26,7 @@ MAX_INT64 = 2**63 - 1
 MAX_JOBS_PAGE = 500
 
 
-class _Strict(BaseModel):
+class StrictBody(BaseModel):
     """A request body: unknown fields refused, every value storable (see ``_storable``)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -49,7 +49,7 @@ class _Strict(BaseModel):
         return data
 
 
-class FileEntry(_Strict):
+class FileEntry(StrictBody):
     """One file of an upload manifest."""
 
     path: str = Field(min_length=1, max_length=1024)
@@ -57,7 +57,7 @@ class FileEntry(_Strict):
     sha256: str = Field(pattern=SHA256_PATTERN, description="lowercase hex sha256 of the bytes")
 
 
-class ParentRef(_Strict):
+class ParentRef(StrictBody):
     """A lineage parent declared at publish time."""
 
     ref: str = Field(min_length=1, max_length=300)
@@ -67,7 +67,7 @@ class ParentRef(_Strict):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
-class UploadRequest(_Strict):
+class UploadRequest(StrictBody):
     """Phase one of a publish: what the client intends to commit."""
 
     kind: Literal["adapter", "base_model", "dataset"] = "adapter"
@@ -81,33 +81,33 @@ class UploadRequest(_Strict):
     revision: str | None = Field(default=None, max_length=128)
 
 
-class CompletedPart(_Strict):
+class CompletedPart(StrictBody):
     """A multipart part as uploaded to S3: its number and the ETag S3 returned."""
 
     part_number: int = Field(ge=1, le=10000)
     etag: str = Field(min_length=1, max_length=256)
 
 
-class CompleteBlobRequest(_Strict):
+class CompleteBlobRequest(StrictBody):
     """Body of ``POST /v1/uploads/{id}/blobs/{sha256}/complete``."""
 
     parts: list[CompletedPart] | None = None
 
 
-class AliasRequest(_Strict):
+class AliasRequest(StrictBody):
     """Body of ``PUT .../aliases/{alias}``."""
 
     version: int = Field(ge=1, le=MAX_VERSION)
 
 
-class Grant(_Strict):
+class Grant(StrictBody):
     """A scope on a namespace (``*`` = every namespace)."""
 
     namespace: str = Field(min_length=1, max_length=64)
     scope: Scope
 
 
-class TokenRequest(_Strict):
+class TokenRequest(StrictBody):
     """Body of ``POST /v1/tokens``."""
 
     name: str = Field(min_length=1, max_length=128)
@@ -115,7 +115,7 @@ class TokenRequest(_Strict):
     default_namespace: str | None = Field(default=None, max_length=64)
 
 
-class NamespaceRequest(_Strict):
+class NamespaceRequest(StrictBody):
     """Body of ``POST /v1/namespaces``."""
 
     name: str = Field(min_length=1, max_length=64)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from sqlalchemy import update
 from sqlmodel import Session, select
 
@@ -19,6 +19,7 @@ from loreg.refs import format_ref, validate_adapter_name
 from registry.auth import Principal, require_scope
 from registry.errors import Conflict, InvalidJob, InvalidName, NotFound
 from registry.models import BaseModelFile, BaseModelRecord, Job, Namespace, utcnow
+from registry.schemas import StrictBody
 from registry.services import audit, catalog
 
 JOB_TYPES = ("combine", "compress", "merge", "train")
@@ -45,18 +46,16 @@ PRECISIONS = ("fp16", "bf16", "int8")
 MAX_RANK = 4096
 
 
-class JobInput(BaseModel):
+class JobInput(StrictBody):
     """One input adapter of a job, with its weight (combine)."""
 
-    model_config = ConfigDict(extra="forbid")
     ref: str = Field(min_length=1, max_length=300)
     weight: float = 1.0
 
 
-class JobRequest(BaseModel):
-    """Body of ``POST /v1/jobs``."""
+class JobRequest(StrictBody):
+    """Body of ``POST /v1/jobs`` (bounded like every request body: see ``StrictBody``)."""
 
-    model_config = ConfigDict(extra="forbid")
     type: Literal["combine", "compress", "merge", "train"]
     inputs: list[JobInput] = Field(default_factory=list, max_length=64)
     params: dict[str, Any] = Field(default_factory=dict)

@@ -127,6 +127,13 @@ def test_fedit_result_is_flagged_inexact_in_its_card(stack, tmp_path):
     assert card["stats"]["params"]["weights"] == [0.75, 0.25]  # client weights normalised
 
 
+def _nested(depth: int) -> list:
+    value: list = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
 @pytest.mark.parametrize(
     ("inputs", "params", "status", "words"),
     [
@@ -179,6 +186,24 @@ def test_fedit_result_is_flagged_inexact_in_its_card(stack, tmp_path):
             422,
             ["unknown params", "normalize_weights"],
         ),
+        (
+            [{"ref": "medical-v1"}, {"ref": "legal-v1"}],
+            {"method": "linear", "note": _nested(300)},
+            422,
+            ["params.note", "nested deeper than"],
+        ),
+        (
+            [{"ref": "medical-v1", "weight": float("inf")}, {"ref": "legal-v1"}],
+            {"method": "linear"},
+            422,
+            ["inputs[0].weight", "finite"],
+        ),
+        (
+            [{"ref": "medical-v1"}, {"ref": "legal-v1"}],
+            {"method": "linear", "seed_note": "a\x00b"},
+            422,
+            ["params.seed_note", "nul"],
+        ),
     ],
     ids=[
         "unknown-ref",
@@ -190,11 +215,18 @@ def test_fedit_result_is_flagged_inexact_in_its_card(stack, tmp_path):
         "flora-negative-weight",
         "sign-method-on-svd",
         "unknown-param",
+        "params-nested-too-deep",
+        "infinite-weight",
+        "nul-in-params",
     ],
 )
 def test_invalid_jobs_are_refused_at_submission(stack, inputs, params, status, words):
     before = len(stack.api.get("/v1/jobs", params={"limit": 500}).json())
-    r = stack.submit({"type": "combine", "inputs": inputs, "params": params, "output": "bad"})
+    body = {"type": "combine", "inputs": inputs, "params": params, "output": "bad"}
+    # json.dumps writes inf as Infinity, which Python's parser (the server's) reads back.
+    r = stack.api.post(
+        "/v1/jobs", content=json.dumps(body), headers={"content-type": "application/json"}
+    )
     assert r.status_code == status, r.text
     message = json.dumps(r.json()).lower()
     assert all(word in message for word in words), message

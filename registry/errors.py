@@ -162,3 +162,17 @@ class InvalidRequest(RegistryError):
 
     status = 422
     code = "invalid_request"
+
+
+class UnsupportedFile(RegistryError):
+    """A file of a kind the registry does not store (only an allow-list of kinds is accepted)."""
+
+    status = 422
+    code = "unsupported_file"
+
+
+class InvalidFileContent(RegistryError):
+    """A file's bytes are not what its name says (JSON that does not parse, binary text, ...)."""
+
+    status = 422
+    code = "invalid_file_content"

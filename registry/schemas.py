@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from loreg.refs import MAX_VERSION
+from registry.errors import InvalidRequest
+from registry.validation.json_values import json_problem
 
 SHA256_PATTERN = r"^[0-9a-f]{64}$"
 Scope = Literal["read", "write", "admin"]
@@ -25,7 +27,23 @@ MAX_JOBS_PAGE = 500
 
 
 class _Strict(BaseModel):
+    """A request body: unknown fields refused, every value storable (see ``_storable``)."""
+
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _storable(cls, data: Any) -> Any:
+        """Refuse, before any field is read, what the database or JSON cannot hold.
+
+        Nesting deeper than ``MAX_JSON_DEPTH`` (metadata, lineage params), numbers
+        that are not finite (``1e400``), NUL characters and lone surrogates in
+        any string or key. The 422 names the field.
+        """
+        problem = json_problem(data)
+        if problem is not None:
+            raise InvalidRequest(f"invalid request: {problem}")
+        return data
 
 
 class FileEntry(_Strict):

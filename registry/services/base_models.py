@@ -13,6 +13,7 @@ from registry.models import (
 )
 from registry.services import lineage
 from registry.services.context import Context
+from registry.services.repair import render
 from registry.services.urls import blob_download_url
 
 
@@ -58,9 +59,9 @@ def base_model_view(
     ).all()
     out = base_model_summary(bm)
     out.update(
-        config=bm.config,
+        config=render(bm.config),
         modules=bm.modules or {},
-        metadata=bm.meta or {},
+        metadata=render(bm.meta) or {},
         lineage=base_model_lineage(session, bm),
         files=[
             {

@@ -22,6 +22,7 @@ from registry.models import (
 )
 from registry.services import audit, lineage
 from registry.services.context import Context
+from registry.services.repair import render
 from registry.services.urls import blob_download_url
 
 _BASE_MODEL_NAME = re.compile(
@@ -156,14 +157,14 @@ def version_view(
             }
             for f in files
         ],
-        "config": version.config,
+        "config": render(version.config),
         "base_model": version.base_model,
         "base_model_registered": version.base_model_id is not None,
         "aliases": _aliases_of_version(session, version),
         "description": version.description,
-        "metadata": version.meta or {},
+        "metadata": render(version.meta) or {},
         "lineage": lineage_of(session, version, principal),
-        "summary": version.summary or {},
+        "summary": render(version.summary) or {},
         "size": version.size,
         "created_at": version.created_at.isoformat(),
         "created_by": version.created_by,

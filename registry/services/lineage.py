@@ -17,6 +17,7 @@ from sqlmodel import Session, select
 from loreg.refs import format_ref
 from registry.auth import Principal
 from registry.models import Adapter, BaseModelRecord, LineageEdge, Namespace, Version
+from registry.services.repair import render
 
 MAX_ANCESTRY_EDGES = 2000
 
@@ -61,7 +62,7 @@ def parents_of(
         {
             "relation": edge.relation,
             "parent": _node_view(session, _parent(edge), principal),
-            "params": edge.params or {},
+            "params": render(edge.params) or {},
         }
         for edge in _edges(session, node)
     ]
@@ -95,7 +96,7 @@ def ancestry(
                     "child": views[child],
                     "relation": edge.relation,
                     "parent": views[parent],
-                    "params": edge.params or {},
+                    "params": render(edge.params) or {},
                 }
             )
             if parent not in seen and not views[parent].get("private"):

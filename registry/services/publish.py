@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import math
 import random
+import re
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -59,9 +60,17 @@ from registry.services.base_models import base_model_view
 from registry.services.context import Context
 from registry.storage.base import blob_key, staging_key
 from registry.validation.base_model import check_adapter_fits_base, linear_modules_of_headers
-from registry.validation.content import HEAD_BYTES, pickle_content
+from registry.validation.content import (
+    HEAD_BYTES,
+    JSON,
+    JSONL,
+    SAFETENSORS,
+    check_file,
+    file_kind,
+    pickle_content,
+)
 from registry.validation.dataset import validate_jsonl
-from registry.validation.paths import refuse_pickle, validate_file_path
+from registry.validation.paths import check_manifest_paths, refuse_pickle, validate_file_path
 from registry.validation.peft_config import parse_adapter_config, validate_lora_config
 from registry.validation.safetensors_header import SafetensorsHeader, read_safetensors_header
 
@@ -72,6 +81,9 @@ MAX_S3_PARTS = 10_000
 HASH_CHUNK = 8 * 2**20
 # Concurrent commits to one adapter race for the next version number.
 COMMIT_ATTEMPTS = 25
+_UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
+#: Columns a base model's config.json fills (registry.models.BaseModelRecord).
+_BASE_CONFIG_FIELDS = {"architectures": 128, "model_type": 64}
 
 
 # --------------------------------------------------------------------------- phase 1
@@ -87,6 +99,7 @@ def _validate_files(ctx: Context, req: UploadRequest) -> list[FileEntry]:
     for entry in req.files:
         path = validate_file_path(entry.path)
         refuse_pickle(path)
+        file_kind(path)  # an allow-list of kinds: refused here, before any byte is sent
         if path in seen:
             raise InvalidManifest(f"file '{path}' is listed twice")
         if entry.size > ctx.settings.max_file_bytes:
@@ -96,6 +109,7 @@ def _validate_files(ctx: Context, req: UploadRequest) -> list[FileEntry]:
         if sizes.setdefault(entry.sha256, entry.size) != entry.size:
             raise InvalidManifest(f"sha256 {entry.sha256} is declared with two different sizes")
         seen[path] = FileEntry(path=path, size=entry.size, sha256=entry.sha256)
+    check_manifest_paths(list(seen))
     paths = set(seen)
     if req.kind == "adapter":
         missing = [p for p in (ADAPTER_CONFIG, ADAPTER_WEIGHTS) if p not in paths]
@@ -270,6 +284,8 @@ def create_upload(
 
 def open_upload(session: Session, principal: Principal, upload_id: str) -> UploadSession:
     """The upload session if it is open and the caller created it (or holds admin)."""
+    if not _UPLOAD_ID.fullmatch(upload_id):  # never hand NUL or 100k characters to the database
+        raise NotFound(f"upload {upload_id[:40]!r} not found (upload ids are 32 hex digits)")
     upload = session.get(UploadSession, upload_id)
     if upload is None:
         raise NotFound(f"upload '{upload_id}' not found")
@@ -428,18 +444,32 @@ def _check_blobs_stored(session: Session, ctx: Context, upload: UploadSession) -
         )
 
 
-def _refuse_pickle_content(ctx: Context, files: list[dict[str, Any]]) -> None:
-    """Refuse any file whose bytes are a pickle (or hold one), whatever its name."""
-    for f in files:
-        if f["path"].endswith(".safetensors"):
-            continue  # its header is parsed and checked in full
-        head = ctx.store.read_range(blob_key(f["sha256"]), 0, HEAD_BYTES)
-        found = pickle_content(head)
+def _check_contents(ctx: Context, upload: UploadSession) -> None:
+    """Every file must be an accepted kind and hold what its name says (no pickle anywhere).
+
+    The adapter's weights and a base model's shards are parsed by their kind's
+    validation; a dataset's JSONL by :func:`validate_jsonl`.
+    """
+    for f in upload.spec["files"]:
+        path, size, key = f["path"], int(f["size"]), blob_key(f["sha256"])
+        kind = file_kind(path)
+        if kind == SAFETENSORS:
+            if not (
+                (upload.kind == "adapter" and path == ADAPTER_WEIGHTS)
+                or upload.kind == "base_model"
+            ):
+                _header(ctx, f)  # its header is parsed and checked in full
+            continue
+        head = ctx.store.read_range(key, 0, HEAD_BYTES) if size else b""
+        found = pickle_content(head, complete=size <= HEAD_BYTES, opcodes=kind not in (JSON, JSONL))
         if found is not None:
             raise PickleRefused(
-                f"file '{f['path']}' is {found}, which can run code when loaded; "
+                f"file '{path}' is {found}, which can run code when loaded; "
                 "only safetensors weights and plain-text files are accepted"
             )
+        if upload.kind == "dataset" and path.endswith(".jsonl"):
+            continue  # validate_jsonl reads it as chat records
+        check_file(kind, ctx.store.open(key, chunk_size=HASH_CHUNK) if size else iter(()), path)
 
 
 def _validate_adapter(session: Session, ctx: Context, upload: UploadSession) -> _Validated:
@@ -447,10 +477,7 @@ def _validate_adapter(session: Session, ctx: Context, upload: UploadSession) -> 
     by_path = {f["path"]: f for f in files}
     cfg = by_path[ADAPTER_CONFIG]
     config = parse_adapter_config(_read_small(ctx, cfg["sha256"], int(cfg["size"]), ADAPTER_CONFIG))
-    header = _header(ctx, by_path[ADAPTER_WEIGHTS])
-    for f in files:  # every other safetensors file must be well-formed too
-        if f["path"].endswith(".safetensors") and f["path"] != ADAPTER_WEIGHTS:
-            _header(ctx, f)
+    header = _header(ctx, by_path[ADAPTER_WEIGHTS])  # other safetensors: _check_contents
     lora = validate_lora_config(config, header.tensors, header.metadata)
     base_name = upload.spec.get("base_model") or lora.base_model_name_or_path
     base_id = None
@@ -502,7 +529,15 @@ def _validate_base_model(ctx: Context, upload: UploadSession) -> _Validated:
     by_path = {f["path"]: f for f in files}
     cfg = by_path[BASE_CONFIG]
     config = parse_adapter_config(_read_small(ctx, cfg["sha256"], int(cfg["size"]), BASE_CONFIG))
-    headers = [_header(ctx, f) for f in files if f["path"].endswith(".safetensors")]
+    for field, limit in _BASE_CONFIG_FIELDS.items():
+        value = config.get(field)
+        for text in value if isinstance(value, list) else [value]:
+            if isinstance(text, str) and len(text) > limit:
+                raise InvalidConfig(
+                    f"config.json field '{field}' holds a {len(text)}-character name; "
+                    f"the limit is {limit}"
+                )
+    headers = [_header(ctx, f) for f in files if file_kind(f["path"]) == SAFETENSORS]
     modules = linear_modules_of_headers(headers)
     if not modules:
         raise InvalidConfig("no 2-D '<module>.weight' tensors found: is this a model checkpoint?")
@@ -532,7 +567,7 @@ def commit_upload(
             return False, _committed_view(session, ctx, principal, upload, base_url)
         upload = open_upload(session, principal, upload_id)
         _check_blobs_stored(session, ctx, upload)
-        _refuse_pickle_content(ctx, upload.spec["files"])
+        _check_contents(ctx, upload)
         if upload.kind == "adapter":
             validated = _validate_adapter(session, ctx, upload)
         elif upload.kind == "dataset":

@@ -20,16 +20,27 @@ qweight/scales pair has been checked.
 
 from __future__ import annotations
 
-import json
 import math
 import re
+import reprlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from loreg.constants import INT8_FORMAT
 from registry.errors import InvalidConfig
+from registry.validation.json_values import loads_bounded
+from registry.validation.patterns import (
+    MAX_PATTERN_LENGTH,
+    MatchBudget,
+    PatternError,
+    SafePattern,
+    compile_pattern,
+    rank_key_pattern,
+)
 from registry.validation.safetensors_header import TensorInfo
+
+__all__ = ["MAX_PATTERN_LENGTH", "parse_adapter_config", "validate_lora_config"]
 
 #: Prefix PEFT puts before every module path of a LoRA adapter.
 PEFT_PREFIX = "base_model.model."
@@ -40,8 +51,10 @@ EMBEDDING_NAMES = frozenset(
 )
 #: dtypes a LoRA factor may have.
 FLOAT_DTYPES = frozenset({"F16", "BF16", "F32", "F64"})
-#: Longest regex accepted in target_modules / rank_pattern / exclude_modules.
-MAX_PATTERN_LENGTH = 4096
+#: Most entries in a list or pattern map of the config (target_modules, rank_pattern, ...).
+MAX_CONFIG_ITEMS = 4096
+#: Longest ``base_model_name_or_path`` (the registry stores it, as a request's base_model).
+MAX_BASE_MODEL_NAME = 256
 #: Longest tensor name matched against config patterns (real ones are < 200).
 MAX_TENSOR_NAME = 1024
 #: How many problems are spelled out in the message (all are in ``details``).
@@ -103,33 +116,17 @@ class LoraSummary:
 # --------------------------------------------------------------------------- parsing
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"duplicate key {key[:100]!r}")
-        out[key] = value
-    return out
-
-
 def parse_adapter_config(raw: bytes) -> dict[str, Any]:
-    """Parse a JSON config file (UTF-8, a JSON object); else :class:`InvalidConfig`."""
+    """Parse a JSON config file (strict UTF-8 JSON object, bounded); else :class:`InvalidConfig`.
+
+    Besides syntax, the value must be storable: nested at most
+    :data:`~registry.validation.json_values.MAX_JSON_DEPTH` levels, finite
+    numbers, no NUL characters or lone surrogates (the message names the field).
+    """
     try:
-        text = bytes(raw).decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InvalidConfig(f"the config is not valid UTF-8 (byte {exc.start})") from None
-    try:
-        obj = json.loads(
-            text, object_pairs_hook=_object_without_duplicates, parse_constant=_reject_constant
-        )
-    except RecursionError:
-        raise InvalidConfig("the config JSON is nested too deeply") from None
+        obj = loads_bounded(raw)
     except ValueError as exc:
-        raise InvalidConfig(f"the config is not valid JSON: {exc}") from None
+        raise InvalidConfig(f"the config is not usable: {exc}") from None
     if not isinstance(obj, dict):
         raise InvalidConfig(f"the config must be a JSON object, got {type(obj).__name__}")
     return obj
@@ -154,8 +151,23 @@ def _is_int_list(v: object) -> bool:
     return isinstance(v, list) and all(_is_int(x) for x in v)
 
 
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 100
+_REPR.maxlist = _REPR.maxdict = 6
+
+
+def _short(value: object) -> str:
+    """A short repr of a config value for messages (values can be huge)."""
+    return _REPR.repr(value)
+
+
 def _optional(check: Callable[[object], bool]) -> Callable[[object], bool]:
     return lambda v: v is None or check(v)
+
+
+def _bounded(check: Callable[[object], bool]) -> Callable[[object], bool]:
+    """``check``, and at most :data:`MAX_CONFIG_ITEMS` entries for a list or an object."""
+    return lambda v: check(v) and (not isinstance(v, list | dict) or len(v) <= MAX_CONFIG_ITEMS)
 
 
 def _positive_int_map(v: object) -> bool:
@@ -164,6 +176,9 @@ def _positive_int_map(v: object) -> bool:
 
 def _positive_number_map(v: object) -> bool:
     return isinstance(v, dict) and all(_is_number(x) and x > 0 for x in v.values())
+
+
+_ITEMS = f" (at most {MAX_CONFIG_ITEMS} entries)"
 
 
 def _token_indices(v: object) -> bool:
@@ -182,33 +197,44 @@ _FIELD_CHECKS: dict[str, tuple[Callable[[object], bool], str]] = {
     "lora_bias": (lambda v: isinstance(v, bool), "true or false"),
     "fan_in_fan_out": (lambda v: isinstance(v, bool), "true or false"),
     "inference_mode": (lambda v: isinstance(v, bool), "true or false"),
-    "rank_pattern": (_optional(_positive_int_map), "an object mapping patterns to positive ints"),
+    "rank_pattern": (
+        _optional(_bounded(_positive_int_map)),
+        "an object mapping patterns to positive ints" + _ITEMS,
+    ),
     "alpha_pattern": (
-        _optional(_positive_number_map),
-        "an object mapping patterns to positive numbers",
+        _optional(_bounded(_positive_number_map)),
+        "an object mapping patterns to positive numbers" + _ITEMS,
     ),
     "target_modules": (
-        lambda v: (isinstance(v, str) and v != "") or (_is_str_list(v) and len(v) > 0),
-        "a non-empty list of module names or a regex string",
+        _bounded(lambda v: (isinstance(v, str) and v != "") or (_is_str_list(v) and len(v) > 0)),
+        "a non-empty list of module names" + _ITEMS + " or a regex string",
     ),
     "exclude_modules": (
-        _optional(lambda v: isinstance(v, str) or _is_str_list(v)),
-        "null, a list of module names or a regex string",
+        _optional(_bounded(lambda v: isinstance(v, str) or _is_str_list(v))),
+        "null, a list of module names" + _ITEMS + " or a regex string",
     ),
-    "modules_to_save": (_optional(_is_str_list), "null or a list of module names"),
+    "modules_to_save": (
+        _optional(_bounded(_is_str_list)),
+        "null or a list of module names" + _ITEMS,
+    ),
     "layers_to_transform": (
         _optional(
-            lambda v: (_is_int(v) and v >= 0) or (_is_int_list(v) and min(v, default=0) >= 0)
+            _bounded(
+                lambda v: (_is_int(v) and v >= 0) or (_is_int_list(v) and min(v, default=0) >= 0)
+            )
         ),
-        "null, a layer index or a list of layer indices",
+        "null, a layer index or a list of layer indices" + _ITEMS,
     ),
     "layers_pattern": (
-        _optional(lambda v: isinstance(v, str) or _is_str_list(v)),
-        "null, a string or a list of strings",
+        _optional(_bounded(lambda v: isinstance(v, str) or _is_str_list(v))),
+        "null, a string or a list of strings" + _ITEMS,
     ),
     "bias": (lambda v: v in ("none", "all", "lora_only"), "'none', 'all' or 'lora_only'"),
     "task_type": (_optional(lambda v: isinstance(v, str)), "null or a string"),
-    "base_model_name_or_path": (_optional(lambda v: isinstance(v, str)), "null or a string"),
+    "base_model_name_or_path": (
+        _optional(lambda v: isinstance(v, str) and len(v) <= MAX_BASE_MODEL_NAME),
+        f"null or a string of at most {MAX_BASE_MODEL_NAME} characters",
+    ),
     "revision": (_optional(lambda v: isinstance(v, str)), "null or a string"),
     "init_lora_weights": (lambda v: isinstance(v, bool | str), "true, false or a method name"),
     "trainable_token_indices": (
@@ -237,14 +263,13 @@ _DEFAULTS: dict[str, Any] = {
 }
 
 
-def _compile(pattern: str, where: str, problems: list[str]) -> re.Pattern[str] | None:
-    if len(pattern) > MAX_PATTERN_LENGTH:
-        problems.append(f"{where}: pattern is longer than {MAX_PATTERN_LENGTH} characters")
-        return None
+def _compile(
+    make: Callable[[str, str], SafePattern], pattern: str, where: str, problems: list[str]
+) -> SafePattern | None:
     try:
-        return re.compile(pattern)
-    except (re.error, RecursionError, OverflowError) as exc:
-        problems.append(f"{where}: {pattern[:100]!r} is not a valid regular expression ({exc})")
+        return make(pattern, where)
+    except PatternError as exc:
+        problems.append(str(exc))
         return None
 
 
@@ -254,13 +279,14 @@ class _Settings:
 
     r: int | None
     target_modules: list[str] | str | None
-    target_regex: re.Pattern[str] | None
-    exclude: list[str] | re.Pattern[str] | None
-    rank_pattern: list[tuple[str, re.Pattern[str], int]]
+    target_regex: SafePattern | None
+    exclude: list[str] | SafePattern | None
+    rank_pattern: list[tuple[str, SafePattern, int]]
     layers_to_transform: list[int] | None
     layers_pattern: list[str] | None
     modules_to_save: list[str]
     config: dict[str, Any]
+    budget: MatchBudget = field(default_factory=MatchBudget)
 
 
 def _read_settings(config: dict[str, Any], problems: list[str]) -> _Settings:
@@ -269,7 +295,9 @@ def _read_settings(config: dict[str, Any], problems: list[str]) -> _Settings:
         if key in _FIELD_CHECKS:
             check, expected = _FIELD_CHECKS[key]
             if not check(value):
-                problems.append(f"config field '{key}' must be {expected}, got {value!r:.100}")
+                problems.append(
+                    f"config field '{key}' must be {expected}, got {_short(value)}"
+                )
                 values[key] = None
                 continue
         values[key] = value
@@ -286,17 +314,18 @@ def _read_settings(config: dict[str, Any], problems: list[str]) -> _Settings:
     target = values.get("target_modules")
     target_regex = None
     if isinstance(target, str) and target != "all-linear":
-        target_regex = _compile(target, "target_modules", problems)
-    exclude: list[str] | re.Pattern[str] | None = values.get("exclude_modules")
+        target_regex = _compile(compile_pattern, target, "target_modules", problems)
+    exclude: list[str] | SafePattern | None = values.get("exclude_modules")
     if isinstance(exclude, str):
-        exclude = _compile(exclude, "exclude_modules", problems)
+        exclude = _compile(compile_pattern, exclude, "exclude_modules", problems)
     rank_pattern = []
     for key, rank in (values.get("rank_pattern") or {}).items():
-        compiled = _compile(rf"(.*\.)?({key})$", f"rank_pattern key {key[:100]!r}", problems)
+        where = f"rank_pattern key {key[:100]!r}"
+        compiled = _compile(rank_key_pattern, key, where, problems)
         if compiled is not None:
             rank_pattern.append((key, compiled, rank))
     for key in values.get("alpha_pattern") or {}:
-        _compile(rf"(.*\.)?({key})$", f"alpha_pattern key {key[:100]!r}", problems)
+        _compile(rank_key_pattern, key, f"alpha_pattern key {key[:100]!r}", problems)
     layers = values.get("layers_to_transform")
     pattern = values.get("layers_pattern")
     return _Settings(
@@ -328,23 +357,36 @@ def _layer_index(module: str, layers_pattern: list[str] | None) -> int | None:
     return int(match.group("idx")) if match else None
 
 
+def _dot_suffixes(module: str) -> set[str]:
+    """``module`` and every part of it after a ``.`` (``a.b.c`` -> a.b.c, b.c, c)."""
+    return {module} | {module[i + 1 :] for i, ch in enumerate(module) if ch == "."}
+
+
+def _in_name_list(module: str, names: list[str]) -> bool:
+    """PEFT's ``module in names or any(module.endswith("." + n) for n in names)``.
+
+    A set lookup of the module's dot-suffixes: linear in the name, whatever the list's length.
+    """
+    return not _dot_suffixes(module).isdisjoint(names)
+
+
 def _is_targeted(module: str, s: _Settings) -> bool:
     """Whether PEFT would put LoRA on ``module`` (target_modules, layers, exclusions)."""
-    if isinstance(s.exclude, re.Pattern):
-        if s.exclude.fullmatch(module):
+    if isinstance(s.exclude, SafePattern):
+        if s.exclude.fullmatch(module, s.budget):
             return False
-    elif s.exclude and any(module == e or module.endswith("." + e) for e in s.exclude):
+    elif s.exclude and _in_name_list(module, s.exclude):
         return False
     target = s.target_modules
     if target == "all-linear":
         return True
     if isinstance(target, str):
-        return s.target_regex is not None and s.target_regex.fullmatch(module) is not None
+        return s.target_regex is not None and s.target_regex.fullmatch(module, s.budget)
     if not target:
         return False
     if module in target:
         return True
-    if not any(module.endswith("." + t) for t in target):
+    if not _in_name_list(module, target):
         return False
     if s.layers_to_transform:
         index = _layer_index(module, s.layers_pattern)
@@ -354,13 +396,15 @@ def _is_targeted(module: str, s: _Settings) -> bool:
 
 def _expected_rank(module: str, s: _Settings) -> tuple[int | None, str]:
     for key, compiled, rank in s.rank_pattern:
-        if compiled.match(module):
+        if compiled.match(module, s.budget):
             return rank, f"rank_pattern[{key!r}]"
     return s.r, "r"
 
 
 def _is_module_to_save(rest: str, s: _Settings) -> bool:
-    return any(re.match(rf"(^|.*\.){re.escape(m)}($|\..*)", rest) for m in s.modules_to_save)
+    r"""``re.match(rf"(^|.*\.){m}($|\..*)", rest)`` for a literal ``m``, in linear time."""
+    dotted = f".{rest}."
+    return any(f".{m}." in dotted for m in s.modules_to_save)
 
 
 # --------------------------------------------------------------------------- tensors

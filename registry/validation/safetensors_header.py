@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from registry.errors import InvalidSafetensors, PayloadTooLarge
+from registry.validation.json_values import has_lone_surrogate, text_problem
 
 #: Default bound on the JSON header.
 DEFAULT_MAX_HEADER_BYTES = 16 * 2**20
@@ -47,6 +48,9 @@ DTYPE_SIZES: dict[str, int] = {
     "U64": 8,
     "C64": 8,
 }
+
+#: Largest dimension or offset: safetensors' Rust parser reads them as ``usize`` (64 bits).
+USIZE_MAX = 2**64 - 1
 
 _METADATA_KEY = "__metadata__"
 _ENTRY_KEYS = frozenset({"dtype", "shape", "data_offsets"})
@@ -100,8 +104,29 @@ def _bounded_numel(shape: list[int], limit: int) -> int | None:
     return numel
 
 
+def _overflows_usize(shape: list[int], itemsize: int) -> bool:
+    """Whether safetensors' checked ``usize`` product of ``shape`` (then bits) overflows.
+
+    The Rust parser multiplies the dimensions left to right with overflow
+    checks, so ``[2**62, 4, 0]`` is refused although it holds no element.
+    """
+    product = 1
+    for dim in shape:
+        product *= dim
+        if product > USIZE_MAX:
+            return True
+    return product * itemsize * 8 > USIZE_MAX
+
+
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
+
+
+def _int_not_minus_zero(literal: str) -> int:
+    # Rust reads sizes as unsigned and refuses "-0", which Python reads as a plain 0.
+    if literal == "-0":
+        raise ValueError("negative number -0 (sizes and offsets are unsigned)")
+    return int(literal)
 
 
 def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -125,6 +150,7 @@ def _load_json(raw: bytes, path: str) -> dict[str, Any]:
             text,
             object_pairs_hook=_object_without_duplicates,
             parse_constant=_reject_constant,
+            parse_int=_int_not_minus_zero,
         )
     except RecursionError:
         raise InvalidSafetensors(f"{path}: the safetensors header is nested too deeply") from None
@@ -136,7 +162,29 @@ def _load_json(raw: bytes, path: str) -> dict[str, Any]:
         raise InvalidSafetensors(
             f"{path}: the safetensors header must be a JSON object, got {type(obj).__name__}"
         )
+    _check_strings(obj, path)
     return obj
+
+
+def _check_strings(obj: dict[str, Any], path: str) -> None:
+    """Refuse strings the Rust parser or the database cannot take.
+
+    safetensors refuses lone surrogates (``"\ud800"``, which Python reads) in
+    any string; a NUL in a tensor name cannot be stored by Postgres (the module
+    names of a base model are).
+    """
+    for name, entry in obj.items():
+        problem = text_problem(name)
+        if problem is not None:
+            raise InvalidSafetensors(f"{path}: tensor name {_clip(name)} {problem}")
+        if name == _METADATA_KEY and isinstance(entry, dict):
+            for key, value in entry.items():
+                for text in (key, value):
+                    if isinstance(text, str) and has_lone_surrogate(text):
+                        raise InvalidSafetensors(
+                            f"{path}: '__metadata__' entry {_clip(key)} holds a lone surrogate "
+                            "(not valid Unicode; safetensors refuses it)"
+                        )
 
 
 def _parse_metadata(value: object, path: str) -> dict[str, str]:
@@ -170,11 +218,14 @@ def _parse_entry(name: str, entry: object, data_size: int, path: str) -> TensorI
             f"expected one of {', '.join(DTYPE_SIZES)}"
         )
     shape = entry["shape"]
-    if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
-        raise InvalidSafetensors(f"{where}: shape must be a list of non-negative integers")
+    if not isinstance(shape, list) or not all(_is_int(d) and 0 <= d <= USIZE_MAX for d in shape):
+        raise InvalidSafetensors(
+            f"{where}: shape must be a list of non-negative integers below 2**64"
+        )
     offsets = entry["data_offsets"]
     if not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_int(o) for o in offsets):
         raise InvalidSafetensors(f"{where}: data_offsets must be a list of two integers")
+
     start, end = offsets
     if not 0 <= start <= end:
         raise InvalidSafetensors(
@@ -191,6 +242,11 @@ def _parse_entry(name: str, entry: object, data_size: int, path: str) -> TensorI
         raise InvalidSafetensors(
             f"{where}: {dtype} {_clip(shape)} needs {needs} bytes but data_offsets "
             f"[{start}, {end}] span {end - start} (dtype/shape and offsets disagree)"
+        )
+    if _overflows_usize(shape, itemsize):
+        raise InvalidSafetensors(
+            f"{where}: the product of shape {_clip(shape)} overflows 64 bits "
+            "(safetensors refuses such a shape even when it holds no element)"
         )
     return TensorInfo(dtype=dtype, shape=tuple(shape), start=start, end=end)
 

@@ -10,7 +10,6 @@ and its pending multipart uploads aborted. A second run finds nothing to do.
 from __future__ import annotations
 
 import hashlib
-import random
 from datetime import datetime, timedelta
 
 import httpx
@@ -20,7 +19,7 @@ from sqlmodel import Session, select
 from registry.models import Blob, UploadSession, utcnow
 from registry.services.gc import collect_garbage
 from registry.storage.base import blob_key, staging_key
-from tests.support.publish import publish, send_blob, start_upload
+from tests.support.publish import publish, random_safetensors, send_blob, start_upload
 
 pytestmark = pytest.mark.integration
 
@@ -129,8 +128,8 @@ def test_expired_upload_staging_and_multipart_are_cleaned_on_s3(
     registry_server, admin_api, adapter_files, s3_admin_client
 ):
     ctx, bucket = registry_server.ctx, registry_server.settings.s3_bucket
-    big = random.Random(0).randbytes(6 * MiB)  # over the 5 MiB threshold: two parts
-    files = {**adapter_files, "assets/big.dat": big}
+    big = random_safetensors(6 * MiB)  # over the 5 MiB threshold: two parts
+    files = {**adapter_files, "assets/big.safetensors": big}
     r = start_upload(admin_api, "staged", files)
     assert r.status_code == 201, r.text
     upload = r.json()

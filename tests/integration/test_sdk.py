@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import random
 import shutil
 import threading
 from pathlib import Path
@@ -21,6 +20,7 @@ import torch
 
 import loreg
 from loreg.errors import NotFoundError, PermissionDeniedError, ValidationFailedError
+from tests.support.publish import random_safetensors
 from tests.support.tiny import byte_ids, make_lora, tiny_llama
 
 pytestmark = pytest.mark.integration
@@ -80,11 +80,11 @@ def sha(data: bytes) -> str:
 
 @pytest.fixture
 def bundle_dir(adapter_dir, tmp_path) -> Path:
-    """The tiny adapter plus ``assets/big.dat`` (12 MiB of seeded random bytes)."""
+    """The tiny adapter plus ``assets/big.safetensors`` (12 MiB, seeded random bytes)."""
     folder = tmp_path / "bundle"
     shutil.copytree(adapter_dir, folder)
     (folder / "assets").mkdir()
-    (folder / "assets" / "big.dat").write_bytes(random.Random(12).randbytes(BIG_SIZE))
+    (folder / "assets" / "big.safetensors").write_bytes(random_safetensors(BIG_SIZE, seed=12))
     return folder
 
 
@@ -92,7 +92,7 @@ def test_push_multipart_pull_cold_and_warm_alias_and_unknown_ref(
     registry_server, bundle_dir, tmp_path
 ):
     source = folder_files(bundle_dir)
-    big_sha = sha(source["assets/big.dat"])
+    big_sha = sha(source["assets/big.safetensors"])
     pushing = CountingTransport()
     with sdk(registry_server, tmp_path / "push-cache", transport=pushing) as reg:
         result = reg.push(bundle_dir, "bundle", description="adapter + assets")

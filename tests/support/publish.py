@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import random
+import struct
 from typing import Any
 
 import httpx
@@ -14,6 +17,21 @@ def file_entries(files: dict[str, bytes]) -> list[dict[str, Any]]:
         {"path": p, "size": len(b), "sha256": hashlib.sha256(b).hexdigest()}
         for p, b in files.items()
     ]
+
+
+def random_safetensors(total_size: int, seed: int = 0) -> bytes:
+    """A valid safetensors file of exactly ``total_size`` bytes: one U8 tensor of random bytes.
+
+    The registry stores only kinds it can check, so big test blobs are safetensors.
+    """
+    n = total_size
+    while True:
+        header = json.dumps({"blob": {"dtype": "U8", "shape": [n], "data_offsets": [0, n]}})
+        want = total_size - 8 - len(header)
+        if want == n:
+            break
+        n = want
+    return struct.pack("<Q", len(header)) + header.encode() + random.Random(seed).randbytes(n)
 
 
 def send_blob(api: httpx.Client, blob: dict[str, Any], data: bytes) -> httpx.Response:

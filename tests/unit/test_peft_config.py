@@ -422,7 +422,7 @@ def test_parse_adapter_config_round_trip() -> None:
         (b"\xff{}", "UTF-8"),
         (b'{"r": NaN}', "not valid JSON"),
         (b'{"r": 1, "r": 2}', "duplicate key"),
-        (b"[" * 100_000, "nested too deeply"),
+        (b"[" * 100_000, "nested deeper than"),
         (b"", "not valid JSON"),
     ],
 )

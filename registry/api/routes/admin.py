@@ -14,6 +14,7 @@ from registry.errors import NotFound
 from registry.schemas import MAX_INT64, TokenRequest, error_responses
 from registry.services import tokens, urls
 from registry.services.gc import collect_garbage
+from registry.services.repair import repair_stored_json
 from registry.storage.base import blob_key
 
 router = APIRouter(prefix="/v1", tags=["admin"])
@@ -69,3 +70,10 @@ def garbage_collect(principal: PrincipalDep, ctx: ContextDep) -> dict[str, Any]:
     """Remove expired uploads and unreferenced blobs past the grace period (admin)."""
     require_scope(principal, "*", False, "admin")
     return collect_garbage(ctx)
+
+
+@router.post("/admin/repair-json", responses=error_responses(401, 403))
+def repair_json(principal: PrincipalDep, ctx: ContextDep) -> dict[str, Any]:
+    """Rewrite stored configs, metadata and lineage params nested past the bounds (admin)."""
+    require_scope(principal, "*", False, "admin")
+    return repair_stored_json(ctx)

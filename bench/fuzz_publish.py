@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -92,6 +93,7 @@ def main() -> int:
         for name in ("loreg", "uvicorn.error", "uvicorn"):
             logging.getLogger(name).setLevel(logging.CRITICAL)
 
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # clean up servers on SIGTERM
     valid, base = _fixtures()
     indices = [args.case] if args.case is not None else range(args.start, args.start + args.cases)
     with fuzz_backend(args.backend) as (url, token):
@@ -101,22 +103,26 @@ def main() -> int:
         )
         t0 = time.monotonic()
         n = 0
-        for i in indices:
-            case = make_case(args.seed, i, valid, args.family)
-            if args.dump and args.case is not None:
-                _dump(case, args.dump)
-            result = runner.run(case)
-            n += 1
-            if args.case is not None:
-                print(
-                    f"case {i} [{case.family}] {case.label}\n"
-                    f"  -> {result.outcome} at {result.phase}: {result.message}"
-                )
-            if n % 500 == 0:
-                rate = n / (time.monotonic() - t0)
-                print(
-                    f"  {n} cases, {rate:.1f}/s, {len(runner.stats.failures)} failing", flush=True
-                )
+        try:
+            for i in indices:
+                case = make_case(args.seed, i, valid, args.family)
+                if args.dump and args.case is not None:
+                    _dump(case, args.dump)
+                result = runner.run(case)
+                n += 1
+                if args.case is not None:
+                    print(
+                        f"case {i} [{case.family}] {case.label}\n"
+                        f"  -> {result.outcome} at {result.phase}: {result.message}"
+                    )
+                if n % 500 == 0:
+                    rate = n / (time.monotonic() - t0)
+                    print(
+                        f"  {n} cases, {rate:.1f}/s, {len(runner.stats.failures)} failing",
+                        flush=True,
+                    )
+        except KeyboardInterrupt:  # SIGINT or SIGTERM: report what ran so far
+            print(f"interrupted after {n} cases", flush=True)
         elapsed = time.monotonic() - t0
         runner.close()
     stats = runner.stats

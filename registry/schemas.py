@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from loreg.refs import MAX_VERSION
-from registry.errors import InvalidRequest
+from registry.errors import InvalidPath, InvalidRequest
 from registry.validation.json_values import json_problem
 
 SHA256_PATTERN = r"^[0-9a-f]{64}$"
@@ -40,8 +40,11 @@ class _Strict(BaseModel):
         that are not finite (``1e400``), NUL characters and lone surrogates in
         any string or key. The 422 names the field.
         """
-        problem = json_problem(data)
+        problem = json_problem(data, skip=(BaseModel,))  # workers pass built models
         if problem is not None:
+            where = problem.split(":", 1)[0]
+            if where.startswith("files[") and where.endswith("].path"):
+                raise InvalidPath(f"invalid file path ({problem})")
             raise InvalidRequest(f"invalid request: {problem}")
         return data
 

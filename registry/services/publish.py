@@ -282,10 +282,15 @@ def create_upload(
 # --------------------------------------------------------------------------- phase 2
 
 
+def _check_upload_id(upload_id: str) -> None:
+    """404 for an id that cannot be one (never hand NUL or 100k characters to the database)."""
+    if not _UPLOAD_ID.fullmatch(upload_id):
+        raise NotFound(f"upload {upload_id[:40]!r} not found (upload ids are 32 hex digits)")
+
+
 def open_upload(session: Session, principal: Principal, upload_id: str) -> UploadSession:
     """The upload session if it is open and the caller created it (or holds admin)."""
-    if not _UPLOAD_ID.fullmatch(upload_id):  # never hand NUL or 100k characters to the database
-        raise NotFound(f"upload {upload_id[:40]!r} not found (upload ids are 32 hex digits)")
+    _check_upload_id(upload_id)
     upload = session.get(UploadSession, upload_id)
     if upload is None:
         raise NotFound(f"upload '{upload_id}' not found")
@@ -453,6 +458,8 @@ def _check_contents(ctx: Context, upload: UploadSession) -> None:
     for f in upload.spec["files"]:
         path, size, key = f["path"], int(f["size"]), blob_key(f["sha256"])
         kind = file_kind(path)
+        if path == (BASE_CONFIG if upload.kind == "base_model" else ADAPTER_CONFIG):
+            continue  # parsed by its kind's validation (invalid_config)
         if kind == SAFETENSORS:
             if not (
                 (upload.kind == "adapter" and path == ADAPTER_WEIGHTS)
@@ -561,6 +568,7 @@ def commit_upload(
 
     Returns ``(created, view)``; ``created`` is False when the same digest already exists.
     """
+    _check_upload_id(upload_id)
     with Session(ctx.engine, expire_on_commit=False) as session:
         upload = session.get(UploadSession, upload_id)
         if upload is not None and upload.status == "committed" and upload.result:

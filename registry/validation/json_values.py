@@ -52,17 +52,22 @@ def _child_path(path: str, key: object) -> str:
     return f"{path}.{shown}" if path else shown
 
 
-def json_problem(value: Any, path: str = "", *, max_depth: int = MAX_JSON_DEPTH) -> str | None:
+def json_problem(
+    value: Any, path: str = "", *, max_depth: int = MAX_JSON_DEPTH, skip: tuple[type, ...] = ()
+) -> str | None:
     """The first problem of a parsed JSON value as ``"<path>: <what>"``, or None.
 
     Problems: nesting deeper than ``max_depth``, a non-finite number, a string
     or key with a NUL or a lone surrogate, a value that is not JSON at all.
-    ``path`` names the value itself (e.g. ``"metadata"``).
+    ``path`` names the value itself (e.g. ``"metadata"``); values of a type in
+    ``skip`` (already validated objects) are not looked into.
     """
     stack: list[tuple[Any, str, int]] = [(value, path, 0)]
     while stack:
         item, where, depth = stack.pop()
         label = where or "the value"
+        if skip and isinstance(item, skip):
+            continue
         if isinstance(item, dict | list):
             if depth >= max_depth:
                 return f"{label}: nested deeper than {max_depth} levels"

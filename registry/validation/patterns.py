@@ -34,7 +34,7 @@ from registry.errors import InvalidConfig
 #: Longest pattern accepted (real ones are well under 200 characters).
 MAX_PATTERN_LENGTH = 1024
 #: Total seconds all pattern matches of one validation may take.
-DEFAULT_BUDGET_S = 0.5
+DEFAULT_BUDGET_S = 0.25
 
 
 class PatternError(ValueError):

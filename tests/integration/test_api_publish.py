@@ -189,9 +189,9 @@ def test_bad_file_names_are_refused(admin_api, adapter_files, path, code):
 @pytest.mark.parametrize(
     ("path", "data", "words"),
     [
-        ("notes.dat", pickle.dumps({"a": 1}, protocol=4), "a pickle (protocol 4)"),
+        ("notes.txt", pickle.dumps({"a": 1}, protocol=4), "a pickle (protocol 4)"),
         ("tokenizer.model", b"PK\x03\x04" + b"\0" * 26 + b"archive/data.pkl", "zip archive"),
-        ("extra.gz", gzip.compress(pickle.dumps([1, 2], protocol=2)), "gzip-compressed a pickle"),
+        ("extra.json", gzip.compress(pickle.dumps([1, 2], protocol=2)), "gzip-compressed a pickle"),
     ],
     ids=["renamed-pickle", "torch-zip", "gzipped-pickle"],
 )

@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import LOREG, Served, run_cli
+from tests.support.publish import random_safetensors
 from tests.support.tiny import save_adapter
 
 pytestmark = pytest.mark.e2e
@@ -49,7 +50,8 @@ def test_killed_push_leaves_no_version_and_rerun_sends_only_missing(server, tmp_
     folder = save_adapter(tmp_path / "big", seed=11)
     (folder / "assets").mkdir()
     for i in range(EXTRA_FILES):
-        (folder / "assets" / f"part-{i:02d}.dat").write_bytes(os.urandom(EXTRA_SIZE))
+        part = random_safetensors(EXTRA_SIZE, seed=i)
+        (folder / "assets" / f"part-{i:02d}.safetensors").write_bytes(part)
     before = server.stored_blobs()
 
     proc = subprocess.Popen(

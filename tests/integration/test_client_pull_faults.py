@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import hashlib
-import random
 import shutil
 import threading
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ import pytest
 import loreg
 from loreg.errors import FilesMissingError
 from tests.support.fixtures_registry import make_settings
+from tests.support.publish import random_safetensors
 from tests.support.servers import RunningRegistry, ServerThread
 from tests.support.tcpproxy import TcpProxy
 
@@ -99,11 +99,11 @@ def served(request, tmp_path) -> Iterator[Served]:
 
 @pytest.fixture
 def bundle(adapter_dir, tmp_path) -> Path:
-    """The tiny adapter plus ``assets/big.dat`` (4 MiB of seeded random bytes)."""
+    """The tiny adapter plus ``assets/big.safetensors`` (4 MiB of seeded random bytes)."""
     folder = tmp_path / "bundle"
     shutil.copytree(adapter_dir, folder)
     (folder / "assets").mkdir()
-    (folder / "assets" / "big.dat").write_bytes(random.Random(4).randbytes(BIG))
+    (folder / "assets" / "big.safetensors").write_bytes(random_safetensors(BIG, seed=4))
     return folder
 
 
@@ -145,7 +145,7 @@ def test_cli_pull_of_a_deleted_file_prints_one_line(
 
     with _sdk(served, tmp_path / "pusher") as sdk:
         sdk.push(bundle, "faulty")
-    big = (bundle / "assets" / "big.dat").read_bytes()
+    big = (bundle / "assets" / "big.safetensors").read_bytes()
     served.registry.ctx.store.delete(blob_key(hashlib.sha256(big).hexdigest()))
     monkeypatch.setenv("LOREG_CACHE_DIR", str(tmp_path / "cli-cache"))
     monkeypatch.setenv("LOREG_NO_PROGRESS", "1")
@@ -155,14 +155,14 @@ def test_cli_pull_of_a_deleted_file_prints_one_line(
     err = capsys.readouterr().err
     assert code == FilesMissingError.exit_code
     lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: file 'assets/big.dat' of "), err
+    assert len(lines) == 1 and lines[0].startswith("error: file 'assets/big.safetensors' of "), err
     assert "is missing from the registry's object store" in lines[0]
 
 
 def test_partial_download_in_the_cache_is_resumed_with_range(
     served: Served, bundle: Path, tmp_path: Path
 ) -> None:
-    big = (bundle / "assets" / "big.dat").read_bytes()
+    big = (bundle / "assets" / "big.safetensors").read_bytes()
     sha = hashlib.sha256(big).hexdigest()
     with _sdk(served, tmp_path / "pusher") as sdk:
         sdk.push(bundle, "resumable")
@@ -174,7 +174,7 @@ def test_partial_download_in_the_cache_is_resumed_with_range(
     with _sdk(served, cache) as sdk:
         path = sdk.pull("resumable")
     relayed = served.proxy.relayed
-    assert (path / "assets" / "big.dat").read_bytes() == big
+    assert (path / "assets" / "big.safetensors").read_bytes() == big
     assert (path / "adapter_model.safetensors").read_bytes() == (
         bundle / "adapter_model.safetensors"
     ).read_bytes()

@@ -15,7 +15,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from celery import Celery, signals
 
@@ -83,47 +83,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _run_while_up(
+    name: str, settings: Settings, make: Callable[[Context], PeriodicFsck | Reconciler]
+) -> None:
+    """Run ``make(ctx)``'s periodic thread in the worker's main process while it is up."""
+    state: dict[str, PeriodicFsck | Reconciler] = {}
+
+    def start(**_kwargs) -> None:
+        if name not in state:
+            state[name] = make(Context.from_settings(settings))
+            state[name].start()
+            log.info("%s started (every %.1f s)", name, state[name].interval_s)
+
+    def stop(**_kwargs) -> None:
+        thread = state.pop(name, None)
+        if thread is not None:
+            thread.stop()
+            thread.ctx.close()
+
+    signals.worker_ready.connect(start, weak=False, dispatch_uid=f"loreg-{name}-start")
+    signals.worker_shutdown.connect(stop, weak=False, dispatch_uid=f"loreg-{name}-stop")
+
+
 def install_reconciler(app: Celery, settings: Settings, interval_s: float | None) -> None:
     """Run a reconciler thread in the worker's main process while it is up."""
-    state: dict[str, Reconciler] = {}
 
     def enqueue(job_id: str, queue: str) -> None:
         app.send_task(RUN_JOB_TASK, args=[job_id], queue=queue)
 
-    def start(**_kwargs) -> None:
-        if "reconciler" not in state:
-            ctx = Context.from_settings(settings)
-            state["reconciler"] = Reconciler(ctx, enqueue, interval_s).start()
-            log.info("reconciler started (every %.1f s)", state["reconciler"].interval_s)
-
-    def stop(**_kwargs) -> None:
-        reconciler = state.pop("reconciler", None)
-        if reconciler is not None:
-            reconciler.stop()
-            reconciler.ctx.close()
-
-    signals.worker_ready.connect(start, weak=False, dispatch_uid="loreg-reconciler-start")
-    signals.worker_shutdown.connect(stop, weak=False, dispatch_uid="loreg-reconciler-stop")
+    _run_while_up("reconciler", settings, lambda ctx: Reconciler(ctx, enqueue, interval_s))
 
 
 def install_fsck(settings: Settings) -> None:
     """Production: scrub the store every ``LOREG_FSCK_INTERVAL`` seconds in the main process."""
-    state: dict[str, PeriodicFsck] = {}
-
-    def start(**_kwargs) -> None:
-        if "fsck" not in state:
-            state["fsck"] = PeriodicFsck(Context.from_settings(settings), settings.fsck_interval_s)
-            state["fsck"].start()
-            log.info("fsck scheduled every %.0f s", settings.fsck_interval_s)
-
-    def stop(**_kwargs) -> None:
-        scrubber = state.pop("fsck", None)
-        if scrubber is not None:
-            scrubber.stop()
-            scrubber.ctx.close()
-
-    signals.worker_ready.connect(start, weak=False, dispatch_uid="loreg-fsck-start")
-    signals.worker_shutdown.connect(stop, weak=False, dispatch_uid="loreg-fsck-stop")
+    _run_while_up("fsck", settings, lambda ctx: PeriodicFsck(ctx, settings.fsck_interval_s))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

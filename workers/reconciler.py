@@ -22,7 +22,6 @@ a job at most once per interval; duplicate messages are harmless anyway because
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -32,6 +31,7 @@ from sqlmodel import Session, select
 
 from registry.models import Job, utcnow
 from registry.services.context import Context
+from registry.services.periodic import PeriodicThread
 
 log = logging.getLogger("loreg.reconciler")
 Enqueue = Callable[[str, str], None]
@@ -181,33 +181,19 @@ def default_interval(ctx: Context) -> float:
     return min(max(min(settings.job_requeue_after_s, settings.job_stale_after_s) / 2, 1.0), 30.0)
 
 
-class Reconciler:
+class Reconciler(PeriodicThread):
     """A daemon thread running :func:`reconcile` every ``interval_s`` seconds.
 
-    The database pool is emptied after every pass, so processes forked from
-    this one (Celery's pool children) never inherit an open connection.
+    The first pass runs at once. The database pool is emptied after every pass, so
+    processes forked from this one (Celery's pool children) never inherit an open
+    connection.
     """
 
     def __init__(self, ctx: Context, enqueue: Enqueue, interval_s: float | None = None):
+        interval = interval_s if interval_s is not None else default_interval(ctx)
+        super().__init__(interval, name="reconciler", first_pass_now=True)
         self.ctx = ctx
         self.enqueue = enqueue
-        self.interval_s = interval_s if interval_s is not None else default_interval(ctx)
-        if self.interval_s <= 0:
-            raise ValueError(f"reconcile interval must be > 0 seconds, got {self.interval_s}")
-        self.passes = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="loreg-reconciler", daemon=True)
-
-    def start(self) -> Reconciler:
-        """Start the thread (the first pass runs at once)."""
-        self._thread.start()
-        return self
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Ask the thread to stop and wait for it."""
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
 
     def run_once(self) -> dict[str, int]:
         """One pass; errors (database down) are logged, not raised."""
@@ -222,8 +208,3 @@ class Reconciler:
         if any(counts.values()):
             log.info("reconciled: %s", counts)
         return counts
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.run_once()
-            self._stop.wait(self.interval_s)

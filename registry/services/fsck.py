@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import threading
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -46,6 +45,7 @@ from registry.models import (
     utcnow,
 )
 from registry.services.context import Context
+from registry.services.periodic import PeriodicThread
 from registry.storage.base import ObjectNotFound, ObjectStore, blob_key
 
 log = logging.getLogger("loreg.fsck")
@@ -337,7 +337,7 @@ def run_from_env(data_dir: str | Path | None = None, *, verify_hashes: bool = Fa
 # --------------------------------------------------------------------------- schedule
 
 
-class PeriodicFsck:
+class PeriodicFsck(PeriodicThread):
     """A daemon thread running :func:`scrub` every ``interval_s`` seconds.
 
     The first pass runs one interval after :meth:`start` (a restart does not
@@ -346,26 +346,10 @@ class PeriodicFsck:
     """
 
     def __init__(self, ctx: Context, interval_s: float, *, verify_hashes: bool = False):
-        if interval_s <= 0:
-            raise ValueError(f"fsck interval must be > 0 seconds, got {interval_s}")
+        super().__init__(interval_s, name="fsck", first_pass_now=False)
         self.ctx = ctx
-        self.interval_s = interval_s
         self.verify_hashes = verify_hashes
-        self.passes = 0
         self.last_report: dict[str, Any] | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="loreg-fsck", daemon=True)
-
-    def start(self) -> PeriodicFsck:
-        """Start the thread."""
-        self._thread.start()
-        return self
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Ask the thread to stop and wait for it (a pass in progress finishes first)."""
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
 
     def run_once(self) -> dict[str, Any] | None:
         """One pass; returns its report, or None when it failed."""
@@ -377,10 +361,6 @@ class PeriodicFsck:
             return None
         finally:
             self.passes += 1
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            self.run_once()
 
 
 def start_periodic(ctx: Context) -> PeriodicFsck | None:

@@ -103,8 +103,9 @@ def env_int(name: str, default: int, *, minimum: int = 1) -> int:
     return value
 
 
-def env_float(name: str, default: float) -> float:
-    """Read a positive float environment variable (seconds)."""
+def env_float(name: str, default: float, *, allow_zero: bool = False) -> float:
+    """Read a finite float environment variable (seconds): positive, or ``>= 0``
+    with ``allow_zero``."""
     raw = os.environ.get(name, "").strip()
     if not raw:
         return default
@@ -112,22 +113,10 @@ def env_float(name: str, default: float) -> float:
         value = float(raw)
     except ValueError:
         raise LoregError(f"{name} must be a number of seconds, got {raw!r}") from None
-    if value <= 0:
-        raise LoregError(f"{name} must be positive, got {value}")
-    return value
-
-
-def env_seconds(name: str, default: float) -> float:
-    """Read a non-negative float environment variable (seconds; ``0`` allowed)."""
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise LoregError(f"{name} must be a number of seconds, got {raw!r}") from None
-    if not value >= 0 or value == float("inf"):
-        raise LoregError(f"{name} must be a finite number of seconds >= 0, got {raw!r}")
+    low_ok = value >= 0 if allow_zero else value > 0
+    if not low_ok or value == float("inf"):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise LoregError(f"{name} must be a finite number of seconds {bound}, got {raw!r}")
     return value
 
 
@@ -209,7 +198,7 @@ def transfer_retries() -> int:
 
 def retry_max_s() -> float:
     """Seconds to keep retrying 503s and unreachable registries (``LOREG_RETRY_MAX_S``, 30)."""
-    return env_seconds(ENV_RETRY_MAX_S, DEFAULT_RETRY_MAX_S)
+    return env_float(ENV_RETRY_MAX_S, DEFAULT_RETRY_MAX_S, allow_zero=True)
 
 
 def debug_mode() -> bool:

@@ -20,6 +20,12 @@ from loreg.http import ApiClient, error_class_for_status
 BASE = "http://registry.test"
 
 
+@pytest.fixture(autouse=True)
+def _no_retries(monkeypatch) -> None:
+    """Error mapping only: retries of 503/5xx are tested in test_client_retry.py."""
+    monkeypatch.setenv("LOREG_RETRY_MAX_S", "0")
+
+
 def _client(handler, token: str | None = None) -> ApiClient:
     return ApiClient(BASE, token, timeout=5, transport=httpx.MockTransport(handler))
 

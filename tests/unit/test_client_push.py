@@ -82,7 +82,10 @@ def _broken(request: httpx.Request) -> httpx.Response:
     return httpx.Response(503, json={"error": {"code": "internal", "message": "disk full"}})
 
 
-def test_interrupted_push_resumes_with_only_missing_blobs(tmp_path: Path) -> None:
+def test_interrupted_push_resumes_with_only_missing_blobs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LOREG_RETRY_MAX_S", "0")  # the 503 is final here, not retried
     fake = FakeRegistry()
     folder = make_adapter_dir(tmp_path / "adapter")
     fake.hook("PUT", _sha(folder / "adapter_model.safetensors"), _broken)

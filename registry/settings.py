@@ -13,6 +13,7 @@ inside a Compose network): presigned download and upload URLs are signed for it.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import secrets
 from dataclasses import dataclass, field, replace
@@ -70,6 +71,26 @@ def _check_s3_env() -> None:
         )
 
 
+def normalize_database_url(url: str) -> str:
+    """The SQLAlchemy URL for a database URL as hosting platforms write it.
+
+    ``postgres://`` and ``postgresql://`` (which SQLAlchemy 2.1 would hand to psycopg 3)
+    use the installed psycopg2 driver; ``postgresql+psycopg://`` is accepted when
+    psycopg 3 is installed. Anything else is returned unchanged.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    if scheme in ("postgres", "postgresql"):
+        return f"postgresql+psycopg2://{rest}"
+    if scheme == "postgresql+psycopg" and importlib.util.find_spec("psycopg") is None:
+        raise ConfigError(
+            "LOREG_DATABASE_URL asks for the psycopg 3 driver (postgresql+psycopg://), which "
+            "is not installed: write postgresql://... to use psycopg2, or pip install psycopg"
+        )
+    return url
+
+
 def default_data_dir() -> Path:
     """Where the embedded registry keeps its SQLite file and blobs by default."""
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
@@ -116,6 +137,7 @@ class Settings:
     limit_concurrency: int = 1000
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "database_url", normalize_database_url(self.database_url))
         for name in ("db_connect_timeout_s", "db_statement_timeout_s", "header_timeout_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be a positive number of seconds")

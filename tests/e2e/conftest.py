@@ -198,7 +198,8 @@ def production_server(root: Path, s3_endpoint: str) -> Iterator[Served]:
     with temp_pg_database() as database_url:
         env = {
             **S3_TEST_ENV,
-            "LOREG_DATABASE_URL": database_url,
+            # the bare form hosting platforms hand out (no +driver)
+            "LOREG_DATABASE_URL": database_url.replace("postgresql+psycopg2://", "postgresql://"),
             "LOREG_S3_ENDPOINT_URL": s3_endpoint,
             "LOREG_S3_BUCKET": bucket,
             "LOREG_S3_REGION": "us-east-1",

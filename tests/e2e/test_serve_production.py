@@ -30,7 +30,9 @@ def auth(served: Served) -> dict[str, str]:
 
 def token_count(served: Served) -> int:
     """How many API tokens the server's database holds."""
-    engine = sa.create_engine(served.server_env["LOREG_DATABASE_URL"])
+    from registry.settings import normalize_database_url
+
+    engine = sa.create_engine(normalize_database_url(served.server_env["LOREG_DATABASE_URL"]))
     try:
         with engine.connect() as conn:
             return conn.execute(sa.text("SELECT count(*) FROM api_tokens")).scalar_one()

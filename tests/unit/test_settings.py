@@ -79,3 +79,33 @@ def test_bad_numbers_name_the_variable(env, tmp_path, name, value, kind):
 
 def test_config_error_is_a_value_error():
     assert issubclass(ConfigError, ValueError)  # callers catching ValueError keep working
+
+
+@pytest.mark.parametrize(
+    ("given", "used"),
+    [
+        ("postgresql://u@db.example:5432/reg", "postgresql+psycopg2://u@db.example:5432/reg"),
+        ("postgres://u:pw@db.example/reg", "postgresql+psycopg2://u:pw@db.example/reg"),
+        ("postgresql+psycopg2://u@h/reg", "postgresql+psycopg2://u@h/reg"),
+        ("sqlite:////tmp/x.db", "sqlite:////tmp/x.db"),
+    ],
+)
+def test_database_urls_as_platforms_write_them_use_the_installed_driver(
+    env, tmp_path, given, used
+):
+    env.setenv("LOREG_DATABASE_URL", given)
+    settings = Settings.from_env(tmp_path)
+    assert settings.database_url == used
+    assert settings.database_kind in ("postgresql", "sqlite")
+
+
+def test_psycopg3_url_without_psycopg3_names_both_ways_out(env, tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "psycopg" else real(name, *a)
+    )
+    env.setenv("LOREG_DATABASE_URL", "postgresql+psycopg://u@h/reg")
+    with pytest.raises(ConfigError, match=r"postgresql://.*pip install psycopg"):
+        Settings.from_env(tmp_path)

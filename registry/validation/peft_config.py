@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 import re
 import reprlib
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -140,7 +141,10 @@ def _is_int(v: object) -> bool:
 
 
 def _is_number(v: object) -> bool:
-    return _is_int(v) or (isinstance(v, float) and math.isfinite(v))
+    """A finite float, or an int a float can hold (PEFT divides by it: ``lora_alpha / r``)."""
+    if _is_int(v):
+        return abs(v) <= sys.float_info.max
+    return isinstance(v, float) and math.isfinite(v)
 
 
 def _is_str_list(v: object) -> bool:
@@ -711,6 +715,35 @@ def _check_other_tensor(
     )
 
 
+#: Heads PEFT adds to ``modules_to_save`` for classification and QA tasks; a model
+#: without such a head saves no tensor for them.
+TASK_HEADS = frozenset({"classifier", "score", "qa_outputs"})
+
+
+def _check_modules_to_save(
+    others: dict[str, TensorInfo], s: _Settings, problems: list[str]
+) -> None:
+    """Each ``modules_to_save`` entry needs its saved weights: PEFT's loader reads them.
+
+    A dot-free entry is looked up in the set of name segments (linear); a dotted
+    one is searched for, as :func:`_is_module_to_save` does.
+    """
+    segments = {seg for rest in others for seg in rest.split(".")}
+    dotted = [f".{rest}." for rest in others]
+    for name in dict.fromkeys(s.modules_to_save):
+        if name in TASK_HEADS:
+            continue
+        if ("." not in name and name in segments) or (
+            "." in name and any(f".{name}." in d for d in dotted)
+        ):
+            continue
+        problems.append(
+            f"modules_to_save entry {name[:100]!r} has no saved tensor "
+            f"('{PEFT_PREFIX}<...>{name[:100]}.weight'): PEFT cannot load the adapter; "
+            "remove the entry or save the module"
+        )
+
+
 #: Where PEFT saves the trainable-token rows of an embedding layer.
 TOKENS_SUFFIX = ".token_adapter.trainable_tokens_delta"
 
@@ -895,6 +928,7 @@ def validate_lora_config(
     for rest, info in others.items():
         _check_other_tensor(rest, info, modules, settings, problems)
     _check_trainable_tokens(others, settings, problems)
+    _check_modules_to_save(others, settings, problems)
     _check_containers_not_targeted(modules, settings, problems)
     if problems:
         _raise_problems(problems)

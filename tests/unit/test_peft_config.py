@@ -545,3 +545,22 @@ def test_trainable_tokens_need_matching_tensors(adapters) -> None:
     tensors = dict(saved.tensors)
     tensors[P + "model.embed_tokens.token_adapter.trainable_tokens_other"] = tensors[delta]
     assert "unexpected tensor" in refused(saved.config, tensors).message
+
+
+def test_modules_to_save_need_their_tensors(adapters) -> None:
+    saved = adapters["qv"]  # no lm_head tensor: PeftModel.from_pretrained raises KeyError
+    err = refused({**saved.config, "modules_to_save": ["lm_head"]}, saved.tensors)
+    assert "modules_to_save entry 'lm_head' has no saved tensor" in err.message
+    # PEFT adds these for classification tasks; a model without such a head saves nothing
+    config = {**saved.config, "modules_to_save": ["classifier", "score"], "task_type": "SEQ_CLS"}
+    assert validate_lora_config(config, saved.tensors).modules
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"lora_alpha": 10**400}, {"alpha_pattern": {"q_proj": 10**309}}, {"lora_alpha": -(10**400)}],
+)
+def test_numbers_must_fit_a_float(adapters, change: dict) -> None:
+    saved = adapters["qv"]  # PEFT computes lora_alpha / r: OverflowError past a float
+    err = refused({**saved.config, **change}, saved.tensors)
+    assert "positive number" in err.message

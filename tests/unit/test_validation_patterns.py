@@ -77,8 +77,12 @@ def test_long_name_lists_are_linear():
     for i in range(200):
         tensors.update(_lora_tensors(f"model.layers.{i}.m{i}"))
     started = time.monotonic()
-    validate_lora_config(_config(target_modules=names, modules_to_save=names), tensors)
+    validate_lora_config(_config(target_modules=names), tensors)
+    with pytest.raises(InvalidConfig) as info:  # none of these modules_to_save is saved
+        validate_lora_config(_config(target_modules=names, modules_to_save=names), tensors)
     assert time.monotonic() - started < 2.0
+    assert f"({len(names)} problem(s))" in info.value.message
+    assert all(p.startswith("modules_to_save entry") for p in info.value.details[:5])
     with pytest.raises(InvalidConfig) as info:
         validate_lora_config(_config(target_modules=[*names, "q"]), tensors)
     assert "at most 4096 entries" in info.value.message

@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 import re
 import reprlib
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -140,7 +141,10 @@ def _is_int(v: object) -> bool:
 
 
 def _is_number(v: object) -> bool:
-    return _is_int(v) or (isinstance(v, float) and math.isfinite(v))
+    """A finite float, or an int a float can hold (PEFT divides by it: ``lora_alpha / r``)."""
+    if _is_int(v):
+        return abs(v) <= sys.float_info.max
+    return isinstance(v, float) and math.isfinite(v)
 
 
 def _is_str_list(v: object) -> bool:
@@ -181,10 +185,83 @@ def _positive_number_map(v: object) -> bool:
 _ITEMS = f" (at most {MAX_CONFIG_ITEMS} entries)"
 
 
+def _token_ids(v: object) -> bool:
+    return _is_int_list(v) and len(v) > 0 and min(v) >= 0
+
+
 def _token_indices(v: object) -> bool:
-    if _is_int_list(v):
+    if isinstance(v, dict):
+        return all(isinstance(k, str) and _token_ids(x) for k, x in v.items())
+    return _token_ids(v)
+
+
+#: PEFT's TaskType values (peft.utils.peft_types.TaskType).
+TASK_TYPES = (
+    "SEQ_CLS",
+    "SEQ_2_SEQ_LM",
+    "CAUSAL_LM",
+    "TOKEN_CLS",
+    "QUESTION_ANS",
+    "FEATURE_EXTRACTION",
+)
+#: ``init_lora_weights`` names PEFT's LoRA layer knows (besides ``pissa_niter_<n>``).
+#: "corda" is refused on its own: PEFT cannot load it without ``preprocess_corda``.
+INIT_METHODS = ("gaussian", "eva", "olora", "pissa", "orthogonal", "mica", "lora_ga", "loftq")
+_PISSA_NITER = re.compile(r"pissa_niter_[0-9]{1,9}")
+
+
+def _init_method(v: object) -> bool:
+    if isinstance(v, bool):
         return True
-    return isinstance(v, dict) and all(_is_int_list(x) for x in v.values())
+    return isinstance(v, str) and (
+        v in INIT_METHODS or v == "corda" or bool(_PISSA_NITER.fullmatch(v))
+    )
+
+
+def _is_bool(v: object) -> bool:
+    return isinstance(v, bool)
+
+
+def _one_of(*options: str) -> tuple[Callable[[object], bool], str]:
+    return (lambda v: v in options), "one of " + ", ".join(repr(o) for o in options)
+
+
+_BOOL = (_is_bool, "true or false")
+_INT = (_is_int, "an integer")
+_POSITIVE_INT = (lambda v: _is_int(v) and v > 0, "a positive integer")
+_OPTIONAL_STR = (_optional(lambda v: isinstance(v, str)), "null or a string")
+
+#: Nested sub-configs PEFT rebuilds as dataclasses from an object (keys it does
+#: not know are dropped, as PEFT does): field -> (check, what the value must be).
+_SUBCONFIG_FIELDS: dict[str, dict[str, tuple[Callable[[object], bool], str]]] = {
+    "eva_config": {
+        "rho": (lambda v: _is_number(v) and v >= 1, "a number >= 1"),
+        "tau": (lambda v: _is_number(v) and 0 <= v <= 1, "a number in [0, 1]"),
+        "use_label_mask": _BOOL,
+        "label_mask_value": _INT,
+        "whiten": _BOOL,
+        "adjust_scaling_factors": _BOOL,
+    },
+    "corda_config": {
+        "cache_file": _OPTIONAL_STR,
+        "covariance_file": _OPTIONAL_STR,
+        "corda_method": _one_of("ipm", "kpm"),
+        "verbose": _BOOL,
+        "use_float16_for_covariance": _BOOL,
+        "prune_temporary_fields": _BOOL,
+    },
+    "lora_ga_config": {
+        "direction": _one_of("ArBr", "A2rBr", "ArB2r", "random"),
+        "scale": _one_of("stable", "weight_svd", "gd_scale", "unit"),
+        "stable_gamma": _INT,
+    },
+    "velora_config": {
+        "num_groups": _POSITIVE_INT,
+        "scale": (lambda v: _is_number(v) and v > 0, "a positive number"),
+        "init_type": _one_of("batch_average", "batch_average_once", "random"),
+    },
+    "loftq_config": {"loftq_bits": _POSITIVE_INT, "loftq_iter": _POSITIVE_INT},
+}
 
 
 #: Known LoraConfig fields: (check, what the value must be). Unknown fields pass.
@@ -198,12 +275,12 @@ _FIELD_CHECKS: dict[str, tuple[Callable[[object], bool], str]] = {
     "fan_in_fan_out": (lambda v: isinstance(v, bool), "true or false"),
     "inference_mode": (lambda v: isinstance(v, bool), "true or false"),
     "rank_pattern": (
-        _optional(_bounded(_positive_int_map)),
-        "an object mapping patterns to positive ints" + _ITEMS,
+        _bounded(_positive_int_map),
+        "an object mapping patterns to positive ints" + _ITEMS + " (PEFT cannot load null)",
     ),
     "alpha_pattern": (
-        _optional(_bounded(_positive_number_map)),
-        "an object mapping patterns to positive numbers" + _ITEMS,
+        _bounded(_positive_number_map),
+        "an object mapping patterns to positive numbers" + _ITEMS + " (PEFT cannot load null)",
     ),
     "target_modules": (
         _bounded(lambda v: (isinstance(v, str) and v != "") or (_is_str_list(v) and len(v) > 0)),
@@ -230,17 +307,36 @@ _FIELD_CHECKS: dict[str, tuple[Callable[[object], bool], str]] = {
         "null, a string or a list of strings" + _ITEMS,
     ),
     "bias": (lambda v: v in ("none", "all", "lora_only"), "'none', 'all' or 'lora_only'"),
-    "task_type": (_optional(lambda v: isinstance(v, str)), "null or a string"),
+    "task_type": (_optional(lambda v: v in TASK_TYPES), "null or one of " + ", ".join(TASK_TYPES)),
     "base_model_name_or_path": (
         _optional(lambda v: isinstance(v, str) and len(v) <= MAX_BASE_MODEL_NAME),
         f"null or a string of at most {MAX_BASE_MODEL_NAME} characters",
     ),
     "revision": (_optional(lambda v: isinstance(v, str)), "null or a string"),
-    "init_lora_weights": (lambda v: isinstance(v, bool | str), "true, false or a method name"),
+    "init_lora_weights": (
+        _init_method,
+        "true, false, 'pissa_niter_<n>' or one of " + ", ".join(repr(m) for m in INIT_METHODS),
+    ),
     "trainable_token_indices": (
         _optional(_token_indices),
-        "null, a list of token ids or an object mapping module names to lists",
+        "null, a non-empty list of token ids (>= 0) or an object mapping module names to such "
+        "lists",
     ),
+    "megatron_core": (
+        _optional(lambda v: v == "megatron.core"),
+        "null or 'megatron.core' (adapters of Megatron-LM models are not supported)",
+    ),
+    "ensure_weight_tying": _BOOL,
+    "qalora_group_size": _POSITIVE_INT,
+    "alora_invocation_tokens": (
+        _optional(_token_ids),
+        "null or a non-empty list of token ids (>= 0)",
+    ),
+    "auto_mapping": (_optional(lambda v: isinstance(v, dict)), "null or an object"),
+    **{
+        name: (_optional(lambda v: isinstance(v, dict)), "null or an object")
+        for name in _SUBCONFIG_FIELDS
+    },
 }
 
 _DEFAULTS: dict[str, Any] = {
@@ -273,6 +369,58 @@ def _compile(
         return None
 
 
+def _check_subconfigs(values: dict[str, Any], problems: list[str]) -> None:
+    """Fields of the nested sub-configs PEFT turns into dataclasses (eva_config, ...)."""
+    for name, fields in _SUBCONFIG_FIELDS.items():
+        sub = values.get(name)
+        if not isinstance(sub, dict):
+            continue
+        for key, (check, expected) in fields.items():
+            if key in sub and not check(sub[key]):
+                problems.append(
+                    f"config field '{name}.{key}' must be {expected}, got {_short(sub[key])}"
+                )
+
+
+def _check_combinations(values: dict[str, Any], problems: list[str]) -> None:
+    """The rules between fields that LoraConfig.__post_init__ and PEFT's loader enforce."""
+    target = values.get("target_modules")
+    if isinstance(target, str):
+        for name in ("layers_to_transform", "layers_pattern"):
+            if values.get(name) is not None:
+                problems.append(
+                    f"config field '{name}' cannot be used when 'target_modules' is a string "
+                    f"({target!r:.100}); list the module names instead, or set {name} to null"
+                )
+    elif values.get("layers_pattern") and values.get("layers_to_transform") is None:
+        problems.append(
+            "config field 'layers_pattern' is set but 'layers_to_transform' is null: PEFT "
+            "needs both (or neither)"
+        )
+    init = values.get("init_lora_weights", True)
+    if init == "corda":
+        problems.append(
+            "config field 'init_lora_weights' is 'corda': PEFT cannot load such an adapter "
+            "without running preprocess_corda first; the trained weights do not depend on it, "
+            "publish with init_lora_weights true"
+        )
+    if init == "loftq" and not (
+        isinstance(values.get("loftq_config"), dict) and values["loftq_config"]
+    ):
+        problems.append(
+            "config field 'loftq_config' must be set (an object with loftq_bits, loftq_iter) "
+            "when 'init_lora_weights' is 'loftq'"
+        )
+    if values.get("lora_bias") is True:
+        if not isinstance(init, bool):
+            problems.append(
+                f"config field 'lora_bias': lora_bias=true needs init_lora_weights true or "
+                f"false, got {_short(init)}"
+            )
+        if values.get("use_dora") is True:
+            problems.append("config field 'lora_bias': lora_bias=true cannot be used with DoRA")
+
+
 @dataclass
 class _Settings:
     """The config fields the tensor checks need, type-checked (None: unusable)."""
@@ -295,9 +443,7 @@ def _read_settings(config: dict[str, Any], problems: list[str]) -> _Settings:
         if key in _FIELD_CHECKS:
             check, expected = _FIELD_CHECKS[key]
             if not check(value):
-                problems.append(
-                    f"config field '{key}' must be {expected}, got {_short(value)}"
-                )
+                problems.append(f"config field '{key}' must be {expected}, got {_short(value)}")
                 values[key] = None
                 continue
         values[key] = value
@@ -307,9 +453,17 @@ def _read_settings(config: dict[str, Any], problems: list[str]) -> _Settings:
                 f"config field '{key}' is set: this LoRA variant is not supported by the "
                 "registry; publish a plain LoRA adapter"
             )
+    if config.get("megatron_config") is not None:
+        problems.append(
+            f"config field 'megatron_config' is set ({_short(config['megatron_config'])}): "
+            "adapters of Megatron-LM models are not supported (PEFT imports megatron to load "
+            "them); publish with megatron_config null"
+        )
     if "target_modules" not in config or config["target_modules"] is None:
         problems.append("config field 'target_modules' is missing: PEFT always writes it")
         values["target_modules"] = None
+    _check_subconfigs(values, problems)
+    _check_combinations(values, problems)
 
     target = values.get("target_modules")
     target_regex = None
@@ -539,8 +693,8 @@ def _check_other_tensor(
         return
     if s.config.get("bias") in ("all", "lora_only") and rest.endswith(".bias"):
         return
-    if s.config.get("trainable_token_indices") and ".trainable_tokens_" in rest:
-        return
+    if s.config.get("trainable_token_indices") is not None and _token_module(rest):
+        return  # checked by _check_trainable_tokens
     module, _, param = rest.rpartition(".")
     if module.endswith(".base_layer"):
         module = module[: -len(".base_layer")]
@@ -559,6 +713,131 @@ def _check_other_tensor(
         f"unexpected tensor '{PEFT_PREFIX}{rest[:160]}': not a LoRA tensor and not covered by "
         "modules_to_save, bias, trainable_token_indices or an embedding layer"
     )
+
+
+#: Heads PEFT adds to ``modules_to_save`` for classification and QA tasks; a model
+#: without such a head saves no tensor for them.
+TASK_HEADS = frozenset({"classifier", "score", "qa_outputs"})
+
+
+def _check_modules_to_save(
+    others: dict[str, TensorInfo], s: _Settings, problems: list[str]
+) -> None:
+    """Each ``modules_to_save`` entry needs its saved weights: PEFT's loader reads them.
+
+    A dot-free entry is looked up in the set of name segments (linear); a dotted
+    one is searched for, as :func:`_is_module_to_save` does.
+    """
+    segments = {seg for rest in others for seg in rest.split(".")}
+    dotted = [f".{rest}." for rest in others]
+    for name in dict.fromkeys(s.modules_to_save):
+        if name in TASK_HEADS:
+            continue
+        if ("." not in name and name in segments) or (
+            "." in name and any(f".{name}." in d for d in dotted)
+        ):
+            continue
+        problems.append(
+            f"modules_to_save entry {name[:100]!r} has no saved tensor "
+            f"('{PEFT_PREFIX}<...>{name[:100]}.weight'): PEFT cannot load the adapter; "
+            "remove the entry or save the module"
+        )
+
+
+#: Where PEFT saves the trainable-token rows of an embedding layer.
+TOKENS_SUFFIX = ".token_adapter.trainable_tokens_delta"
+
+
+def _token_module(rest: str) -> str | None:
+    """The embedding module a trainable-token delta belongs to, or None."""
+    if rest.endswith(TOKENS_SUFFIX) and len(rest) > len(TOKENS_SUFFIX):
+        return rest[: -len(TOKENS_SUFFIX)]
+    return None
+
+
+def _check_trainable_tokens(
+    others: dict[str, TensorInfo], s: _Settings, problems: list[str]
+) -> None:
+    """``trainable_token_indices`` and the deltas PEFT's loader reads (one per layer, [n, dim]).
+
+    A list is for the input embedding (one delta tensor); an object maps module
+    names to lists, matched like PEFT does (``name.endswith(key)``).
+    """
+    indices = s.config.get("trainable_token_indices")
+    if indices is None:
+        return
+    deltas = {m: info for rest, info in others.items() if (m := _token_module(rest))}
+    wanted: list[tuple[str, list[str], list[int]]] = []
+    if isinstance(indices, list):
+        if len(deltas) != 1:
+            problems.append(
+                f"trainable_token_indices lists token ids for the input embedding, so the "
+                f"adapter needs one '<embedding>{TOKENS_SUFFIX}' tensor; found "
+                + (f"{len(deltas)}" if deltas else "no trainable-token tensor")
+            )
+        wanted.append(("trainable_token_indices", list(deltas), indices))
+    else:
+        for key, ids in indices.items():
+            matched = [m for m in deltas if m.endswith(key)]
+            if not matched:
+                problems.append(
+                    f"trainable_token_indices[{key[:100]!r}]: no trainable-token tensor "
+                    f"'{PEFT_PREFIX}<...>{key[:100]}{TOKENS_SUFFIX}' (PEFT's loader needs it)"
+                )
+            wanted.append((f"trainable_token_indices[{key[:100]!r}]", matched, ids))
+        for m in deltas:
+            if not any(m.endswith(key) for key in indices):
+                problems.append(
+                    f"tensor '{PEFT_PREFIX}{m[:160]}{TOKENS_SUFFIX}': module {m[:160]!r} is not "
+                    "listed in trainable_token_indices"
+                )
+    for where, modules, ids in wanted:
+        for m in modules:
+            info = deltas[m]
+            if len(info.shape) != 2 or info.dtype not in FLOAT_DTYPES:
+                problems.append(
+                    f"{m[:160]}: trainable_tokens_delta must be a 2-D float tensor, got "
+                    f"{info.dtype} {list(info.shape)}"
+                )
+            elif info.shape[0] != len(ids):
+                problems.append(
+                    f"{m[:160]}: trainable_tokens_delta has {info.shape[0]} rows but {where} "
+                    f"lists {len(ids)} token(s)"
+                )
+
+
+def _ancestors(module: str) -> list[str]:
+    """The proper parent paths of ``module`` (``a.b.c`` -> a, a.b)."""
+    parts = module.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts))]
+
+
+def _check_containers_not_targeted(
+    modules: dict[str, LoraModuleShape], s: _Settings, problems: list[str]
+) -> None:
+    """target_modules may not match a module that holds the adapted ones.
+
+    Such a parent (a decoder layer, an attention block, the model itself) is no
+    Linear/Embedding/Conv layer: PEFT refuses to put LoRA on it. A regex must not
+    match the root module (the empty name) either.
+    """
+    target = s.target_modules
+    if target is None or target == "all-linear":
+        return
+    parents = sorted({a for m in modules for a in _ancestors(m)})
+    regex = s.target_regex if isinstance(target, str) else None
+    if regex is not None and regex.fullmatch("", s.budget):
+        problems.append(
+            f"target_modules {target!r:.200} matches the root module (the empty name); "
+            "PEFT refuses it"
+        )
+    for parent in parents:
+        if _is_targeted(parent, s):
+            problems.append(
+                f"target_modules {target!r:.200} matches {parent[:160]!r}, which holds adapted "
+                "modules and is not a Linear or Embedding layer: PEFT refuses to put LoRA on it"
+            )
+            return
 
 
 def _raise_problems(problems: list[str]) -> None:
@@ -648,6 +927,9 @@ def validate_lora_config(
         problems.append("the safetensors file holds no LoRA tensors (lora_A/lora_B)")
     for rest, info in others.items():
         _check_other_tensor(rest, info, modules, settings, problems)
+    _check_trainable_tokens(others, settings, problems)
+    _check_modules_to_save(others, settings, problems)
+    _check_containers_not_targeted(modules, settings, problems)
     if problems:
         _raise_problems(problems)
     values = settings.config

@@ -18,7 +18,10 @@
 from __future__ import annotations
 
 import bz2
+import contextlib
 import copy
+import importlib.machinery
+import importlib.util
 import io
 import json
 import lzma
@@ -29,6 +32,7 @@ import unicodedata
 import warnings
 import zipfile
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,8 +56,34 @@ def safetensors_problem(data: bytes) -> str | None:
     return None
 
 
+def _needs_scipy(exc: BaseException) -> bool:
+    """PEFT refused only because scipy is not installed here (LoftQ): the environment's verdict."""
+    return isinstance(exc, ImportError) and "scipy" in str(exc)
+
+
+@contextlib.contextmanager
+def _scipy_claimed_present() -> Iterator[None]:
+    """Make ``importlib.util.find_spec("scipy")`` answer, so PEFT's later LoftQ checks run."""
+    real = importlib.util.find_spec
+
+    def find_spec(name: str, *args: Any, **kwargs: Any) -> Any:
+        if name == "scipy":
+            return importlib.machinery.ModuleSpec("scipy", None)
+        return real(name, *args, **kwargs)
+
+    importlib.util.find_spec = find_spec
+    try:
+        yield
+    finally:
+        importlib.util.find_spec = real
+
+
 def peft_config_problem(data: bytes) -> str | None:
-    """Why PEFT's ``PeftConfig.from_pretrained`` refuses this adapter_config.json, or None."""
+    """Why PEFT's ``PeftConfig.from_pretrained`` refuses this adapter_config.json, or None.
+
+    ``init_lora_weights: "loftq"`` needs scipy, an optional dependency: where it is
+    missing the config is judged as if it were installed (PEFT's other checks still run).
+    """
     from peft import LoraConfig, PeftConfig
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -61,7 +91,13 @@ def peft_config_problem(data: bytes) -> str | None:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                config = PeftConfig.from_pretrained(tmp)
+                try:
+                    config = PeftConfig.from_pretrained(tmp)
+                except ImportError as exc:
+                    if not _needs_scipy(exc):
+                        raise
+                    with _scipy_claimed_present():
+                        config = PeftConfig.from_pretrained(tmp)
         except Exception as exc:  # noqa: BLE001
             return f"PeftConfig.from_pretrained refuses it: {type(exc).__name__}: {str(exc)[:200]}"
     if not isinstance(config, LoraConfig):
@@ -89,6 +125,8 @@ class PeftLoader:
                     warnings.simplefilter("ignore")
                     PeftModel.from_pretrained(copy.deepcopy(self.base), tmp)
             except Exception as exc:  # noqa: BLE001
+                if _needs_scipy(exc):
+                    return None  # LoftQ without scipy installed here: not the adapter's fault
                 return f"PeftModel.from_pretrained fails: {type(exc).__name__}: {str(exc)[:200]}"
         return None
 

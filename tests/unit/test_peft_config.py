@@ -194,7 +194,7 @@ def test_only_lora_is_accepted(adapters) -> None:
         ("lora_dropout", 1.0, "'lora_dropout' must be a number in [0, 1)"),
         ("use_rslora", "yes", "'use_rslora' must be true or false"),
         ("bias", "some", "'bias' must be 'none', 'all' or 'lora_only'"),
-        ("task_type", 3, "'task_type' must be null or a string"),
+        ("task_type", 3, "'task_type' must be null or one of SEQ_CLS"),
         ("rank_pattern", {"q_proj": 0}, "'rank_pattern' must be"),
         ("rank_pattern", ["q_proj"], "'rank_pattern' must be"),
         ("alpha_pattern", {"q_proj": "x"}, "'alpha_pattern' must be"),
@@ -430,3 +430,137 @@ def test_parse_adapter_config_refusals(raw: bytes, fragment: str) -> None:
     with pytest.raises(InvalidConfig) as info:
         parse_adapter_config(raw)
     assert fragment in info.value.message
+
+
+# ----------------------------------------------------------------- what PEFT's loader refuses
+# Each config below is one PEFT refuses (PeftConfig.from_pretrained or
+# PeftModel.from_pretrained, peft 0.21) although every type check above passes.
+
+
+@pytest.mark.parametrize(
+    ("change", "fragment"),
+    [
+        ({"task_type": "NOT_A_TASK"}, "'task_type' must be null or one of"),
+        ({"task_type": "\udbff\udfff"}, "'task_type' must be null or one of"),
+        ({"layers_pattern": ["layers"]}, "'layers_pattern' is set but 'layers_to_transform'"),
+        ({"layers_pattern": "layers"}, "'layers_pattern' is set but 'layers_to_transform'"),
+        ({"eva_config": "\n\r\t"}, "'eva_config' must be null or an object"),
+        ({"corda_config": 5}, "'corda_config' must be null or an object"),
+        ({"lora_ga_config": []}, "'lora_ga_config' must be null or an object"),
+        ({"velora_config": "x"}, "'velora_config' must be null or an object"),
+        ({"loftq_config": "x"}, "'loftq_config' must be null or an object"),
+        ({"eva_config": {"rho": 0.5}}, "'eva_config.rho' must be"),
+        ({"eva_config": {"tau": "x"}}, "'eva_config.tau' must be"),
+        ({"corda_config": {"corda_method": "zzz"}}, "'corda_config.corda_method' must be"),
+        ({"rank_pattern": None}, "'rank_pattern' must be an object"),
+        ({"alpha_pattern": None}, "'alpha_pattern' must be an object"),
+        ({"megatron_config": {"a": 1}}, "'megatron_config' is set"),
+        ({"megatron_config": "x"}, "'megatron_config' is set"),
+        ({"megatron_core": "my.megatron"}, "'megatron_core' must be"),
+        ({"init_lora_weights": "nope"}, "'init_lora_weights' must be"),
+        ({"init_lora_weights": "pissa_niter_x"}, "'init_lora_weights' must be"),
+        ({"init_lora_weights": 3}, "'init_lora_weights' must be"),
+        ({"init_lora_weights": "corda"}, "'init_lora_weights' is 'corda'"),
+        ({"init_lora_weights": "loftq"}, "'loftq_config' must be set"),
+        ({"trainable_token_indices": [0, 1]}, "no trainable-token tensor"),
+        ({"trainable_token_indices": []}, "'trainable_token_indices' must be"),
+        ({"trainable_token_indices": {"embed_tokens": [0]}}, "no trainable-token tensor"),
+        ({"trainable_token_indices": [-1]}, "'trainable_token_indices' must be"),
+        ({"target_modules": ".*"}, "matches 'model'"),
+        ({"target_modules": ".*(q|v)_proj|model"}, "matches 'model'"),
+        (
+            {"target_modules": ["q_proj", "v_proj", "self_attn"]},
+            "matches 'model.layers.0.self_attn'",
+        ),
+        ({"target_modules": "^$|.*(q|v)_proj"}, "matches the root module"),
+    ],
+)
+def test_configs_peft_refuses_are_refused(adapters, change: dict, fragment: str) -> None:
+    saved = adapters["qv"]
+    err = refused({**saved.config, **change}, saved.tensors)
+    assert fragment in err.message
+
+
+def test_layers_settings_need_a_list_of_target_modules(adapters) -> None:
+    saved = adapters["regex"]
+    for change in ({"layers_to_transform": [0]}, {"layers_pattern": "layers"}):
+        err = refused({**saved.config, **change}, saved.tensors)
+        assert "cannot be used when 'target_modules' is a string" in err.message
+    layers = adapters["layers"]
+    err = refused({**layers.config, "target_modules": "all-linear"}, layers.tensors)
+    assert "cannot be used when 'target_modules' is a string" in err.message
+
+
+def test_lora_bias_needs_plain_init_and_no_dora(adapters) -> None:
+    saved = adapters["rslora_bias"]
+    err = refused({**saved.config, "init_lora_weights": "gaussian"}, saved.tensors)
+    assert "lora_bias=true needs init_lora_weights true or false" in err.message
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"task_type": None},
+        {"task_type": "SEQ_CLS"},
+        {"task_type": "FEATURE_EXTRACTION"},
+        {"init_lora_weights": False},
+        {"init_lora_weights": "gaussian"},
+        {"init_lora_weights": "pissa"},
+        {"init_lora_weights": "pissa_niter_4"},
+        {"init_lora_weights": "olora"},
+        {"init_lora_weights": "orthogonal"},
+        {"init_lora_weights": "eva", "eva_config": {"rho": 2.0, "tau": 0.99, "whiten": False}},
+        {"init_lora_weights": "loftq", "loftq_config": {"loftq_bits": 4, "loftq_iter": 1}},
+        {"eva_config": {"a_future_field": 1}},
+        {"loftq_config": None},
+        {"megatron_config": None, "megatron_core": None},
+        {"layers_to_transform": [0, 1], "layers_pattern": "layers"},
+        {"layers_to_transform": [0, 1], "layers_pattern": ["layers"]},
+        {"target_modules": r".*\.(q|v)_proj"},
+        {"target_modules": ["q_proj", "v_proj", "not_in_this_model"]},
+        {"trainable_token_indices": {}},
+    ],
+)
+def test_configs_peft_loads_stay_accepted(adapters, change: dict) -> None:
+    saved = adapters["qv"]
+    assert validate_lora_config({**saved.config, **change}, saved.tensors).modules
+
+
+def test_trainable_tokens_need_matching_tensors(adapters) -> None:
+    saved = adapters["bias_tokens"]  # trainable_token_indices=[1, 2]: one [2, 64] delta
+    assert validate_lora_config(saved.config, saved.tensors).modules
+    (delta,) = [n for n in saved.tensors if "trainable_tokens" in n]
+    assert delta == P + "model.embed_tokens.token_adapter.trainable_tokens_delta"
+    err = refused({**saved.config, "trainable_token_indices": [1, 2, 3]}, saved.tensors)
+    assert "has 2 rows but trainable_token_indices lists 3 token(s)" in err.message
+    as_dict = {**saved.config, "trainable_token_indices": {"embed_tokens": [1, 2]}}
+    assert validate_lora_config(as_dict, saved.tensors).modules
+    err = refused(
+        {**saved.config, "trainable_token_indices": {"embed_tokens": [1, 2], "lm_head": [1]}},
+        saved.tensors,
+    )
+    assert "trainable_token_indices['lm_head']: no trainable-token tensor" in err.message
+    err = refused({**saved.config, "trainable_token_indices": {"lm_head": [1, 2]}}, saved.tensors)
+    assert "not listed in trainable_token_indices" in err.message
+    tensors = dict(saved.tensors)
+    tensors[P + "model.embed_tokens.token_adapter.trainable_tokens_other"] = tensors[delta]
+    assert "unexpected tensor" in refused(saved.config, tensors).message
+
+
+def test_modules_to_save_need_their_tensors(adapters) -> None:
+    saved = adapters["qv"]  # no lm_head tensor: PeftModel.from_pretrained raises KeyError
+    err = refused({**saved.config, "modules_to_save": ["lm_head"]}, saved.tensors)
+    assert "modules_to_save entry 'lm_head' has no saved tensor" in err.message
+    # PEFT adds these for classification tasks; a model without such a head saves nothing
+    config = {**saved.config, "modules_to_save": ["classifier", "score"], "task_type": "SEQ_CLS"}
+    assert validate_lora_config(config, saved.tensors).modules
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"lora_alpha": 10**400}, {"alpha_pattern": {"q_proj": 10**309}}, {"lora_alpha": -(10**400)}],
+)
+def test_numbers_must_fit_a_float(adapters, change: dict) -> None:
+    saved = adapters["qv"]  # PEFT computes lora_alpha / r: OverflowError past a float
+    err = refused({**saved.config, **change}, saved.tensors)
+    assert "positive number" in err.message

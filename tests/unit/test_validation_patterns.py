@@ -77,8 +77,12 @@ def test_long_name_lists_are_linear():
     for i in range(200):
         tensors.update(_lora_tensors(f"model.layers.{i}.m{i}"))
     started = time.monotonic()
-    validate_lora_config(_config(target_modules=names, modules_to_save=names), tensors)
+    validate_lora_config(_config(target_modules=names), tensors)
+    with pytest.raises(InvalidConfig) as info:  # none of these modules_to_save is saved
+        validate_lora_config(_config(target_modules=names, modules_to_save=names), tensors)
     assert time.monotonic() - started < 2.0
+    assert f"({len(names)} problem(s))" in info.value.message
+    assert all(p.startswith("modules_to_save entry") for p in info.value.details[:5])
     with pytest.raises(InvalidConfig) as info:
         validate_lora_config(_config(target_modules=[*names, "q"]), tensors)
     assert "at most 4096 entries" in info.value.message
@@ -101,6 +105,7 @@ _REGEX = st.sampled_from([r".*a", r"a|b", r".*\.q_proj", r"(a|b)\..*", r"ab?", r
     layers_pattern=st.one_of(st.none(), st.sampled_from(["layers", "mlp"])),
 )
 def test_targeting_agrees_with_peft(module, target, exclude, layers, layers_pattern):
+    from peft import LoraConfig
     from peft.tuners.tuners_utils import check_target_module_exists
 
     fields = {"target_modules": target, "exclude_modules": exclude}
@@ -108,6 +113,11 @@ def test_targeting_agrees_with_peft(module, target, exclude, layers, layers_patt
         fields.update(layers_to_transform=layers, layers_pattern=layers_pattern)
     problems: list[str] = []
     ours = peft_config._is_targeted(module, peft_config._read_settings(_config(**fields), problems))
+    try:
+        LoraConfig(**fields)
+    except ValueError:  # e.g. layers_to_transform with a regex: refused by both
+        assert problems
+        return
     assert not problems
     theirs = check_target_module_exists(
         SimpleNamespace(modules_to_save=None, target_parameters=None, **fields), module

@@ -21,8 +21,8 @@ from loreg.errors import (
     ServiceUnavailableError,
     StoreUnavailableError,
 )
+from tests.support.http_peer import Answer, Peer, peer_fixture  # noqa: F401 - fixture
 from tests.support.tcpproxy import TcpProxy
-from tests.unit.test_client_peer import Answer, Peer, peer_fixture  # noqa: F401 - fixture
 
 WHOAMI = {"authenticated": True, "token_name": "t", "default_namespace": "default", "grants": []}
 

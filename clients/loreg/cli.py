@@ -530,11 +530,7 @@ def _cmd_fsck(args: argparse.Namespace, _registry: None) -> int:
 
 
 def _cmd_worker(args: argparse.Namespace, _registry: None) -> int:
-    try:
-        from workers.main import main as worker_main
-    except ImportError as exc:
-        hint = "pip install 'loreg[worker]'"
-        raise LoregError(f"the worker is not installed ({exc}): {hint}") from exc
+    worker_main = _import_server("workers.main", "main", extra="worker")
     argv = ["--queues", args.queues, "--concurrency", str(args.concurrency)]
     argv += ["--loglevel", args.loglevel]
     if args.reconcile_interval is not None:
@@ -549,27 +545,33 @@ def _cmd_worker(args: argparse.Namespace, _registry: None) -> int:
 def _config_errors() -> Iterator[None]:
     """Turn the server's ConfigError (a bad ``LOREG_*`` variable) into a one-line error."""
     try:
-        from registry.settings import ConfigError
-    except ImportError:  # no server installed: the import error is reported elsewhere
+        config_error = _import_server("registry.settings", "ConfigError")
+    except LoregError:  # no server installed: the import error is reported elsewhere
         yield
         return
     try:
         yield
-    except ConfigError as exc:
+    except config_error as exc:
         raise ConfigurationError(f"configuration: {exc}") from exc
 
 
 _LOCAL_COMMANDS = {_cmd_serve, _cmd_db_upgrade, _cmd_fsck, _cmd_worker, _cmd_cache_verify}
 
 
-def _import_server(module: str, attribute: str) -> Callable[..., Any]:
+def _import_server(module: str, attribute: str, *, extra: str = "server") -> Any:
+    """``module.attribute`` of the server or worker code: the CLI's one way to reach it.
+
+    The client package never imports ``registry`` or ``workers`` by statement (a test
+    checks it); its server commands name what they need here, by string.
+    """
     import importlib
 
     try:
         return getattr(importlib.import_module(module), attribute)
     except ImportError as exc:
+        what = "worker" if extra == "worker" else "registry server"
         raise LoregError(
-            f"the registry server is not installed ({exc}): pip install 'loreg[server]'"
+            f"the {what} is not installed ({exc}): pip install 'loreg[{extra}]'"
         ) from exc
 
 

@@ -1,0 +1,129 @@
+"""Imports run one way: ``loreg`` (clients) <- ``registry`` <- ``workers``.
+
+Every module's AST is walked, so imports inside functions and under
+``TYPE_CHECKING`` count too:
+
+* ``registry`` never imports ``workers``, except in its composition root
+  ``registry/serve.py`` (it starts the embedded server and hands it the local executor);
+* ``loreg`` never imports ``registry`` or ``workers``. Its server commands
+  (``serve``, ``db upgrade``, ``fsck``, ``worker``) reach server code through the one
+  string indirection ``_import_server(module, attribute)`` of ``loreg/cli.py``; the
+  modules it may name are listed here, and nothing else in ``loreg`` imports by name
+  (but the package's lazy ``__getattr__``, which loads its own ``loreg.*`` modules).
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = {"registry": REPO_ROOT / "registry", "workers": REPO_ROOT / "workers"}
+PACKAGES["loreg"] = REPO_ROOT / "clients" / "loreg"
+COMPOSITION_ROOTS = {"registry.serve"}
+FORBIDDEN = {"registry": {"workers"}, "loreg": {"registry", "workers"}}
+SERVER_COMMAND_MODULES = {
+    "registry.serve",
+    "registry.migrate",
+    "registry.services.fsck",
+    "registry.settings",
+    "workers.main",
+}
+# (module, imported module) pairs still against the arrows, each to be removed by its fix
+STILL_REVERSED = {
+    ("registry.services.dispatch", "workers.celery_app"),
+    ("registry.services.dispatch", "workers.runner"),
+}
+# functions of loreg allowed to call importlib.import_module
+DYNAMIC_IMPORTERS = {"loreg.cli": {"_import_server"}, "loreg": {"__getattr__"}}
+
+
+def modules(package: str) -> Iterator[tuple[str, Path]]:
+    """``(dotted module name, path)`` of every module of ``package``."""
+    root = PACKAGES[package]
+    for path in sorted(root.rglob("*.py")):
+        parts = [package, *path.relative_to(root).with_suffix("").parts]
+        if parts[-1] == "__init__":
+            parts.pop()
+        yield ".".join(parts), path
+
+
+def imported_names(module: str, path: Path, tree: ast.AST) -> Iterator[tuple[int, str]]:
+    """``(line, absolute module name)`` of every import statement in ``tree``."""
+    is_package = path.name == "__init__.py"
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield node.lineno, alias.name
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = module.split(".")
+                base = base[: len(base) - node.level + (1 if is_package else 0)]
+                name = ".".join([*base, node.module] if node.module else base)
+            else:
+                name = node.module or ""
+            yield node.lineno, name
+
+
+def offending_imports() -> list[tuple[str, int, str]]:
+    """``(module, line, imported module)`` for every import against the arrows."""
+    found = []
+    for package, forbidden in FORBIDDEN.items():
+        for module, path in modules(package):
+            if module in COMPOSITION_ROOTS:
+                continue
+            tree = ast.parse(path.read_text(), filename=str(path))
+            for line, name in imported_names(module, path, tree):
+                if name.split(".", 1)[0] in forbidden:
+                    found.append((module, line, name))
+    return found
+
+
+def test_imports_run_one_way():
+    found = offending_imports()
+    offending = [hit for hit in found if (hit[0], hit[2]) not in STILL_REVERSED]
+    listing = "\n".join(f"  {module}:{line} imports {name}" for module, line, name in offending)
+    assert not offending, f"imports against clients <- registry <- workers:\n{listing}"
+    fixed = STILL_REVERSED - {(module, name) for module, _, name in found}
+    assert not fixed, f"fixed: drop them from STILL_REVERSED: {sorted(fixed)}"
+
+
+def _calls(tree: ast.AST, name: str) -> Iterator[ast.Call]:
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            func = node.func
+            called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+            if called == name:
+                yield node
+
+
+def test_the_cli_reaches_server_code_through_one_indirection():
+    names, strays = set(), []
+    for module, path in modules("loreg"):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for call in _calls(tree, "_import_server"):
+            first = call.args[0] if call.args else None
+            if not (isinstance(first, ast.Constant) and isinstance(first.value, str)):
+                strays.append(f"{module}:{call.lineno} _import_server without a literal module")
+            else:
+                names.add(first.value)
+        owners = {
+            function.name
+            for function in ast.walk(tree)
+            if isinstance(function, ast.FunctionDef)
+            for _ in _calls(function, "import_module")
+        }
+        if owners - DYNAMIC_IMPORTERS.get(module, set()):
+            strays.append(f"{module}: import_module called in {sorted(owners)}")
+        for call in _calls(tree, "__import__"):
+            strays.append(f"{module}:{call.lineno} __import__")
+    assert not strays, strays
+    assert names - SERVER_COMMAND_MODULES == set(), "server modules the CLI may not name"
+    assert {"registry.serve", "workers.main"} <= names  # the check looks at real calls
+
+
+def test_the_package_loads_lazily_only_its_own_modules():
+    import loreg
+
+    assert loreg._LAZY and all(name.startswith("loreg.") for name in loreg._LAZY.values())

@@ -21,13 +21,12 @@ from sqlmodel import Session
 from registry import migrate
 from registry.services import fsck
 from registry.services.context import Context
+from registry.services.reconciler import Reconciler
 from registry.services.tokens import bootstrap
 from registry.settings import Settings
 
 if TYPE_CHECKING:
     import uvicorn
-
-    from workers.reconciler import Reconciler
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
@@ -77,8 +76,6 @@ def start_job_recovery(ctx: Context) -> Reconciler | None:
     """
     if ctx.settings.redis_url:
         return None
-    from workers.reconciler import Reconciler
-
     return Reconciler(ctx, ctx.dispatcher.enqueue).start()
 
 

@@ -12,7 +12,7 @@ so there is no result backend. Settings chosen so that no job is lost:
 Duplicate deliveries are harmless: :func:`workers.runner.claim` is atomic and
 a job's result is published once (the job id is its idempotency key). Messages
 Redis loses (a restart without persistence) are re-sent by
-:mod:`workers.reconciler`.
+:mod:`registry.services.reconciler`.
 """
 
 from __future__ import annotations

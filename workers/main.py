@@ -4,8 +4,8 @@ Settings come from the environment (``LOREG_*``, see
 :meth:`registry.settings.Settings.from_env`); ``LOREG_REDIS_URL`` is required.
 The worker consumes ``gpu`` and ``cpu`` by default and runs ``--concurrency``
 jobs at once in child processes. Its main process also runs a
-:class:`workers.reconciler.Reconciler` thread (started once the worker is
-ready, stopped at shutdown).
+:class:`registry.services.reconciler.Reconciler` thread (started once the worker
+is ready, stopped at shutdown).
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from celery import Celery, signals
 from registry.services.context import Context
 from registry.services.dispatch import RUN_JOB_TASK
 from registry.services.fsck import PeriodicFsck
+from registry.services.reconciler import Reconciler
 from registry.settings import Settings
 from workers.celery_app import QUEUES, make_celery
-from workers.reconciler import Reconciler
 
 log = logging.getLogger("loreg.worker")
 

@@ -20,10 +20,10 @@ import sqlalchemy as sa
 from sqlmodel import Session
 
 from registry.models import Job, utcnow
+from registry.services.reconciler import REQUEUE_BACKOFF_CAP, reconcile, requeue_due
 from tests.support.fixtures_worker import JobStack, WorkerProcess, insert_job, write_adapter
 from tests.support.tcpproxy import TcpProxy
 from tests.support.tiny import save_adapter
-from workers.reconciler import REQUEUE_BACKOFF_CAP, reconcile, requeue_due
 
 pytestmark = pytest.mark.integration
 SLOW_TIES = {"method": "ties", "density": 0.5, "rank": 8}  # seconds on the big adapters

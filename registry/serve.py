@@ -45,15 +45,27 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def run_job_locally(settings: Settings, job_id: str) -> str:
+    """Embedded mode's job executor, run in the local pool's child process.
+
+    This is the composition root's hand-over of the worker code to the API: the
+    worker modules are imported here, in the child, never in the API process.
+    """
+    from workers.runner import run_job_in_process
+
+    return run_job_in_process(settings, job_id)
+
+
 def prepare(settings: Settings) -> tuple[Context, str | None]:
     """Create the data dir, run migrations, create the default namespace and first admin token.
 
-    Returns the context and the new admin token (None if tokens already existed).
-    The token is also written to ``<data_dir>/admin_token`` (mode 0600).
+    Returns the context (its embedded executor is :func:`run_job_locally`) and the
+    new admin token (None if tokens already existed). The token is also written to
+    ``<data_dir>/admin_token`` (mode 0600).
     """
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     migrate.upgrade(settings.database_url)
-    ctx = Context.from_settings(settings, create_bucket=True)
+    ctx = Context.from_settings(settings, create_bucket=True, run_job=run_job_locally)
     with Session(ctx.engine) as session:
         token = bootstrap(session)
         session.commit()

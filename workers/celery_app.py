@@ -1,13 +1,8 @@
-"""The Celery application: delivers ``run_job(job_id)`` to workers over Redis.
+"""The worker's Celery application: receives ``run_job(job_id)`` over Redis.
 
-Celery is only the delivery channel; the job row in the database is the truth,
-so there is no result backend. Settings chosen so that no job is lost:
-
-* ``task_acks_late`` + ``task_reject_on_worker_lost``: a message is acknowledged
-  only after the job ran; if the worker process dies it is redelivered;
-* ``worker_prefetch_multiplier=1``: a busy worker does not hoard messages;
-* Redis ``visibility_timeout``: an unacknowledged message (its worker vanished)
-  goes back to the queue after that long.
+The delivery settings (acks late, no prefetch, visibility timeout), queue names
+and task name live in :mod:`registry.queue`, shared with the API that sends the
+messages; this module adds the task that runs them, with retries.
 
 Duplicate deliveries are harmless: :func:`workers.runner.claim` is atomic and
 a job's result is published once (the job id is its idempotency key). Messages
@@ -20,23 +15,13 @@ from __future__ import annotations
 import logging
 
 from celery import Celery, Task
-from kombu import Queue
 
-from registry.services.dispatch import RUN_JOB_TASK
+from registry.queue import RUN_JOB_TASK, make_app
 from registry.settings import Settings
 
 log = logging.getLogger("loreg.worker")
-QUEUES = ("gpu", "cpu")
 BACKOFF_BASE_S = 2.0
 BACKOFF_MAX_S = 300.0
-# Publishing to a broker that is down must not hang an API request for long: the
-# job row is committed first and the reconciler re-sends the message later.
-PUBLISH_RETRY_POLICY = {
-    "max_retries": 2,
-    "interval_start": 0.2,
-    "interval_step": 0.5,
-    "interval_max": 1.0,
-}
 
 
 def retry_countdown(retries: int) -> float:
@@ -45,30 +30,11 @@ def retry_countdown(retries: int) -> float:
 
 
 def make_celery(settings: Settings) -> Celery:
-    """A Celery app on ``settings.redis_url`` with the ``loreg.run_job`` task registered.
+    """The worker's Celery app (:func:`registry.queue.make_app`) with ``loreg.run_job``.
 
-    The API process uses it only to send messages (the task body imports the
-    worker code lazily, so no tensor library is loaded there).
+    The task body imports the worker code lazily.
     """
-    if not settings.redis_url:
-        raise ValueError("settings.redis_url is not set: set LOREG_REDIS_URL (redis://host:6379/0)")
-    app = Celery("loreg", broker=settings.redis_url, set_as_current=False)
-    app.conf.update(
-        task_acks_late=True,
-        task_reject_on_worker_lost=True,
-        worker_prefetch_multiplier=1,
-        broker_transport_options={"visibility_timeout": settings.visibility_timeout_s},
-        broker_connection_retry_on_startup=True,
-        # a running job must not be killed because the broker blinked: its row is the truth
-        worker_cancel_long_running_tasks_on_connection_loss=False,
-        task_queues=[Queue(name, routing_key=name) for name in QUEUES],
-        task_default_queue="cpu",
-        task_ignore_result=True,
-        result_backend=None,
-        task_serializer="json",
-        accept_content=["json"],
-        task_publish_retry_policy=PUBLISH_RETRY_POLICY,
-    )
+    app = make_app(settings)
     _register_run_job(app, settings)
     return app
 

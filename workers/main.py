@@ -19,12 +19,12 @@ from collections.abc import Callable, Sequence
 
 from celery import Celery, signals
 
+from registry.queue import QUEUES, CelerySender
 from registry.services.context import Context
-from registry.services.dispatch import RUN_JOB_TASK
 from registry.services.fsck import PeriodicFsck
 from registry.services.reconciler import Reconciler
 from registry.settings import Settings
-from workers.celery_app import QUEUES, make_celery
+from workers.celery_app import make_celery
 
 log = logging.getLogger("loreg.worker")
 
@@ -108,10 +108,8 @@ def _run_while_up(
 def install_reconciler(app: Celery, settings: Settings, interval_s: float | None) -> None:
     """Run a reconciler thread in the worker's main process while it is up."""
 
-    def enqueue(job_id: str, queue: str) -> None:
-        app.send_task(RUN_JOB_TASK, args=[job_id], queue=queue)
-
-    _run_while_up("reconciler", settings, lambda ctx: Reconciler(ctx, enqueue, interval_s))
+    sender = CelerySender(settings, app)
+    _run_while_up("reconciler", settings, lambda ctx: Reconciler(ctx, sender.send, interval_s))
 
 
 def install_fsck(settings: Settings) -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy.engine import Engine
 
@@ -45,17 +47,20 @@ class Context:
     settings: Settings
     engine: Engine
     store: ObjectStore
+    # embedded mode's job executor, ``run_job(settings, job_id)`` in a child process: set by
+    # the composition root (``registry.serve``); unused when a broker is configured
+    run_job: Callable[[Settings, str], Any] | None = field(default=None, repr=False)
     _dispatcher: object | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def dispatcher(self):
-        """The job dispatcher (Celery or local), created on first use."""
+        """The job dispatcher (Celery, or local running :attr:`run_job`), created on first use."""
         with self._lock:
             if self._dispatcher is None:
                 from registry.services.dispatch import make_dispatcher
 
-                self._dispatcher = make_dispatcher(self.settings)
+                self._dispatcher = make_dispatcher(self.settings, self.run_job)
             return self._dispatcher
 
     def close(self) -> None:
@@ -65,9 +70,16 @@ class Context:
         self.engine.dispose()
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, create_bucket: bool = False) -> Context:
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        create_bucket: bool = False,
+        run_job: Callable[[Settings, str], Any] | None = None,
+    ) -> Context:
         """Build the engine and store from settings (see :func:`make_store`)."""
         return cls(
+            run_job=run_job,
             settings=settings,
             engine=make_engine(
                 settings.database_url,

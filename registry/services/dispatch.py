@@ -3,19 +3,26 @@
 Dispatch is at-least-once and best effort: the job row is committed first, so a
 failed enqueue (Redis down) only delays the job until the reconciler
 re-enqueues it. Workers claim a job atomically, so duplicates are harmless.
+
+The local executor runs a job-running callable it is given (``loreg serve``, the
+composition root in :mod:`registry.serve`, passes the worker's entry point);
+this module imports no worker code.
 """
 
 from __future__ import annotations
 
 import logging
 import multiprocessing
+from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
-from typing import Protocol
+from typing import Any, Protocol
 
+from registry.queue import CelerySender
 from registry.settings import Settings
 
 log = logging.getLogger("loreg.dispatch")
-RUN_JOB_TASK = "loreg.run_job"
+# ``run_job(settings, job_id)``, run in a child process: a module-level function (picklable)
+RunJob = Callable[[Settings, str], Any]
 
 
 class Dispatcher(Protocol):
@@ -32,33 +39,30 @@ class CeleryDispatcher:
     """Sends ``loreg.run_job`` to the ``gpu``/``cpu`` queue through the Celery broker."""
 
     def __init__(self, settings: Settings):
-        from workers.celery_app import make_celery
-
-        self.app = make_celery(settings)
+        self.sender = CelerySender(settings)
 
     def enqueue(self, job_id: str, queue: str) -> None:
         """Publish the task message (Redis)."""
-        self.app.send_task(RUN_JOB_TASK, args=[job_id], queue=queue)
+        self.sender.send(job_id, queue)
 
     def close(self) -> None:
         """Close broker connections."""
-        self.app.close()
+        self.sender.close()
 
 
 class LocalDispatcher:
     """Embedded mode: run jobs in a child process (torch stays out of the API process)."""
 
-    def __init__(self, settings: Settings, max_workers: int = 1):
+    def __init__(self, settings: Settings, run_job: RunJob, max_workers: int = 1):
         self.settings = settings
+        self.run_job = run_job
         self.pool = ProcessPoolExecutor(
             max_workers=max_workers, mp_context=multiprocessing.get_context("spawn")
         )
 
     def enqueue(self, job_id: str, queue: str) -> None:
         """Queue the job on the local process pool."""
-        from workers.runner import run_job_in_process
-
-        future = self.pool.submit(run_job_in_process, self.settings, job_id)
+        future = self.pool.submit(self.run_job, self.settings, job_id)
         future.add_done_callback(self._log_failure)
 
     @staticmethod
@@ -72,8 +76,23 @@ class LocalDispatcher:
         self.pool.shutdown(wait=False, cancel_futures=True)
 
 
-def make_dispatcher(settings: Settings) -> Dispatcher:
-    """Celery when a broker URL is configured, else the local executor."""
+class NoExecutor:
+    """Neither a broker nor a local executor: jobs stay ``queued`` (nothing can run them)."""
+
+    def enqueue(self, job_id: str, queue: str) -> None:
+        """Refuse: the caller logs it and the job waits for a reconciler with an executor."""
+        raise RuntimeError(
+            "no job executor: set LOREG_REDIS_URL for workers, or run the API with `loreg serve`"
+        )
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+def make_dispatcher(settings: Settings, run_job: RunJob | None = None) -> Dispatcher:
+    """Celery when a broker URL is configured, else the local executor running ``run_job``."""
     if settings.redis_url:
         return CeleryDispatcher(settings)
-    return LocalDispatcher(settings)
+    if run_job is not None:
+        return LocalDispatcher(settings, run_job)
+    return NoExecutor()

@@ -30,11 +30,6 @@ SERVER_COMMAND_MODULES = {
     "registry.settings",
     "workers.main",
 }
-# (module, imported module) pairs still against the arrows, each to be removed by its fix
-STILL_REVERSED = {
-    ("registry.services.dispatch", "workers.celery_app"),
-    ("registry.services.dispatch", "workers.runner"),
-}
 # functions of loreg allowed to call importlib.import_module
 DYNAMIC_IMPORTERS = {"loreg.cli": {"_import_server"}, "loreg": {"__getattr__"}}
 
@@ -81,12 +76,9 @@ def offending_imports() -> list[tuple[str, int, str]]:
 
 
 def test_imports_run_one_way():
-    found = offending_imports()
-    offending = [hit for hit in found if (hit[0], hit[2]) not in STILL_REVERSED]
+    offending = offending_imports()
     listing = "\n".join(f"  {module}:{line} imports {name}" for module, line, name in offending)
     assert not offending, f"imports against clients <- registry <- workers:\n{listing}"
-    fixed = STILL_REVERSED - {(module, name) for module, _, name in found}
-    assert not fixed, f"fixed: drop them from STILL_REVERSED: {sorted(fixed)}"
 
 
 def _calls(tree: ast.AST, name: str) -> Iterator[ast.Call]:

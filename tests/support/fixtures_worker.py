@@ -59,7 +59,7 @@ class RedisServer:
     def __init__(self, port: int | None = None):
         exe = shutil.which("redis-server")
         if exe is None:
-            pytest.skip("redis-server is not installed (apt-get install redis-server)")
+            pytest.skip(reason="redis-server is not installed (apt-get install redis-server)")
         self.exe = exe
         self.port = port or free_port()
         self.process: subprocess.Popen[bytes] | None = None

@@ -345,7 +345,7 @@ def tiny_tmpfs(folder: Path, size: str = "1m") -> Iterator[Path]:
         text=True,
     )
     if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
+        pytest.skip(reason=f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
     try:
         yield folder
     finally:

@@ -18,13 +18,10 @@ import contextlib
 import select
 import socket
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
 
 from registry.errors import DatabaseUnavailable
 
@@ -90,18 +87,6 @@ def make_engine(
                 context.is_disconnect = True
 
     return engine
-
-
-@contextmanager
-def session_scope(engine: Engine) -> Iterator[Session]:
-    """A session that commits on success and rolls back on any error."""
-    with Session(engine, expire_on_commit=False) as session:
-        try:
-            yield session
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise
 
 
 def describe_database(url: sa.engine.URL | str) -> str:

@@ -12,7 +12,7 @@ import pytest
 
 from loreg import cli
 from loreg.errors import NotFoundError
-from tests.unit.test_client_fakes import FakeRegistry, make_adapter_dir, make_registry
+from tests.support.fake_registry import FakeRegistry, make_adapter_dir, make_registry
 
 
 @pytest.fixture(autouse=True)

@@ -14,7 +14,7 @@ import pytest
 from loreg.cache import Cache, safe_relpath, server_key
 from loreg.errors import IntegrityError, OfflineCacheMissError, ServerError
 from loreg.transfer import write_verified
-from tests.unit.test_client_fakes import API, FakeRegistry, make_adapter_dir, make_registry
+from tests.support.fake_registry import API, FakeRegistry, make_adapter_dir, make_registry
 
 
 @pytest.fixture(autouse=True)

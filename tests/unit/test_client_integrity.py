@@ -21,8 +21,8 @@ from loreg.cache import Cache
 from loreg.errors import DiskFullError, FilesMissingError, IntegrityError
 from loreg.http import ApiClient, default_timeout
 from loreg.transfer import BlobTarget, Transfers
+from tests.support.fake_registry import FakeRegistry, make_adapter_dir, make_registry
 from tests.support.http_peer import Answer, Peer, peer_fixture  # noqa: F401 - fixture
-from tests.unit.test_client_fakes import FakeRegistry, make_adapter_dir, make_registry
 
 
 @pytest.fixture(autouse=True)

@@ -18,7 +18,7 @@ from loreg.loading import (  # noqa: E402
     unload_adapter,
     use_adapter,
 )
-from tests.unit.test_client_fakes import FakeRegistry, make_registry  # noqa: E402
+from tests.support.fake_registry import FakeRegistry, make_registry  # noqa: E402
 
 TOKENS = torch.tensor([[1, 5, 9, 3, 7, 2]])
 

@@ -19,7 +19,7 @@ from loreg.errors import (
     ValidationFailedError,
 )
 from loreg.transfer import read_range
-from tests.unit.test_client_fakes import FakeRegistry, make_adapter_dir, make_registry
+from tests.support.fake_registry import FakeRegistry, make_adapter_dir, make_registry
 
 
 @pytest.fixture(autouse=True)

@@ -100,12 +100,38 @@ def fingerprint(st: os.stat_result) -> str:
     return f"{st.st_size} {st.st_mtime_ns} {st.st_ino}"
 
 
+#: How often a snapshot swap is retried while concurrent pulls race for it.
+_SWAP_ATTEMPTS = 5
+
+
 @dataclass(frozen=True)
 class Partial:
     """The temp file of one download; ``resumable`` when it is the shared, locked name."""
 
     path: Path
     resumable: bool
+
+    def discard(self) -> None:
+        """Drop the bytes so far. The shared name is emptied in place, not unlinked: the
+        lock is on its inode, and a new file at that name would be another's to claim."""
+        if not self.resumable:
+            self.path.unlink(missing_ok=True)
+            return
+        try:
+            os.truncate(self.path, 0)
+        except FileNotFoundError:
+            pass
+        except OSError:  # not a regular file: nothing to keep in place
+            self.path.unlink(missing_ok=True)
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    """True when ``path`` still names the file open as ``fd``."""
+    try:
+        here, held = path.stat(), os.fstat(fd)
+    except OSError:
+        return False
+    return (here.st_dev, here.st_ino) == (held.st_dev, held.st_ino)
 
 
 @dataclass
@@ -246,7 +272,12 @@ class Cache:
         try:
             yield partial
         finally:
-            if not partial.resumable or _is_empty(partial.path):
+            # An empty shared file is removed only while it is still the one we locked:
+            # once committed (renamed into blobs/), the name may already be another's.
+            ours_and_empty = (
+                fd is not None and _is_empty(partial.path) and _same_file(fd, partial.path)
+            )
+            if not partial.resumable or ours_and_empty:
                 partial.path.unlink(missing_ok=True)
             if fd is not None:
                 os.close(fd)
@@ -262,7 +293,9 @@ class Cache:
         dest = self.blob_path(sha256)
         dest.parent.mkdir(parents=True, exist_ok=True)
         os.replace(temp_path, dest)
-        self._write_fingerprints(sha256, [fingerprint(dest.stat())])
+        # Merged, not overwritten: a concurrent download of the same blob may have
+        # replaced ``dest`` between these two lines, and its fingerprint must stay known.
+        self.record_verified(sha256, dest)
         return dest
 
     # ---------------------------------------------------------- verification
@@ -445,21 +478,26 @@ class Cache:
             shutil.copyfile(blob, dest)
 
     def _swap_in(self, work: Path, final: Path, files: list[Mapping[str, Any]]) -> None:
-        try:
-            os.rename(work, final)
-            return
-        except OSError:
-            if not final.exists():
-                raise
-        # Someone else built it meanwhile (fine), or an older copy is incomplete.
-        if self.snapshot_ready(f"sha256:{final.name}", files):
-            return
-        trash = self.snapshots_dir / f".trash-{final.name}-{uuid.uuid4().hex}"
-        os.rename(final, trash)
-        try:
-            os.rename(work, final)
-        finally:
+        """Rename ``work`` to ``final``; a complete ``final`` built meanwhile is kept, an
+        incomplete one swapped out. Concurrent pulls of one version all end with it."""
+        for _ in range(_SWAP_ATTEMPTS):
+            try:
+                os.rename(work, final)
+                return
+            except OSError as exc:
+                if not final.exists():
+                    if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                        continue  # it was there a moment ago: another pull is swapping it
+                    raise
+            if self.snapshot_ready(f"sha256:{final.name}", files):
+                return  # another pull built it meanwhile
+            trash = self.snapshots_dir / f".trash-{final.name}-{uuid.uuid4().hex}"
+            try:
+                os.rename(final, trash)
+            except FileNotFoundError:
+                continue  # another pull swapped it out first
             shutil.rmtree(trash, ignore_errors=True)
+        raise OSError(f"snapshot {final} kept changing under concurrent pulls; pull again")
 
     # ------------------------------------------------------ manifests, refs
     def manifest_path(self, digest: str) -> Path:

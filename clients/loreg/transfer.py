@@ -270,21 +270,21 @@ class Transfers:
             try:
                 digest = self._fetch(target, partial.path, offset, on_bytes, cancel)
             except _RestartFromZero:
-                partial.path.unlink(missing_ok=True)
+                partial.discard()
                 continue
             except IntegrityError:
-                partial.path.unlink(missing_ok=True)
+                partial.discard()
                 if offset and not from_zero:
                     continue
                 raise
             except OSError as exc:
                 if is_disk_full(exc):
-                    partial.path.unlink(missing_ok=True)
+                    partial.path.unlink(missing_ok=True)  # free the space; we stop here
                 raise
             if digest == target.sha256:
                 cache.commit_blob(partial.path, target.sha256)
                 return
-            partial.path.unlink(missing_ok=True)
+            partial.discard()
             if offset and not from_zero:
                 continue  # the kept prefix was wrong: once more, from zero
             raise IntegrityError(

@@ -99,11 +99,13 @@ def _finite_float(literal: str) -> float:
     return number
 
 
-def _reject_constant(name: str) -> Any:
+def reject_constant(name: str) -> Any:
+    """``json.loads`` ``parse_constant`` hook: NaN and Infinity are not JSON."""
     raise ValueError(f"{name} is not valid JSON")
 
 
-def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+def object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``json.loads`` ``object_pairs_hook``: a key given twice is an error, not last-wins."""
     out: dict[str, Any] = {}
     for key, value in pairs:
         if key in out:
@@ -129,8 +131,8 @@ def loads_bounded(raw: bytes | str, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
     try:
         value = json.loads(
             text,
-            object_pairs_hook=_object_without_duplicates,
-            parse_constant=_reject_constant,
+            object_pairs_hook=object_without_duplicates,
+            parse_constant=reject_constant,
             parse_float=_finite_float,
         )
     except RecursionError:

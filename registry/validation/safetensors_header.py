@@ -21,7 +21,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from registry.errors import InvalidSafetensors, PayloadTooLarge
-from registry.validation.json_values import has_lone_surrogate, text_problem
+from registry.validation.json_values import (
+    has_lone_surrogate,
+    object_without_duplicates,
+    reject_constant,
+    text_problem,
+)
 
 #: Default bound on the JSON header.
 DEFAULT_MAX_HEADER_BYTES = 16 * 2**20
@@ -118,24 +123,11 @@ def _overflows_usize(shape: list[int], itemsize: int) -> bool:
     return product * itemsize * 8 > USIZE_MAX
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
 def _int_not_minus_zero(literal: str) -> int:
     # Rust reads sizes as unsigned and refuses "-0", which Python reads as a plain 0.
     if literal == "-0":
         raise ValueError("negative number -0 (sizes and offsets are unsigned)")
     return int(literal)
-
-
-def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"duplicate key {_clip(key)}")
-        out[key] = value
-    return out
 
 
 def _load_json(raw: bytes, path: str) -> dict[str, Any]:
@@ -148,8 +140,8 @@ def _load_json(raw: bytes, path: str) -> dict[str, Any]:
     try:
         obj = json.loads(
             text,
-            object_pairs_hook=_object_without_duplicates,
-            parse_constant=_reject_constant,
+            object_pairs_hook=object_without_duplicates,
+            parse_constant=reject_constant,
             parse_int=_int_not_minus_zero,
         )
     except RecursionError:

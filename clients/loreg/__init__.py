@@ -13,9 +13,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
-
-from loreg.errors import (  # noqa: E402 - __version__ first: submodules read it
+from loreg._version import __version__
+from loreg.errors import (
     AuthenticationError,
     ConflictError,
     IntegrityError,

@@ -18,7 +18,7 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
-from loreg import __version__
+from loreg._version import __version__
 from loreg.constants import (
     ENV_URL,
     api_timeout,

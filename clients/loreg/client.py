@@ -52,9 +52,9 @@ from loreg.refs import (
     validate_name,
 )
 from loreg.transfer import BlobTarget, Transfers
+from loreg.vocabulary import ArtifactKind, Relation, Scope
 
 ADAPTER_REQUIRED_FILES = ("adapter_config.json", "adapter_model.safetensors")
-SCOPES = ("read", "write", "admin")
 _HASH_WORKERS = 4
 
 
@@ -177,10 +177,10 @@ def normalize_grants(grants: Iterable[Any]) -> list[dict[str, str]]:
             namespace, _, scope = grant.rpartition(":")
         else:
             namespace, scope = grant
-        if not namespace or scope not in SCOPES:
+        if not namespace or scope not in tuple(Scope):
             raise ValidationFailedError(
                 f"invalid grant {grant!r}: expected a namespace (or '*') and a scope in "
-                f"{', '.join(SCOPES)}, e.g. ('acme', 'write') or 'acme:write'"
+                f"{', '.join(Scope)}, e.g. ('acme', 'write') or 'acme:write'"
             )
         if namespace != "*":
             validate_name(namespace, "namespace")
@@ -430,7 +430,7 @@ class Registry:
                 "(save it with PeftModel.save_pretrained)",
                 code="invalid_manifest",
             )
-        body: dict[str, Any] = {"kind": "adapter", "name": name}
+        body: dict[str, Any] = {"kind": ArtifactKind.ADAPTER, "name": name}
         if namespace is not None:
             body["namespace"] = namespace
         if base_model is not None:
@@ -562,7 +562,7 @@ class Registry:
                 '{"system": ..., "conversation": [{"human": ..., "assistant": ...}]} per line',
                 code="invalid_manifest",
             )
-        body: dict[str, Any] = {"kind": "dataset", "name": name}
+        body: dict[str, Any] = {"kind": ArtifactKind.DATASET, "name": name}
         if namespace is not None:
             body["namespace"] = namespace
         if description is not None:
@@ -588,7 +588,7 @@ class Registry:
                 "*.safetensors file (save_pretrained(..., safe_serialization=True))",
                 code="invalid_manifest",
             )
-        body: dict[str, Any] = {"kind": "base_model", "name": name}
+        body: dict[str, Any] = {"kind": ArtifactKind.BASE_MODEL, "name": name}
         if revision is not None:
             body["revision"] = revision
         answer, uploaded, reused, sent_bytes = self._publish(files, body, f"push base {name}")
@@ -765,9 +765,9 @@ def _parent(parent: str | Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(parent, Mapping):
         if "ref" not in parent:
             raise ValidationFailedError(f"parent {parent!r} lacks 'ref'")
-        return {"relation": "continued_from", "params": {}, **parent}
+        return {"relation": Relation.CONTINUED_FROM, "params": {}, **parent}
     parse_ref(parent)
-    return {"ref": parent, "relation": "continued_from", "params": {}}
+    return {"ref": parent, "relation": Relation.CONTINUED_FROM, "params": {}}
 
 
 def _file_url(entry: Mapping[str, Any]) -> str:

@@ -7,9 +7,11 @@ Every module's AST is walked, so imports inside functions and under
   ``registry/serve.py`` (it starts the embedded server and hands it the local executor);
 * ``loreg`` never imports ``registry`` or ``workers``. Its server commands
   (``serve``, ``db upgrade``, ``fsck``, ``worker``) reach server code through the one
-  string indirection ``_import_server(module, attribute)`` of ``loreg/cli.py``; the
-  modules it may name are listed here, and nothing else in ``loreg`` imports by name
-  (but the package's lazy ``__getattr__``, which loads its own ``loreg.*`` modules).
+  string indirection ``_import_server(module, attribute)`` of ``loreg/cli/server.py``;
+  the modules it may name are listed here, and nothing else in ``loreg`` imports by name
+  (but the package's lazy ``__getattr__``, which loads its own ``loreg.*`` modules);
+* the modules of ``loreg`` import each other without a circle: their import graph
+  (lazy, ``TYPE_CHECKING`` and the package's lazy-attribute imports included) is a DAG.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ SERVER_COMMAND_MODULES = {
     "workers.main",
 }
 # functions of loreg allowed to call importlib.import_module
-DYNAMIC_IMPORTERS = {"loreg.cli": {"_import_server"}, "loreg": {"__getattr__"}}
+DYNAMIC_IMPORTERS = {"loreg.cli.server": {"_import_server"}, "loreg": {"__getattr__"}}
 
 
 def modules(package: str) -> Iterator[tuple[str, Path]]:
@@ -44,21 +46,23 @@ def modules(package: str) -> Iterator[tuple[str, Path]]:
         yield ".".join(parts), path
 
 
+def _from_base(module: str, path: Path, node: ast.ImportFrom) -> str:
+    """The absolute module ``from ... import`` reads from (relative imports resolved)."""
+    if not node.level:
+        return node.module or ""
+    base = module.split(".")
+    base = base[: len(base) - node.level + (1 if path.name == "__init__.py" else 0)]
+    return ".".join([*base, node.module] if node.module else base)
+
+
 def imported_names(module: str, path: Path, tree: ast.AST) -> Iterator[tuple[int, str]]:
     """``(line, absolute module name)`` of every import statement in ``tree``."""
-    is_package = path.name == "__init__.py"
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             for alias in node.names:
                 yield node.lineno, alias.name
         elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = module.split(".")
-                base = base[: len(base) - node.level + (1 if is_package else 0)]
-                name = ".".join([*base, node.module] if node.module else base)
-            else:
-                name = node.module or ""
-            yield node.lineno, name
+            yield node.lineno, _from_base(module, path, node)
 
 
 def offending_imports() -> list[tuple[str, int, str]]:
@@ -119,3 +123,82 @@ def test_the_package_loads_lazily_only_its_own_modules():
     import loreg
 
     assert loreg._LAZY and all(name.startswith("loreg.") for name in loreg._LAZY.values())
+
+
+def _own_module(name: str, known: set[str]) -> str | None:
+    """The module of ``known`` that ``name`` (a module, or a name inside one) is, if any."""
+    while name and name not in known:
+        name = name.rpartition(".")[0]
+    return name or None
+
+
+def module_graph(package: str) -> dict[str, set[str]]:
+    """``module -> the modules of package it imports``, from every import statement.
+
+    ``from loreg.cli import output`` is an arrow to ``loreg.cli.output`` (a module),
+    ``from loreg import __version__`` one to ``loreg`` itself (a name of the package).
+    The package's lazy attributes (``loreg._LAZY``) count as imports of ``loreg``.
+    """
+    found = dict(modules(package))
+    known = set(found)
+    graph: dict[str, set[str]] = {module: set() for module in known}
+    for module, path in found.items():
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = _from_base(module, path, node)
+                targets = [f"{base}.{alias.name}" for alias in node.names]
+            else:
+                continue
+            for target in targets:
+                hit = _own_module(target, known)
+                if hit is not None and hit != module:
+                    graph[module].add(hit)
+    if package == "loreg":
+        import loreg
+
+        graph["loreg"] |= set(loreg._LAZY.values())
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str]:
+    """One circle of ``graph`` as ``[a, b, ..., a]``, or ``[]`` when it is a DAG."""
+    done: set[str] = set()
+    path: list[str] = []
+
+    def visit(node: str) -> list[str]:
+        if node in path:
+            return [*path[path.index(node) :], node]
+        if node in done:
+            return []
+        path.append(node)
+        for target in sorted(graph[node]):
+            cycle = visit(target)
+            if cycle:
+                return cycle
+        path.pop()
+        done.add(node)
+        return []
+
+    for start in sorted(graph):
+        cycle = visit(start)
+        if cycle:
+            return cycle
+    return []
+
+
+def test_the_client_modules_import_each_other_without_a_circle():
+    graph = module_graph("loreg")
+    # the graph holds the arrows that are really there: by module, by name, lazy, TYPE_CHECKING
+    assert {"loreg.cli.jobs", "loreg.cli.output"} <= graph["loreg.cli.main"]
+    assert {"loreg.jobs", "loreg.vocabulary", "loreg.client"} <= graph["loreg.cli.jobs"]
+    assert "loreg.client" in graph["loreg"]
+    cycle = find_cycle(graph)
+    assert not cycle, "loreg modules import each other in a circle: " + " -> ".join(cycle)
+
+
+def test_find_cycle_sees_a_circle():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b", "c"}, "b": {"c"}, "c": set()}) == []

@@ -1,0 +1,129 @@
+"""``loreg ls``, ``loreg show`` and ``loreg lineage``: what the registry holds."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TextIO
+
+from loreg.cli.output import emit, size, table
+from loreg.vocabulary import LineageNodeKind
+
+if TYPE_CHECKING:
+    from loreg.client import Registry
+
+
+def add_ls(commands: Any, add: Callable[..., Any]) -> None:
+    """Add ``loreg ls [NAMESPACE]``."""
+    ls = add(commands, "ls", _cmd_ls, "list adapters")
+    ls.add_argument("namespace", nargs="?", metavar="NAMESPACE")
+
+
+def add_show(commands: Any, add: Callable[..., Any]) -> None:
+    """Add ``loreg show REF``."""
+    show = add(commands, "show", _cmd_show, "show a version: files, config, digest, lineage")
+    show.add_argument("ref", metavar="REF")
+
+
+def add_lineage(commands: Any, add: Callable[..., Any]) -> None:
+    """Add ``loreg lineage REF [--base-model]``."""
+    lineage = add(
+        commands, "lineage", _cmd_lineage, "show every step a version (or base model) came from"
+    )
+    lineage.add_argument("ref", metavar="REF", help="a version ref, or a base model name")
+    lineage.add_argument("--base-model", action="store_true", help="REF names a base model")
+
+
+def _cmd_ls(args: argparse.Namespace, registry: Registry) -> int:
+    adapters = registry.list(args.namespace)
+
+    def human(out: TextIO) -> None:
+        if not adapters:
+            out.write("no adapters\n")
+            return
+        rows = []
+        for a in adapters:
+            aliases = ", ".join(f"{k}->v{v}" for k, v in sorted((a.get("aliases") or {}).items()))
+            versions = a.get("versions")
+            count = len(versions) if isinstance(versions, list) else versions
+            latest = a.get("latest_version")
+            rows.append(
+                [
+                    f"{a.get('namespace')}/{a.get('name')}",
+                    f"v{latest}" if latest is not None else None,
+                    count,
+                    aliases or None,
+                    a.get("base_model"),
+                    a.get("updated_at"),
+                ]
+            )
+        table(out, ["ADAPTER", "LATEST", "VERSIONS", "ALIASES", "BASE MODEL", "UPDATED"], rows)
+
+    return emit(args, adapters, human)
+
+
+def _cmd_show(args: argparse.Namespace, registry: Registry) -> int:
+    info = registry.show(args.ref)
+
+    def human(out: TextIO) -> None:
+        out.write(f"{info.get('ref')}\n")
+        for key in ("digest", "base_model", "description", "created_at", "created_by"):
+            if info.get(key) not in (None, ""):
+                out.write(f"  {key.replace('_', ' ')}: {info[key]}\n")
+        if info.get("aliases"):
+            out.write(f"  aliases: {', '.join(info['aliases'])}\n")
+        if info.get("size") is not None:
+            out.write(f"  size: {size(info['size'])}\n")
+        summary = info.get("summary") or {}
+        if summary:
+            out.write("  summary: " + ", ".join(f"{k}={v}" for k, v in summary.items()) + "\n")
+        out.write("files:\n")
+        for f in info.get("files") or []:
+            out.write(f"  {f['path']}  {size(f.get('size'))}  sha256:{f.get('sha256')}\n")
+        if info.get("config") is not None:
+            config = json.dumps(info["config"], sort_keys=True)
+            out.write(f"config: {config}\n")
+        lineage = info.get("lineage") or []
+        if lineage:
+            out.write("lineage:\n")
+            for edge in lineage:
+                parent = edge.get("parent") or {}
+                out.write(f"  {edge.get('relation')} {parent.get('kind')} {parent.get('ref')}\n")
+        adapter = info.get("adapter") or {}
+        versions = adapter.get("versions") if isinstance(adapter, dict) else None
+        if isinstance(versions, list) and versions:
+            out.write("versions:\n")
+            for v in versions:
+                out.write(
+                    f"  v{v.get('version')}  {v.get('digest')}  {size(v.get('size'))}  "
+                    f"{v.get('created_at') or ''}\n"
+                )
+
+    return emit(args, info, human)
+
+
+def _cmd_lineage(args: argparse.Namespace, registry: Registry) -> int:
+    info = registry.lineage(args.ref, base_model=args.base_model)
+
+    def label(node: dict[str, Any]) -> str:
+        if node.get("private"):
+            return "(a private version)"
+        kind = "base model " if node.get("kind") == LineageNodeKind.BASE_MODEL else ""
+        return f"{kind}{node.get('ref')}"
+
+    def human(out: TextIO) -> None:
+        out.write(f"{label(info['root'])}\n")
+        if not info["edges"]:
+            out.write("  (no recorded parents)\n")
+        for edge in info["edges"]:
+            params = ", ".join(f"{k}={v}" for k, v in sorted((edge.get("params") or {}).items()))
+            out.write(
+                f"  {label(edge['child'])} <-{edge['relation']}- {label(edge['parent'])}"
+                + (f"  [{params}]" if params else "")
+                + "\n"
+            )
+        if info.get("truncated"):
+            out.write("  ... (truncated)\n")
+
+    return emit(args, info, human)

@@ -236,6 +236,28 @@ def test_help_does_not_import_httpx_or_peft() -> None:
     assert result.stdout.strip() == ""
 
 
+def test_help_loads_no_command_module() -> None:
+    code = (
+        "import sys; from loreg import cli; cli.build_parser().format_help(); "
+        "print(','.join(sorted(m for m in sys.modules if m.startswith('loreg.cli'))))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "loreg.cli,loreg.cli.main,loreg.cli.output"
+
+
+def test_every_command_sets_up_its_arguments(capsys: pytest.CaptureFixture[str]) -> None:
+    from loreg.cli.main import COMMANDS
+
+    for name, _, help_text in COMMANDS:
+        with pytest.raises(SystemExit) as exc:
+            cli.build_parser().parse_args([name, "--help"])
+        out = capsys.readouterr().out
+        assert exc.value.code == 0, name
+        assert out.startswith(f"usage: loreg {name} ") and help_text in out, name
+
+
 @pytest.mark.parametrize("argv", [["db", "upgrade"], ["worker", "--queues", "cpu"]])
 def test_a_bad_server_configuration_is_one_line_and_exit_2(
     argv, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]

@@ -14,23 +14,21 @@ if TYPE_CHECKING:
     from loreg.client import Registry
 
 
-def add_ls(commands: Any, add: Callable[..., Any]) -> None:
-    """Add ``loreg ls [NAMESPACE]``."""
-    ls = add(commands, "ls", _cmd_ls, "list adapters")
+def setup_ls(ls: argparse.ArgumentParser, add: Callable[..., Any]) -> None:
+    """Arguments of ``loreg ls [NAMESPACE]``."""
+    ls.set_defaults(handler=_cmd_ls)
     ls.add_argument("namespace", nargs="?", metavar="NAMESPACE")
 
 
-def add_show(commands: Any, add: Callable[..., Any]) -> None:
-    """Add ``loreg show REF``."""
-    show = add(commands, "show", _cmd_show, "show a version: files, config, digest, lineage")
+def setup_show(show: argparse.ArgumentParser, add: Callable[..., Any]) -> None:
+    """Arguments of ``loreg show REF``."""
+    show.set_defaults(handler=_cmd_show)
     show.add_argument("ref", metavar="REF")
 
 
-def add_lineage(commands: Any, add: Callable[..., Any]) -> None:
-    """Add ``loreg lineage REF [--base-model]``."""
-    lineage = add(
-        commands, "lineage", _cmd_lineage, "show every step a version (or base model) came from"
-    )
+def setup_lineage(lineage: argparse.ArgumentParser, add: Callable[..., Any]) -> None:
+    """Arguments of ``loreg lineage REF [--base-model]``."""
+    lineage.set_defaults(handler=_cmd_lineage)
     lineage.add_argument("ref", metavar="REF", help="a version ref, or a base model name")
     lineage.add_argument("--base-model", action="store_true", help="REF names a base model")
 

@@ -12,9 +12,9 @@ if TYPE_CHECKING:
     from loreg.client import Registry
 
 
-def add_gc(commands: Any, add: Callable[..., Any]) -> None:
-    """Add ``loreg gc``."""
-    add(commands, "gc", _cmd_gc, "garbage-collect unreferenced blobs (needs admin)")
+def setup_gc(gc: argparse.ArgumentParser, add: Callable[..., Any]) -> None:
+    """``loreg gc`` (no arguments of its own)."""
+    gc.set_defaults(handler=_cmd_gc)
 
 
 def _cmd_gc(args: argparse.Namespace, registry: Registry) -> int:

@@ -12,11 +12,9 @@ if TYPE_CHECKING:
     from loreg.client import Registry
 
 
-def add_alias(commands: Any, add: Callable[..., Any]) -> None:
-    """Add ``loreg alias REF ALIAS`` and ``loreg alias --rm NAME ALIAS``."""
-    alias = add(
-        commands, "alias", _cmd_alias, "set (REF ALIAS) or remove (--rm NAME ALIAS) an alias"
-    )
+def setup_alias(alias: argparse.ArgumentParser, add: Callable[..., Any]) -> None:
+    """Arguments of ``loreg alias REF ALIAS`` and ``loreg alias --rm NAME ALIAS``."""
+    alias.set_defaults(handler=_cmd_alias)
     alias.add_argument(
         "target", metavar="REF", help="version to point at (with --rm: adapter name)"
     )

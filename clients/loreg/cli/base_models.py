@@ -12,9 +12,8 @@ if TYPE_CHECKING:
     from loreg.client import Registry
 
 
-def add_base(commands: Any, add: Callable[..., Any]) -> None:
-    """Add ``loreg base push|pull|ls``."""
-    base = add(commands, "base", None, "base models: push, pull, ls")
+def setup_base(base: argparse.ArgumentParser, add: Callable[..., Any]) -> None:
+    """Subcommands of ``loreg base``: push, pull, ls."""
     base_cmds = base.add_subparsers(dest="base_command", metavar="COMMAND", required=True)
     base_push = add(base_cmds, "push", _cmd_base_push, "register a base model from a folder")
     base_push.add_argument("folder", metavar="DIR", help="folder with config.json + *.safetensors")

@@ -10,9 +10,8 @@ from typing import Any, TextIO
 from loreg.cli.output import emit, size
 
 
-def add_cache(commands: Any, add: Callable[..., Any]) -> None:
-    """Add ``loreg cache verify [--cache-dir DIR]``."""
-    cache = add(commands, "cache", None, "the local cache of pulled files")
+def setup_cache(cache: argparse.ArgumentParser, add: Callable[..., Any]) -> None:
+    """Subcommands of ``loreg cache``: verify [--cache-dir DIR]."""
     cache_cmds = cache.add_subparsers(dest="cache_command", metavar="COMMAND", required=True)
     verify = add(
         cache_cmds,

@@ -12,9 +12,8 @@ if TYPE_CHECKING:
     from loreg.client import Registry
 
 
-def add_dataset(commands: Any, add: Callable[..., Any]) -> None:
-    """Add ``loreg dataset push FILE --name NAME``."""
-    dataset = add(commands, "dataset", None, "datasets (chat JSONL) for train jobs")
+def setup_dataset(dataset: argparse.ArgumentParser, add: Callable[..., Any]) -> None:
+    """Subcommands of ``loreg dataset``: push FILE --name NAME."""
     dataset_cmds = dataset.add_subparsers(dest="dataset_command", metavar="COMMAND", required=True)
     dataset_push = add(
         dataset_cmds, "push", _cmd_dataset_push, "publish a chat JSONL file (or folder)"

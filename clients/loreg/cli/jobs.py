@@ -28,9 +28,8 @@ _STATUSES = [s.value for s in JobStatus]
 _QUEUES = [q.value for q in Queue]
 
 
-def add_job(commands: Any, add: Callable[..., Any]) -> None:
-    """Add ``loreg job submit|status|logs|wait|cancel|ls`` under ``commands``."""
-    job = add(commands, "job", None, "jobs: combine, compress, merge, train on workers")
+def setup_job(job: argparse.ArgumentParser, add: Callable[..., Any]) -> None:
+    """Subcommands of ``loreg job``: submit, status, logs, wait, cancel, ls."""
     sub = job.add_subparsers(dest="job_command", metavar="COMMAND", required=True)
     submit = add(sub, "submit", _cmd_submit, "submit a job (answers at once unless --wait)")
     submit.add_argument("type", choices=_TYPES, metavar="TYPE", help=", ".join(_TYPES))

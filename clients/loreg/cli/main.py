@@ -1,34 +1,26 @@
 """Build the ``loreg`` parser, run one command, and turn its outcome into an exit code.
 
-Each command group lives in its own module and adds its subcommands through the
-``add(subparsers, name, handler, help, local=False)`` function given here;
-``local`` commands run without a :class:`~loreg.Registry` (server-side and cache
-commands). Only those modules and the standard library load at start-up: the
-SDK (httpx) is imported when a command first needs the registry.
+Each command lives in a command-group module (:mod:`loreg.cli.transfer`, ...)
+as a ``setup_<command>(parser, add)`` function that adds its arguments, its
+subcommands (through ``add(subparsers, name, handler, help, local=False)``) and
+its handler; ``local`` commands run without a :class:`~loreg.Registry` (the
+server-side and cache commands). :data:`COMMANDS` names them by string and a
+module is imported only when its command is chosen, so ``loreg --help`` loads
+none of them and ``loreg push`` loads one. The SDK (httpx) is imported when a
+command first needs the registry.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 from loreg._version import __version__
-from loreg.cli import (
-    adapters,
-    admin,
-    aliases,
-    base_models,
-    cache,
-    datasets,
-    jobs,
-    server,
-    tokens,
-    transfer,
-)
 from loreg.cli.output import print_error
 from loreg.constants import debug_mode
 from loreg.errors import LoregError
@@ -40,25 +32,42 @@ RegistryFactory = Callable[[argparse.Namespace], "Registry"]
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
-#: Every top-level command, in the order ``loreg --help`` lists them.
-COMMANDS: tuple[Callable[[Any, Callable[..., Any]], None], ...] = (
-    transfer.add_push,
-    transfer.add_pull,
-    adapters.add_ls,
-    adapters.add_show,
-    adapters.add_lineage,
-    aliases.add_alias,
-    base_models.add_base,
-    datasets.add_dataset,
-    tokens.add_token,
-    tokens.add_whoami,
-    server.add_serve,
-    server.add_db,
-    admin.add_gc,
-    server.add_fsck,
-    cache.add_cache,
-    server.add_worker,
-    jobs.add_job,
+#: Every top-level command, in the order ``loreg --help`` lists them:
+#: ``(name, "module:setup function", help)``.
+COMMANDS: tuple[tuple[str, str, str], ...] = (
+    ("push", "loreg.cli.transfer:setup_push", "publish an adapter folder as a new version"),
+    ("pull", "loreg.cli.transfer:setup_pull", "download a version and print its local folder"),
+    ("ls", "loreg.cli.adapters:setup_ls", "list adapters"),
+    (
+        "show",
+        "loreg.cli.adapters:setup_show",
+        "show a version: files, config, digest, lineage",
+    ),
+    (
+        "lineage",
+        "loreg.cli.adapters:setup_lineage",
+        "show every step a version (or base model) came from",
+    ),
+    (
+        "alias",
+        "loreg.cli.aliases:setup_alias",
+        "set (REF ALIAS) or remove (--rm NAME ALIAS) an alias",
+    ),
+    ("base", "loreg.cli.base_models:setup_base", "base models: push, pull, ls"),
+    ("dataset", "loreg.cli.datasets:setup_dataset", "datasets (chat JSONL) for train jobs"),
+    ("token", "loreg.cli.tokens:setup_token", "API tokens"),
+    ("whoami", "loreg.cli.tokens:setup_whoami", "show who the token is and what it may do"),
+    ("serve", "loreg.cli.server:setup_serve", "run the registry server"),
+    ("db", "loreg.cli.server:setup_db", "database maintenance"),
+    ("gc", "loreg.cli.admin:setup_gc", "garbage-collect unreferenced blobs (needs admin)"),
+    (
+        "fsck",
+        "loreg.cli.server:setup_fsck",
+        "check the store still holds every blob (server side)",
+    ),
+    ("cache", "loreg.cli.cache:setup_cache", "the local cache of pulled files"),
+    ("worker", "loreg.cli.server:setup_worker", "run a job worker (needs LOREG_REDIS_URL)"),
+    ("job", "loreg.cli.jobs:setup_job", "jobs: combine, compress, merge, train on workers"),
 )
 
 
@@ -67,6 +76,38 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"error: {message} (see `{self.prog} --help`)\n")
+
+
+class _LazyCommands(argparse._SubParsersAction):  # type: ignore[type-arg]
+    """Subcommands whose arguments are set up only once the command is chosen.
+
+    ``setups[name]`` runs (once) just before ``name``'s parser reads the rest of
+    the command line, so its usage errors and ``--help`` are the full ones.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.setups: dict[str, Callable[[], None]] = {}
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        setup = self.setups.pop(values[0], None) if values else None
+        if setup is not None:
+            setup()
+        super().__call__(parser, namespace, values, option_string)
+
+
+def _setup(target: str, cmd: argparse.ArgumentParser, add: Callable[..., Any]) -> None:
+    """Import ``"module:function"`` (a command group module) and let it set up ``cmd``."""
+    import importlib
+
+    module, _, function = target.partition(":")
+    getattr(importlib.import_module(module), function)(cmd, add)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -92,7 +133,12 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
     )
     parser.add_argument("--version", action="version", version=f"loreg {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    commands = cast(
+        _LazyCommands,
+        parser.add_subparsers(
+            dest="command", metavar="COMMAND", required=True, action=_LazyCommands
+        ),
+    )
 
     def add(
         sub: Any,
@@ -106,8 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.set_defaults(handler=handler, local=local)
         return cmd
 
-    for add_command in COMMANDS:
-        add_command(commands, add)
+    for name, target, help_text in COMMANDS:
+        cmd = add(commands, name, None, help_text)
+        commands.setups[name] = functools.partial(_setup, target, cmd, add)
     return parser
 
 

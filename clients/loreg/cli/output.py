@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 
-def emit(args: argparse.Namespace, data: Any, human: Callable[[TextIO], None]) -> int:
+def emit(args: argparse.Namespace, data: Any, human: Callable[[TextIO], object]) -> int:
     """Print ``data`` as JSON (``--json``) or through ``human(stdout)``; returns exit code 0."""
     out = sys.stdout
     if getattr(args, "json", False):

@@ -19,9 +19,9 @@ from loreg.cli.output import emit
 from loreg.errors import ConfigurationError, IntegrityError, LoregError
 
 
-def add_serve(commands: Any, add: Callable[..., Any]) -> None:
-    """Add ``loreg serve``."""
-    serve = add(commands, "serve", _cmd_serve, "run the registry server", local=True)
+def setup_serve(serve: argparse.ArgumentParser, add: Callable[..., Any]) -> None:
+    """Arguments of ``loreg serve``."""
+    serve.set_defaults(handler=_cmd_serve, local=True)
     serve.add_argument("--data-dir", help="folder for the embedded SQLite database and blobs")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
@@ -42,32 +42,23 @@ def add_serve(commands: Any, add: Callable[..., Any]) -> None:
     )
 
 
-def add_db(commands: Any, add: Callable[..., Any]) -> None:
-    """Add ``loreg db upgrade``."""
-    db = add(commands, "db", None, "database maintenance")
+def setup_db(db: argparse.ArgumentParser, add: Callable[..., Any]) -> None:
+    """Subcommands of ``loreg db``: upgrade."""
     db_cmds = db.add_subparsers(dest="db_command", metavar="COMMAND", required=True)
     upgrade = add(db_cmds, "upgrade", _cmd_db_upgrade, "apply database migrations", local=True)
     upgrade.add_argument("--data-dir", help="embedded data folder (SQLite)")
 
 
-def add_fsck(commands: Any, add: Callable[..., Any]) -> None:
-    """Add ``loreg fsck``."""
-    fsck = add(
-        commands,
-        "fsck",
-        _cmd_fsck,
-        "check the store still holds every blob (server side)",
-        local=True,
-    )
+def setup_fsck(fsck: argparse.ArgumentParser, add: Callable[..., Any]) -> None:
+    """Arguments of ``loreg fsck``."""
+    fsck.set_defaults(handler=_cmd_fsck, local=True)
     fsck.add_argument("--data-dir", help="embedded data folder (default: the LOREG_* settings)")
     fsck.add_argument("--verify-hashes", action="store_true", help="also re-hash every blob")
 
 
-def add_worker(commands: Any, add: Callable[..., Any]) -> None:
-    """Add ``loreg worker``."""
-    worker = add(
-        commands, "worker", _cmd_worker, "run a job worker (needs LOREG_REDIS_URL)", local=True
-    )
+def setup_worker(worker: argparse.ArgumentParser, add: Callable[..., Any]) -> None:
+    """Arguments of ``loreg worker``."""
+    worker.set_defaults(handler=_cmd_worker, local=True)
     worker.add_argument("--queues", default="gpu,cpu", help="queues to consume (default gpu,cpu)")
     worker.add_argument("--concurrency", type=int, default=1, help="jobs at once (default 1)")
     worker.add_argument("--loglevel", default="INFO", help="Celery log level (default INFO)")

@@ -25,9 +25,8 @@ def parse_grant(text: str) -> dict[str, str]:
     return {"namespace": namespace, "scope": scope}
 
 
-def add_token(commands: Any, add: Callable[..., Any]) -> None:
-    """Add ``loreg token create NAME --grant NS:SCOPE``."""
-    token = add(commands, "token", None, "API tokens")
+def setup_token(token: argparse.ArgumentParser, add: Callable[..., Any]) -> None:
+    """Subcommands of ``loreg token``: create NAME --grant NS:SCOPE."""
     token_cmds = token.add_subparsers(dest="token_command", metavar="COMMAND", required=True)
     create = add(token_cmds, "create", _cmd_token_create, "create a token (needs admin)")
     create.add_argument("name", metavar="NAME")
@@ -42,9 +41,9 @@ def add_token(commands: Any, add: Callable[..., Any]) -> None:
     create.add_argument("--default-namespace", metavar="NS")
 
 
-def add_whoami(commands: Any, add: Callable[..., Any]) -> None:
-    """Add ``loreg whoami``."""
-    add(commands, "whoami", _cmd_whoami, "show who the token is and what it may do")
+def setup_whoami(whoami: argparse.ArgumentParser, add: Callable[..., Any]) -> None:
+    """``loreg whoami`` (no arguments of its own)."""
+    whoami.set_defaults(handler=_cmd_whoami)
 
 
 def _cmd_token_create(args: argparse.Namespace, registry: Registry) -> int:

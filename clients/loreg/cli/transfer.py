@@ -12,9 +12,9 @@ if TYPE_CHECKING:
     from loreg.client import Registry
 
 
-def add_push(commands: Any, add: Callable[..., Any]) -> None:
-    """Add ``loreg push DIR --name NAME``."""
-    push = add(commands, "push", _cmd_push, "publish an adapter folder as a new version")
+def setup_push(push: argparse.ArgumentParser, add: Callable[..., Any]) -> None:
+    """Arguments of ``loreg push DIR --name NAME``."""
+    push.set_defaults(handler=_cmd_push)
     push.add_argument("folder", metavar="DIR", help="folder written by save_pretrained")
     push.add_argument("--name", required=True, help="adapter name, e.g. medical")
     push.add_argument("--namespace", help="namespace (default: the token's default namespace)")
@@ -29,9 +29,9 @@ def add_push(commands: Any, add: Callable[..., Any]) -> None:
     )
 
 
-def add_pull(commands: Any, add: Callable[..., Any]) -> None:
-    """Add ``loreg pull REF``."""
-    pull = add(commands, "pull", _cmd_pull, "download a version and print its local folder")
+def setup_pull(pull: argparse.ArgumentParser, add: Callable[..., Any]) -> None:
+    """Arguments of ``loreg pull REF``."""
+    pull.set_defaults(handler=_cmd_pull)
     pull.add_argument("ref", metavar="REF", help="e.g. medical, medical-v3, acme/medical@prod")
 
 

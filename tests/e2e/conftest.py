@@ -27,8 +27,17 @@ import pytest
 
 from tests.support.waiting import wait_until
 
+HERE = Path(__file__).parent
 LOREG = str(Path(sys.executable).parent / "loreg")
 ADMIN_TOKEN_LINE = re.compile(r"^admin token \(shown once[^)]*\): (\S+)$", re.MULTILINE)
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test in this folder ``e2e``, so the fast lane leaves it out."""
+    for item in items:
+        if HERE in item.path.parents:
+            item.add_marker(pytest.mark.e2e)
 
 
 def free_port() -> int:

@@ -16,7 +16,6 @@ import re
 import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
@@ -26,8 +25,19 @@ from typing import Any
 
 import pytest
 
+from tests.support.waiting import wait_until
+
+HERE = Path(__file__).parent
 LOREG = str(Path(sys.executable).parent / "loreg")
 ADMIN_TOKEN_LINE = re.compile(r"^admin token \(shown once[^)]*\): (\S+)$", re.MULTILINE)
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test in this folder ``e2e``, so the fast lane leaves it out."""
+    for item in items:
+        if HERE in item.path.parents:
+            item.add_marker(pytest.mark.e2e)
 
 
 def free_port() -> int:
@@ -153,24 +163,27 @@ def start_server(
             env=full_env,
         )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def healthy() -> bool:
         if proc.poll() is not None:
             raise RuntimeError(
                 f"loreg serve exited with {proc.returncode}: {log_path.read_text(errors='replace')}"
             )
         try:
-            if httpx.get(url + "/v1/health", timeout=1).status_code == 200:
-                break
+            return httpx.get(url + "/v1/health", timeout=1).status_code == 200
         except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            stop_process(proc, 5)
-            raise RuntimeError(
-                f"loreg serve did not answer within {timeout:.0f} s: "
-                f"{log_path.read_text(errors='replace')}"
-            )
-        time.sleep(0.1)
+            return False
+
+    try:
+        wait_until(
+            healthy,
+            timeout=timeout,
+            interval=0.1,
+            message=lambda: f"loreg serve did not answer: {log_path.read_text(errors='replace')}",
+        )
+    except AssertionError:
+        stop_process(proc, 5)
+        raise
     token = (data_dir / "admin_token").read_text().strip()
     return Served(
         url=url,

@@ -21,6 +21,7 @@ the clients finish, and then checks:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import random
@@ -36,6 +37,7 @@ import pytest
 
 from tests.e2e.conftest import Served, production_server, start_server
 from tests.support.fuzz_cases import ADAPTER_WEIGHTS, ValidAdapter, safetensors_bytes
+from tests.support.waiting import wait_until
 
 CLIENTS = 8
 KILLS = int(os.environ.get("LOREG_KILLS", "4"))
@@ -85,6 +87,20 @@ def _adapter_folder(root: Path, valid: ValidAdapter, client: int, n: int) -> Pat
     return folder
 
 
+def _try_push(served: Served, cache_dir: Path, folder: Path, name: str, log: ClientLog) -> Any:
+    """One SDK push of ``folder``: its result, or None after logging why it failed."""
+    import loreg
+
+    try:
+        with loreg.Registry(
+            url=served.url, token=served.token, cache_dir=cache_dir, progress=False, timeout=20
+        ) as reg:
+            return reg.push(folder, name)
+    except Exception as exc:  # noqa: BLE001 - classified and asserted on below
+        log.errors.append((classify(exc), f"{type(exc).__name__}: {str(exc)[:300]}"))
+        return None
+
+
 def _client_loop(
     served: Served,
     root: Path,
@@ -93,29 +109,16 @@ def _client_loop(
     stop: threading.Event,
     log: ClientLog,
 ) -> None:
-    import loreg
-
     name = f"kill-c{client}"
     n = 0
     while not stop.is_set():
         folder = _adapter_folder(root, valid, client, n)
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with loreg.Registry(
-                    url=served.url,
-                    token=served.token,
-                    cache_dir=root / f"cache{client}",
-                    progress=False,
-                    timeout=20,
-                ) as reg:
-                    result = reg.push(folder, name)
-                break
-            except Exception as exc:  # noqa: BLE001 - classified and asserted on below
-                log.errors.append((classify(exc), f"{type(exc).__name__}: {str(exc)[:300]}"))
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
+        result = wait_until(
+            functools.partial(_try_push, served, root / f"cache{client}", folder, name, log),
+            timeout=120,
+            interval=0.2,
+            message=lambda: f"{name}: no push got through; last error: {log.errors[-1]}",
+        )
         files = {p.name: p.read_bytes() for p in folder.iterdir()}
         log.pushes.append(
             {"ref": result.ref, "version": result.version, "digest": result.digest, "files": files}

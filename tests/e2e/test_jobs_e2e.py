@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from pathlib import Path
 
 import httpx
@@ -18,6 +17,7 @@ from safetensors import safe_open
 
 from tests.e2e.conftest import run_cli
 from tests.support.tiny import save_adapter, save_base_model
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -39,12 +39,17 @@ def cli_json(served, cache: Path, *args: str) -> dict | list:
 
 def rest_wait(api: httpx.Client, job_id: str, timeout: float = 90) -> dict:
     """Poll ``GET /v1/jobs/{id}`` until the job is terminal."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def terminal() -> dict | None:
         job = api.get(f"/v1/jobs/{job_id}").raise_for_status().json()
-        if job["status"] in ("succeeded", "failed", "cancelled") or time.monotonic() > deadline:
-            return job
-        time.sleep(0.2)
+        return job if job["status"] in ("succeeded", "failed", "cancelled") else None
+
+    return wait_until(
+        terminal,
+        timeout=timeout,
+        interval=0.2,
+        message=lambda: f"job not finished: {api.get(f'/v1/jobs/{job_id}').json()}",
+    )
 
 
 def module_paths(folder: Path) -> list[str]:

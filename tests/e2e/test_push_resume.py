@@ -18,6 +18,7 @@ import pytest
 from tests.e2e.conftest import LOREG, Served, run_cli
 from tests.support.publish import random_safetensors
 from tests.support.tiny import save_adapter
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -60,11 +61,14 @@ def test_killed_push_leaves_no_version_and_rerun_sends_only_missing(server, tmp_
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 120
-    while len(server.stored_blobs() - before) < 3:
+
+    def three_blobs_sent() -> bool:
+        if len(server.stored_blobs() - before) >= 3:
+            return True
         assert proc.poll() is None, "push finished before it could be interrupted"
-        assert time.monotonic() < deadline
-        time.sleep(0.002)
+        return False
+
+    wait_until(three_blobs_sent, timeout=120, interval=0.002, message="3 blobs never arrived")
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     sent_before_kill = settled_blobs(server) - before

@@ -9,6 +9,16 @@ import pytest
 
 from tests.support.tiny import save_adapter, save_base_model
 
+HERE = Path(__file__).parent
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test in this folder ``integration``, so the fast lane leaves it out."""
+    for item in items:
+        if HERE in item.path.parents:
+            item.add_marker(pytest.mark.integration)
+
 
 def _read_folder(folder: Path) -> dict[str, bytes]:
     return {

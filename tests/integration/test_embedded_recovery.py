@@ -9,7 +9,6 @@ real child process running ``run_job``), each ending with exactly one version.
 
 from __future__ import annotations
 
-import time
 from datetime import timedelta
 
 import pytest
@@ -19,6 +18,7 @@ import loreg
 from registry.models import Job, Version, utcnow
 from registry.serve import start_job_recovery
 from tests.support.tiny import save_adapter
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -75,16 +75,23 @@ def test_jobs_left_by_a_stopped_server_are_finished_after_restart(registry_serve
     ctx._dispatcher = None  # the restarted server: a fresh local executor
     recovery = start_job_recovery(ctx)
     assert recovery is not None
+
+    def job_states() -> list[tuple[str, int, str | None]]:
+        with Session(ctx.engine) as session:
+            jobs = [session.get(Job, job_id) for job_id in ids]
+            return [(j.status, j.attempts, j.error) for j in jobs]
+
+    def recovered() -> list[tuple[str, int, str | None]] | None:
+        states = job_states()
+        return states if all(s[0] in ("succeeded", "failed", "cancelled") for s in states) else None
+
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            with Session(ctx.engine) as session:
-                jobs = [session.get(Job, job_id) for job_id in ids]
-                states = [(j.status, j.attempts, j.error) for j in jobs]
-            if all(s[0] in ("succeeded", "failed", "cancelled") for s in states):
-                break
-            assert time.monotonic() < deadline, f"jobs not recovered: {states}"
-            time.sleep(0.2)
+        states = wait_until(
+            recovered,
+            timeout=120,
+            interval=0.2,
+            message=lambda: f"jobs not recovered: {job_states()}",
+        )
     finally:
         recovery.stop()
         ctx.dispatcher.close()

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import math
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ import torch
 
 import loreg
 from tests.support.tiny import TINY_LLAMA, byte_ids, tiny_llama
+from tests.support.waiting import wait_until
 from workers.runner import run_job
 
 CHATS = [
@@ -258,10 +258,14 @@ def test_cancel_reaches_a_running_train_job(registry_server, registry, dataset_f
         target=lambda: outcome.update(status=run_job(registry_server.ctx, job["id"])), daemon=True
     )
     worker.start()
-    deadline = time.monotonic() + 60
-    while registry.job(job["id"])["progress"] <= 0.1:  # a training step was reported
-        assert worker.is_alive() and time.monotonic() < deadline, registry.job(job["id"])
-        time.sleep(0.05)
+
+    def training() -> bool:
+        if registry.job(job["id"])["progress"] > 0.1:  # a training step was reported
+            return True
+        assert worker.is_alive(), registry.job(job["id"])
+        return False
+
+    wait_until(training, timeout=60, message=lambda: registry.job(job["id"]))
     registry.cancel_job(job["id"])
     worker.join(timeout=60)
     assert outcome.get("status") == "cancelled"

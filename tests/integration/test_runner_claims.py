@@ -10,7 +10,6 @@ run on Postgres only.
 from __future__ import annotations
 
 import secrets
-import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from datetime import timedelta
@@ -23,6 +22,7 @@ from sqlmodel import Session, select
 from registry.models import Job, Version, utcnow
 from tests.support.fixtures_worker import insert_job, write_adapter
 from tests.support.servers import temp_pg_database
+from tests.support.waiting import wait_until
 from workers import runner
 from workers.runner import (
     JobCancelled,
@@ -225,15 +225,20 @@ def test_a_lost_heartbeat_stops_the_runner_without_touching_the_row(ctx, monkeyp
     def handler(jc: JobContext) -> JobOutput:
         jc.report(0.3, "working")
         take_over(ctx, jc.job.id)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
+
+        def heartbeat() -> None:
             try:
                 jc.report(0.4)
             except JobCancelled as exc:
                 seen["exc"] = exc
                 raise
-            time.sleep(0.01)
-        raise AssertionError("the heartbeat never noticed the lost claim")
+
+        wait_until(  # ends only by raising: JobLost, or AssertionError after 30 s
+            heartbeat,
+            timeout=30,
+            interval=0.01,
+            message="the heartbeat never noticed the lost claim",
+        )
 
     use_handler(monkeypatch, handler)
     job_id = insert_job(ctx)
@@ -249,11 +254,12 @@ def test_cancellation_still_cancels(ctx, monkeypatch):
         with Session(ctx.engine) as session:
             session.execute(sa.update(Job).where(Job.id == jc.job.id).values(cancel_requested=True))
             session.commit()
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            jc.report(0.4)
-            time.sleep(0.01)
-        raise AssertionError("the cancellation was never noticed")
+        wait_until(  # ends only by raising: JobCancelled, or AssertionError after 30 s
+            lambda: jc.report(0.4),
+            timeout=30,
+            interval=0.01,
+            message="the cancellation was never noticed",
+        )
 
     use_handler(monkeypatch, handler)
     job_id = insert_job(ctx)

@@ -22,7 +22,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -33,6 +32,7 @@ from registry.services import fsck
 from registry.services.context import Context
 from registry.storage.base import blob_key
 from tests.support.publish import publish, send_blob, start_upload
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -349,9 +349,7 @@ def test_the_scheduled_fsck_marks_lost_files(registry_server, admin_api, request
     ctx = Context.from_settings(registry_server.settings.with_overrides(fsck_interval_s=0.2))
     scrubber = fsck.start_periodic(ctx)
     try:
-        deadline = time.monotonic() + 30
-        while scrubber.passes == 0 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: scrubber.passes, timeout=30, message="the scheduled fsck never ran")
         assert scrubber.last_report is not None and not scrubber.last_report["ok"]
     finally:
         scrubber.stop()

@@ -21,7 +21,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, suppress
@@ -34,6 +33,7 @@ import pytest
 
 from tests.support.s3server import free_port
 from tests.support.servers import ServerThread, temp_pg_database
+from tests.support.waiting import wait_until
 
 LOREG = str(Path(sys.executable).parent / "loreg")
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -94,16 +94,22 @@ class RedisServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if self.client().ping():
-                    return self
-            except Exception:  # noqa: BLE001 - not up yet
-                pass
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"redis-server did not start on port {self.port}")
-            time.sleep(0.05)
+        wait_until(
+            self._answers, timeout=20, message=f"redis-server did not start on port {self.port}"
+        )
+        return self
+
+    def _answers(self) -> bool:
+        """True once the server answers PING; raises RuntimeError if it has exited."""
+        try:
+            if self.client().ping():
+                return True
+        except Exception:  # noqa: BLE001 - not up yet
+            pass
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise RuntimeError(f"redis-server did not start on port {self.port}")
+        return False
 
     def stop(self) -> None:
         """Stop the server (everything in it is lost)."""
@@ -231,17 +237,19 @@ class JobStack:
         self, job_id: str, statuses: tuple[str, ...] = TERMINAL, timeout: float = 120.0
     ) -> dict[str, Any]:
         """Poll the job until its status is one of ``statuses``; fail with the logs if not."""
-        deadline = time.monotonic() + timeout
-        while True:
+
+        def reached() -> dict[str, Any] | None:
             job = self.job(job_id)
-            if job["status"] in statuses:
-                return job
-            if time.monotonic() > deadline:
-                pytest.fail(
-                    f"job {job_id} is {job['status']} after {timeout:.0f} s, expected one of "
-                    f"{statuses}: {job}\n{self.worker_logs()}"
-                )
-            time.sleep(0.1)
+            return job if job["status"] in statuses else None
+
+        def failure() -> str:
+            job = self.job(job_id)
+            return (
+                f"job {job_id} is {job['status']} after {timeout:.0f} s, expected one of "
+                f"{statuses}: {job}\n{self.worker_logs()}"
+            )
+
+        return wait_until(reached, timeout=timeout, interval=0.1, message=failure)
 
     def resolve(self, ref: str) -> dict[str, Any]:
         """``GET /v1/resolve/{ref}``."""

@@ -12,16 +12,17 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from types import TracebackType
 from typing import IO
 
+from tests.support.waiting import wait_until
+
 
 class MotoServerError(RuntimeError):
-    """``moto_server`` could not be found, died on start-up or never answered."""
+    """``moto_server`` could not be found, was already running or died on start-up."""
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -88,27 +89,29 @@ class MotoServer:
             raise
 
     def _wait_until_ready(self) -> None:
-        deadline = time.monotonic() + self.startup_timeout
+        wait_until(
+            self._answers,
+            timeout=self.startup_timeout,
+            message=lambda: (
+                f"moto_server did not answer on {self.endpoint_url}: {self._stderr_text()}"
+            ),
+        )
+
+    def _answers(self) -> bool:
+        """True once the server answers HTTP; raises MotoServerError if it has exited."""
         assert self._process is not None
-        while True:
-            code = self._process.poll()
-            if code is not None:
-                raise MotoServerError(
-                    f"moto_server exited with code {code} on start-up: {self._stderr_text()}"
-                )
-            try:
-                with urllib.request.urlopen(f"{self.endpoint_url}/moto-api/", timeout=1):
-                    return
-            except urllib.error.HTTPError:
-                return  # it answered, even if with an error status
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise MotoServerError(
-                    f"moto_server did not answer on {self.endpoint_url} within "
-                    f"{self.startup_timeout:.0f} s: {self._stderr_text()}"
-                )
-            time.sleep(0.05)
+        code = self._process.poll()
+        if code is not None:
+            raise MotoServerError(
+                f"moto_server exited with code {code} on start-up: {self._stderr_text()}"
+            )
+        try:
+            with urllib.request.urlopen(f"{self.endpoint_url}/moto-api/", timeout=1):
+                return True
+        except urllib.error.HTTPError:
+            return True  # it answered, even if with an error status
+        except OSError:
+            return False
 
     def _stderr_text(self) -> str:
         if self._stderr is None:

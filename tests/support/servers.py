@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import sqlalchemy as sa
+
+from tests.support.waiting import wait_until
 
 PG_ADMIN_URL = os.environ.get(
     "LOREG_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
@@ -51,12 +52,18 @@ class ServerThread:
 
     def __enter__(self) -> ServerThread:
         self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("test registry server did not start")
-            time.sleep(0.01)
+        wait_until(
+            self._started, timeout=20, interval=0.01, message="test registry server did not start"
+        )
         return self
+
+    def _started(self) -> bool:
+        """True once uvicorn serves; raises RuntimeError if its thread ended first."""
+        if self.server.started:
+            return True
+        if not self.thread.is_alive():
+            raise RuntimeError("test registry server did not start")
+        return False
 
     def __exit__(self, *exc) -> None:
         self.server.should_exit = True

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from loreg.refs import MAX_VERSION
+from loreg.vocabulary import ArtifactKind
 from registry.errors import InvalidPath, InvalidRequest
 from registry.validation.json_values import json_problem
 
@@ -343,3 +344,216 @@ class JobLog(BaseModel):
     id: str
     status: JobStatus
     log: str
+
+
+# --- Responses of the tokens, catalog, base-model, publish and admin routes -----------
+# Each mirrors the dict its service builds, key for key and in the same order, with
+# the same nulls; a key the service leaves out is a field with a default that the route
+# drops with ``response_model_exclude_unset`` (only ``BlobPlan.upload``).
+
+
+class TokenCreated(BaseModel):
+    """``POST /v1/tokens`` (201): the new token; ``token`` is the secret, shown only here."""
+
+    id: int
+    name: str
+    token: str = Field(description="the bearer secret; only its hash is stored")
+    grants: list[GrantView]
+    default_namespace: str
+    created_at: Timestamp
+
+
+class NamespaceView(BaseModel):
+    """A namespace: ``GET /v1/namespaces`` (each) and ``POST /v1/namespaces`` (201)."""
+
+    name: str
+    private: bool
+    created_at: Timestamp
+
+
+class AdapterSummary(BaseModel):
+    """``GET /v1/adapters`` (each): an adapter (or dataset) and its latest version."""
+
+    namespace: str
+    name: str
+    description: str | None
+    base_model: str | None
+    latest_version: int | None = Field(description="highest version number (null if none)")
+    versions: int = Field(description="how many versions it has")
+    aliases: dict[str, int] = Field(description="alias name -> version number")
+    updated_at: Timestamp
+
+
+class VersionSummary(BaseModel):
+    """One version in ``GET /v1/adapters/{namespace}/{name}``."""
+
+    version: int
+    digest: str = Field(description="sha256:<hex> of the manifest")
+    size: int = Field(description="total bytes of the files")
+    file_count: int
+    created_at: Timestamp
+    created_by: str | None
+    base_model: str | None
+
+
+class AdapterDetail(BaseModel):
+    """``GET /v1/adapters/{namespace}/{name}``: the summary, with every version listed."""
+
+    namespace: str
+    name: str
+    description: str | None
+    base_model: str | None
+    latest_version: int | None = Field(description="highest version number (null if none)")
+    versions: list[VersionSummary] = Field(
+        description="every version, oldest first (instead of the count)"
+    )
+    aliases: dict[str, int] = Field(description="alias name -> version number")
+    updated_at: Timestamp
+
+
+class BaseModelSummary(BaseModel):
+    """``GET /v1/base-models`` (each): a registered base model."""
+
+    name: str
+    revision: str | None
+    architecture: str | None
+    model_type: str | None
+    module_count: int = Field(description="how many linear modules it has")
+    digest: str = Field(description="sha256:<hex> of the manifest")
+    size: int = Field(description="total bytes of the files")
+    created_at: Timestamp
+
+
+class BaseModelDetail(BaseModelSummary):
+    """``GET /v1/base-models/{name}``: config, linear-module shapes, lineage, files."""
+
+    config: dict[str, Any] | None = Field(description="the model's config.json")
+    modules: dict[str, list[int]] = Field(
+        description="linear module name -> [out_features, in_features]"
+    )
+    metadata: dict[str, Any]
+    lineage: list[LineageEdge]
+    files: list[ResolvedFile]
+
+
+class PartUpload(BaseModel):
+    """One part of a multipart upload: where to PUT it."""
+
+    part_number: int
+    url: str
+
+
+class ApiUpload(BaseModel):
+    """Send the bytes to the API: ``PUT url`` with the bearer token (no complete call)."""
+
+    method: Literal["api"]
+    url: str
+    headers: dict[str, str]
+    complete_url: None
+
+
+class PutUpload(BaseModel):
+    """Send the bytes in one presigned ``PUT url`` with ``headers``, then ``POST complete_url``."""
+
+    method: Literal["put"]
+    url: str
+    headers: dict[str, str]
+    complete_url: str
+
+
+class MultipartUpload(BaseModel):
+    """``PUT`` each part (``part_size`` bytes, the last shorter), then ``POST complete_url``."""
+
+    method: Literal["multipart"]
+    url: None
+    headers: dict[str, str]
+    part_size: int
+    parts: list[PartUpload]
+    complete_url: str
+
+
+UploadInstructions = Annotated[
+    ApiUpload | PutUpload | MultipartUpload, Field(discriminator="method")
+]
+
+
+class BlobPlan(BaseModel):
+    """One distinct blob of an upload: present already, or how to send it."""
+
+    sha256: str
+    size: int
+    present: bool = Field(description="true: the store holds it for this caller; send nothing")
+    upload: UploadInstructions | None = Field(
+        default=None, description="how to send the bytes; absent when present is true"
+    )
+
+
+class UploadCreated(BaseModel):
+    """``POST /v1/uploads`` (201): the upload session and which blobs to send."""
+
+    upload_id: str
+    expires_at: Timestamp
+    blobs: list[BlobPlan] = Field(description="one entry per distinct blob")
+
+
+class BlobStored(BaseModel):
+    """``PUT /v1/uploads/{id}/blobs/{sha256}`` and ``POST .../complete``: the blob is stored."""
+
+    sha256: str
+    size: int
+    present: Literal[True]
+
+
+class CommitResult(BaseModel):
+    """``POST /v1/uploads/{id}/commit``: 201 with the new version, or 200 with the same one."""
+
+    created: bool = Field(description="false when an identical version already existed")
+    resolved: ResolvedVersion | BaseModelDetail = Field(
+        description="the resolve object of the version, or the base-model object"
+    )
+
+
+class GcReport(BaseModel):
+    """``POST /v1/admin/gc``: what garbage collection removed."""
+
+    expired_uploads: int
+    deleted_blobs: int
+    freed_bytes: int
+
+
+class BlobProblem(BaseModel):
+    """A blob fsck marked: missing, another size, or (hashing) other bytes."""
+
+    sha256: str
+    problem: Literal["missing", "size", "sha256"]
+    expected_size: int | None
+    found_size: int | None
+
+
+class AffectedVersion(BaseModel):
+    """A version or base model holding a marked blob: it resolves 409 ``files_missing``."""
+
+    kind: ArtifactKind
+    ref: str = Field(description="canonical ref of the version, or the base model name")
+    missing: list[str] = Field(description="paths of the files affected")
+
+
+class FsckReport(BaseModel):
+    """``POST /v1/admin/fsck``: what the check found, marked and cleared."""
+
+    ok: bool = Field(description="true when no blob is marked after this pass")
+    verify_hashes: bool
+    blobs_checked: int
+    bytes_checked: int
+    bytes_hashed: int
+    marked: int
+    cleared: int
+    problems: list[BlobProblem] = Field(description="every blob marked after this pass")
+    versions: list[AffectedVersion]
+    duration_s: float
+
+
+class RepairReport(BaseModel):
+    """``POST /v1/admin/repair-json``: the stored JSON values rewritten."""
+
+    repaired: list[str] = Field(description='"<table>.<column> id=<n>: <problem>" each')

@@ -11,7 +11,17 @@ from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from registry.api.deps import ContextDep, PrincipalDep, SessionDep
 from registry.auth import require_scope
 from registry.errors import NotFound
-from registry.schemas import MAX_INT64, ErrorResponse, Health, TokenRequest, error_responses
+from registry.schemas import (
+    MAX_INT64,
+    ErrorResponse,
+    FsckReport,
+    GcReport,
+    Health,
+    RepairReport,
+    TokenCreated,
+    TokenRequest,
+    error_responses,
+)
 from registry.services import fsck, tokens, urls
 from registry.services.gc import collect_garbage
 from registry.services.health import health as health_report
@@ -49,8 +59,15 @@ def health(ctx: ContextDep) -> dict[str, Any] | JSONResponse:
     return JSONResponse(body, status_code=503, headers=headers)
 
 
-@router.post("/tokens", status_code=201, responses=error_responses(400, 401, 403, 404, 413, 422))
-def create_token(body: TokenRequest, session: SessionDep, principal: PrincipalDep) -> dict:
+@router.post(
+    "/tokens",
+    status_code=201,
+    response_model=TokenCreated,
+    responses=error_responses(400, 401, 403, 404, 413, 422),
+)
+def create_token(
+    body: TokenRequest, session: SessionDep, principal: PrincipalDep
+) -> dict[str, Any]:
     """Create an API token; the secret is returned once."""
     return tokens.create_token(session, principal, body)
 
@@ -93,14 +110,14 @@ def download_blob(
     )
 
 
-@router.post("/admin/gc", responses=error_responses(401, 403))
+@router.post("/admin/gc", response_model=GcReport, responses=error_responses(401, 403))
 def garbage_collect(principal: PrincipalDep, ctx: ContextDep) -> dict[str, Any]:
     """Remove expired uploads and unreferenced blobs past the grace period (admin)."""
     require_scope(principal, "*", False, "admin")
     return collect_garbage(ctx)
 
 
-@router.post("/admin/fsck", responses=error_responses(401, 403, 422))
+@router.post("/admin/fsck", response_model=FsckReport, responses=error_responses(401, 403, 422))
 def fsck_store(
     principal: PrincipalDep, ctx: ContextDep, verify_hashes: bool = False
 ) -> dict[str, Any]:
@@ -113,7 +130,9 @@ def fsck_store(
     return fsck.scrub(ctx, verify_hashes=verify_hashes)
 
 
-@router.post("/admin/repair-json", responses=error_responses(401, 403))
+@router.post(
+    "/admin/repair-json", response_model=RepairReport, responses=error_responses(401, 403)
+)
 def repair_json(principal: PrincipalDep, ctx: ContextDep) -> dict[str, Any]:
     """Rewrite stored configs, metadata and lineage params nested past the bounds (admin)."""
     require_scope(principal, "*", False, "admin")

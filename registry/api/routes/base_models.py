@@ -7,20 +7,26 @@ from typing import Any
 from fastapi import APIRouter
 
 from registry.api.deps import BaseUrlDep, ContextDep, SessionDep
-from registry.schemas import error_responses
+from registry.schemas import BaseModelDetail, BaseModelSummary, error_responses
 from registry.services import base_models
 
 router = APIRouter(prefix="/v1", tags=["base-models"])
 
 
-@router.get("/base-models", responses=error_responses())
+@router.get("/base-models", response_model=list[BaseModelSummary], responses=error_responses())
 def list_base_models(session: SessionDep) -> list[dict[str, Any]]:
     """Every registered base model."""
     return base_models.list_base_models(session)
 
 
-@router.get("/base-models/{name:path}", responses=error_responses(404, 409, 422))
-def get_base_model(name: str, session: SessionDep, ctx: ContextDep, base: BaseUrlDep) -> dict:
+@router.get(
+    "/base-models/{name:path}",
+    response_model=BaseModelDetail,
+    responses=error_responses(404, 409, 422),
+)
+def get_base_model(
+    name: str, session: SessionDep, ctx: ContextDep, base: BaseUrlDep
+) -> dict[str, Any]:
     """One base model: config, linear-module shapes, files with download URLs."""
     bm = base_models.get_base_model(session, name)
     return base_models.base_model_view(session, ctx, bm, base)

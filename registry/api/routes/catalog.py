@@ -8,9 +8,12 @@ from fastapi import APIRouter
 
 from registry.api.deps import BaseUrlDep, ContextDep, PrincipalDep, SessionDep
 from registry.schemas import (
+    AdapterDetail,
+    AdapterSummary,
     AliasRequest,
     AliasView,
     NamespaceRequest,
+    NamespaceView,
     ResolvedVersion,
     WhoAmI,
     error_responses,
@@ -34,21 +37,32 @@ def whoami(principal: PrincipalDep) -> dict[str, Any]:
     }
 
 
-@router.get("/namespaces", responses=error_responses(401))
+@router.get(
+    "/namespaces", response_model=list[NamespaceView], responses=error_responses(401)
+)
 def list_namespaces(session: SessionDep, principal: PrincipalDep) -> list[dict[str, Any]]:
     """Namespaces visible to the caller."""
     return catalog.list_namespaces(session, principal)
 
 
 @router.post(
-    "/namespaces", status_code=201, responses=error_responses(400, 401, 403, 409, 413, 422)
+    "/namespaces",
+    status_code=201,
+    response_model=NamespaceView,
+    responses=error_responses(400, 401, 403, 409, 413, 422),
 )
-def create_namespace(body: NamespaceRequest, session: SessionDep, principal: PrincipalDep) -> dict:
+def create_namespace(
+    body: NamespaceRequest, session: SessionDep, principal: PrincipalDep
+) -> dict[str, Any]:
     """Create a namespace (admin)."""
     return tokens.create_namespace(session, principal, body)
 
 
-@router.get("/adapters", responses=error_responses(401, 404, 422))
+@router.get(
+    "/adapters",
+    response_model=list[AdapterSummary],
+    responses=error_responses(401, 404, 422),
+)
 def list_adapters(
     session: SessionDep, principal: PrincipalDep, namespace: str | None = None
 ) -> list[dict[str, Any]]:
@@ -56,8 +70,14 @@ def list_adapters(
     return catalog.list_adapters(session, principal, namespace)
 
 
-@router.get("/adapters/{namespace}/{name}", responses=error_responses(401, 404, 422))
-def get_adapter(namespace: str, name: str, session: SessionDep, principal: PrincipalDep) -> dict:
+@router.get(
+    "/adapters/{namespace}/{name}",
+    response_model=AdapterDetail,
+    responses=error_responses(401, 404, 422),
+)
+def get_adapter(
+    namespace: str, name: str, session: SessionDep, principal: PrincipalDep
+) -> dict[str, Any]:
     """One adapter with its versions and aliases."""
     return catalog.adapter_detail(session, principal, namespace, name)
 

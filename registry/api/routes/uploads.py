@@ -16,7 +16,14 @@ from sqlmodel import Session
 
 from registry.api.deps import BaseUrlDep, ContextDep, PrincipalDep, SessionDep
 from registry.errors import BlobMismatch, InvalidRequest, PayloadTooLarge
-from registry.schemas import CompleteBlobRequest, UploadRequest, error_responses
+from registry.schemas import (
+    BlobStored,
+    CommitResult,
+    CompleteBlobRequest,
+    UploadCreated,
+    UploadRequest,
+    error_responses,
+)
 from registry.services import publish
 
 router = APIRouter(prefix="/v1", tags=["publish"])
@@ -29,7 +36,13 @@ def _check_sha(sha256: str) -> str:
     return sha256
 
 
-@router.post("/uploads", status_code=201, responses=error_responses(400, 401, 403, 404, 413, 422))
+@router.post(
+    "/uploads",
+    status_code=201,
+    response_model=UploadCreated,
+    response_model_exclude_unset=True,  # a present blob has no "upload" key
+    responses=error_responses(400, 401, 403, 404, 413, 422),
+)
 def create_upload(
     body: UploadRequest,
     session: SessionDep,
@@ -43,6 +56,7 @@ def create_upload(
 
 @router.post(
     "/uploads/{upload_id}/blobs/{sha256}/complete",
+    response_model=BlobStored,
     responses=error_responses(400, 401, 403, 404, 409, 410, 413, 422),
 )
 def complete_blob(
@@ -60,6 +74,7 @@ def complete_blob(
 
 @router.put(
     "/uploads/{upload_id}/blobs/{sha256}",
+    response_model=BlobStored,
     responses=error_responses(401, 403, 404, 410, 413, 422),
 )
 async def upload_blob(
@@ -111,15 +126,20 @@ async def upload_blob(
 @router.post(
     "/uploads/{upload_id}/commit",
     status_code=201,
+    response_model=CommitResult,
     responses={
-        200: {"description": "an identical version already existed (created: false)"},
+        200: {
+            "model": CommitResult,
+            "description": "an identical version already existed (created: false)",
+        },
         **error_responses(401, 403, 404, 409, 410, 413, 422),
     },
 )
 def commit_upload(
     upload_id: str, principal: PrincipalDep, ctx: ContextDep, base: BaseUrlDep
-) -> Any:
+) -> dict[str, Any] | JSONResponse:
     """Phase 3: validate and write the version atomically (200 if it already existed)."""
     created, view = publish.commit_upload(ctx, principal, upload_id, base)
     body = {"created": created, "resolved": view}
+    # the 200 is rendered as it always was, by JSONResponse (the model documents it)
     return body if created else JSONResponse(body, status_code=200)

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from loreg.errors import ConfigError
+
 MiB = 2**20
 
 # The S3 settings that mean nothing without LOREG_S3_BUCKET.
@@ -31,13 +33,6 @@ S3_OPTION_VARS = (
     "LOREG_S3_CREATE_BUCKET",
     "LOREG_S3_TRUST_CHECKSUMS",
 )
-
-
-class ConfigError(ValueError):
-    """The LOREG_* environment (or a Settings value) is invalid or incomplete.
-
-    The message names the variable to set or fix; callers should show it as is.
-    """
 
 
 def _env_number(name: str, default: Any, kind: type, what: str) -> Any:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from loreg import __version__
 from loreg.constants import debug_mode
-from loreg.errors import ConfigurationError, IntegrityError, LoregError
+from loreg.errors import ConfigError, IntegrityError, LoregError
 from loreg.jobs import add_job_commands
 
 if TYPE_CHECKING:
@@ -552,7 +552,7 @@ def _config_errors() -> Iterator[None]:
     try:
         yield
     except config_error as exc:
-        raise ConfigurationError(f"configuration: {exc}") from exc
+        raise ConfigError(f"configuration: {exc}") from exc
 
 
 _LOCAL_COMMANDS = {_cmd_serve, _cmd_db_upgrade, _cmd_fsck, _cmd_worker, _cmd_cache_verify}

@@ -357,19 +357,34 @@ def _installed(module: str) -> bool:
 def normalize_database_url(url: str) -> str:
     """The SQLAlchemy URL for a database URL as hosting platforms write it.
 
-    ``postgres://`` and ``postgresql://`` (which SQLAlchemy 2.1 would hand to psycopg 3)
-    use the installed psycopg2 driver; ``postgresql+psycopg://`` is accepted when
-    psycopg 3 is installed. Anything else is returned unchanged.
+    ``postgres://`` and ``postgresql://`` use psycopg 3 (``postgresql+psycopg://``), or
+    psycopg2 where only that is installed; ``postgresql+psycopg://`` and
+    ``postgresql+psycopg2://`` ask for one driver and are refused with a
+    :class:`ConfigError` when it is missing. Anything else is returned unchanged.
     """
     scheme, sep, rest = url.partition("://")
     if not sep:
         return url
     if scheme in ("postgres", "postgresql"):
-        return f"postgresql+psycopg2://{rest}"
+        if _installed("psycopg"):
+            return f"postgresql+psycopg://{rest}"
+        if _installed("psycopg2"):
+            return f"postgresql+psycopg2://{rest}"
+        raise ConfigError(
+            "LOREG_DATABASE_URL is a Postgres URL but no Postgres driver is installed: "
+            "pip install psycopg[binary] (or loreg[server])"
+        )
     if scheme == "postgresql+psycopg" and not _installed("psycopg"):
         raise ConfigError(
             "LOREG_DATABASE_URL asks for the psycopg 3 driver (postgresql+psycopg://), which "
-            "is not installed: write postgresql://... to use psycopg2, or pip install psycopg"
+            "is not installed: write postgresql://... to use the installed driver, or "
+            "pip install psycopg[binary]"
+        )
+    if scheme == "postgresql+psycopg2" and not _installed("psycopg2"):
+        raise ConfigError(
+            "LOREG_DATABASE_URL asks for the psycopg2 driver (postgresql+psycopg2://), which "
+            "is not installed: write postgresql://... to use psycopg 3, or "
+            "pip install psycopg2-binary"
         )
     return url
 

@@ -86,8 +86,9 @@ def test_config_error_is_a_value_error():
 @pytest.mark.parametrize(
     ("given", "used"),
     [
-        ("postgresql://u@db.example:5432/reg", "postgresql+psycopg2://u@db.example:5432/reg"),
-        ("postgres://u:pw@db.example/reg", "postgresql+psycopg2://u:pw@db.example/reg"),
+        ("postgresql://u@db.example:5432/reg", "postgresql+psycopg://u@db.example:5432/reg"),
+        ("postgres://u:pw@db.example/reg", "postgresql+psycopg://u:pw@db.example/reg"),
+        ("postgresql+psycopg://u@h/reg", "postgresql+psycopg://u@h/reg"),
         ("postgresql+psycopg2://u@h/reg", "postgresql+psycopg2://u@h/reg"),
         ("sqlite:////tmp/x.db", "sqlite:////tmp/x.db"),
     ],
@@ -111,6 +112,42 @@ def test_psycopg3_url_without_psycopg3_names_both_ways_out(env, tmp_path, monkey
     env.setenv("LOREG_DATABASE_URL", "postgresql+psycopg://u@h/reg")
     with pytest.raises(ConfigError, match=r"postgresql://.*pip install psycopg"):
         Settings.from_env(tmp_path)
+
+
+def _without(monkeypatch, *modules: str) -> None:
+    """Make ``importlib.util.find_spec`` report ``modules`` as not installed."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name in modules else real(name, *a)
+    )
+
+
+def test_psycopg2_url_without_psycopg2_is_refused(env, tmp_path, monkeypatch):
+    _without(monkeypatch, "psycopg2")
+    env.setenv("LOREG_DATABASE_URL", "postgresql+psycopg2://u@h/reg")
+    with pytest.raises(ConfigError, match=r"LOREG_DATABASE_URL .*psycopg2.*not installed"):
+        Settings.from_env(tmp_path)
+
+
+def test_plain_url_uses_psycopg2_where_only_it_is_installed(env, tmp_path, monkeypatch):
+    _without(monkeypatch, "psycopg")
+    env.setenv("LOREG_DATABASE_URL", "postgresql://u@h/reg")
+    assert Settings.from_env(tmp_path).database_url == "postgresql+psycopg2://u@h/reg"
+
+
+def test_plain_url_without_any_driver_is_refused(env, tmp_path, monkeypatch):
+    _without(monkeypatch, "psycopg", "psycopg2")
+    env.setenv("LOREG_DATABASE_URL", "postgres://u@h/reg")
+    with pytest.raises(ConfigError, match=r"no Postgres driver.*pip install psycopg"):
+        Settings.from_env(tmp_path)
+
+
+def test_database_url_given_in_code_is_normalised_too(tmp_path):
+    settings = Settings(data_dir=tmp_path, database_url="postgres://u@h/reg")
+    assert settings.database_url == "postgresql+psycopg://u@h/reg"
+    assert settings.with_overrides(retry_after_s=1).database_url == settings.database_url
 
 
 # ---------------------------------------------------------------- booleans: the client's rule

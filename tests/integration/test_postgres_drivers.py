@@ -2,14 +2,16 @@
 
 ``postgresql://`` and ``postgres://`` connect with psycopg 3, ``postgresql+psycopg2://``
 with psycopg2; either way the statement timeout is set on the server, migrations run,
-and a server that stops answering (a blackholed TCP proxy) fails a query, and then a
-new connection, within the bounds instead of hanging.
+a server that stops answering (a blackholed TCP proxy) fails a query, and then a new
+connection, within the bounds instead of hanging, and a dropped connection is an outage
+the engine heals from.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 import sqlalchemy as sa
@@ -38,6 +40,16 @@ def pg_url() -> Iterator[str]:
 
 def _with_scheme(url: str, scheme: str) -> str:
     return f"{scheme}://{url.split('://', 1)[1]}"
+
+
+@contextmanager
+def _proxied(pg_url: str, scheme: str) -> Iterator[tuple[TcpProxy, str]]:
+    """A TCP proxy in front of the database, and the database's URL through it."""
+    host_port = pg_url.split("@", 1)[1].split("/", 1)[0]
+    host, port = host_port.rsplit(":", 1)
+    with TcpProxy(host, int(port)) as proxy:
+        through = _with_scheme(pg_url, scheme).replace(host_port, f"127.0.0.1:{proxy.port}")
+        yield proxy, Settings(data_dir="/unused", database_url=through).database_url
 
 
 @pytest.mark.parametrize(
@@ -76,13 +88,7 @@ def test_migrations_run_on_a_plain_postgres_url(pg_url):
 
 @pytest.mark.parametrize("scheme", ["postgresql", "postgresql+psycopg2"])
 def test_a_blackholed_database_fails_in_bounded_time_and_heals(pg_url, scheme):
-    host_port = pg_url.split("@", 1)[1].split("/", 1)[0]
-    host, port = host_port.rsplit(":", 1)
-    with TcpProxy(host, int(port)) as proxy:
-        url = Settings(
-            data_dir="/unused",
-            database_url=_with_scheme(pg_url, scheme).replace(host_port, f"127.0.0.1:{proxy.port}"),
-        ).database_url
+    with _proxied(pg_url, scheme) as (proxy, url):
         engine = make_engine(
             url, connect_timeout=CONNECT_TIMEOUT, statement_timeout=STATEMENT_TIMEOUT
         )
@@ -101,6 +107,26 @@ def test_a_blackholed_database_fails_in_bounded_time_and_heals(pg_url, scheme):
                 assert outage is not None, info.value
                 assert f":{proxy.port}" in str(outage)
 
+            proxy.restore()
+            with engine.connect() as conn:
+                assert conn.execute(sa.text("SELECT 2")).scalar_one() == 2
+        finally:
+            engine.dispose()
+
+
+@pytest.mark.parametrize("scheme", ["postgresql", "postgresql+psycopg2"])
+def test_a_dropped_database_connection_is_an_outage_and_heals(pg_url, scheme):
+    with _proxied(pg_url, scheme) as (proxy, url):
+        engine = make_engine(
+            url, connect_timeout=CONNECT_TIMEOUT, statement_timeout=STATEMENT_TIMEOUT
+        )
+        try:
+            with engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+            proxy.cut()  # open connections dropped, new ones refused
+            with pytest.raises(sa.exc.DBAPIError) as info, engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+            assert database_unavailable(info.value, url) is not None, info.value
             proxy.restore()
             with engine.connect() as conn:
                 assert conn.execute(sa.text("SELECT 2")).scalar_one() == 2

@@ -256,7 +256,8 @@ class Settings(BaseSettings):
         _check_s3_env()
         values = _read_env(cls)
         given_as = {name: _set_name(name) for name in values}
-        root = Path(data_dir or values.pop("data_dir", None) or default_data_dir())
+        from_env = values.pop("data_dir", None)
+        root = Path(data_dir or from_env or default_data_dir())
         root = root.expanduser().resolve()
         values.setdefault("database_url", f"sqlite:///{root / 'loreg.db'}")
         if "secret_key" not in values:

@@ -315,3 +315,9 @@ def test_settings_in_code_do_not_read_the_environment(env, tmp_path):
     env.setenv("LOREG_RETRY_AFTER", "9")
     settings = Settings(data_dir=tmp_path, database_url="sqlite://")
     assert settings.s3_bucket is None and settings.retry_after_s == 5
+
+
+def test_the_data_dir_argument_wins_over_loreg_data_dir(env, tmp_path):
+    env.setenv("LOREG_DATA_DIR", str(tmp_path / "from-env"))
+    assert Settings.from_env(tmp_path / "given").data_dir == (tmp_path / "given").resolve()
+    assert Settings.from_env().data_dir == (tmp_path / "from-env").resolve()

@@ -7,14 +7,16 @@ from sqlmodel import SQLModel
 
 import registry.models  # noqa: F401  (registers the tables on SQLModel.metadata)
 from registry.db import make_engine
-from registry.settings import Settings
+from registry.settings import Settings, normalize_database_url
 
 config = context.config
 target_metadata = SQLModel.metadata
 
 
 def _url() -> str:
-    return config.get_main_option("sqlalchemy.url") or Settings.from_env().database_url
+    """The database to migrate, with the driver chosen as for the server (``postgres://``)."""
+    given = config.get_main_option("sqlalchemy.url")
+    return normalize_database_url(given) if given else Settings.from_env().database_url
 
 
 def run_migrations_offline() -> None:

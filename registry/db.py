@@ -4,9 +4,8 @@ Postgres connections made here never wait forever: a connection attempt gives up
 ``connect_timeout`` seconds, the server cancels a statement after ``statement_timeout``
 seconds, and a server that stops answering altogether (network down, packets dropped)
 is given up on after ``statement_timeout + connect_timeout`` seconds of silence. libpq
-cannot time out a read on its own, so the waiting is done by a psycopg2 wait callback
-(:func:`_bounded_wait`) that polls the socket with a deadline and, when the deadline
-passes, shuts the socket down so the connection fails instead of hanging.
+cannot time out a read on its own, so the waiting is done in :mod:`registry.db_wait`
+(psycopg 3, the default driver, and psycopg2 for ``postgresql+psycopg2://`` URLs).
 
 :func:`database_unavailable` tells an outage (refused, dropped, timed out, shutting
 down) from a bug, so the API answers 503 ``database_unavailable`` for the former.
@@ -14,25 +13,20 @@ down) from a bug, so the API answers 503 ``database_unavailable`` for the former
 
 from __future__ import annotations
 
-import contextlib
-import select
-import socket
-import time
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from registry.db_wait import (
+    DEFAULT_CONNECT_TIMEOUT,
+    libpq_connect_timeout,
+    psycopg2_bounds,
+    psycopg_bounds,
+    silence_timeout,
+)
 from registry.errors import DatabaseUnavailable
 
-try:
-    import psycopg2
-    import psycopg2.extensions as pg_ext
-except ImportError:  # pragma: no cover - embedded installs may lack the Postgres driver
-    psycopg2 = pg_ext = None  # type: ignore[assignment]
-
-#: Connect bound for psycopg2 connections not made by :func:`make_engine`'s factory.
-DEFAULT_CONNECT_TIMEOUT = 5.0
 #: SQLite messages that mean "busy or unreachable", not a bug.
 _SQLITE_OUTAGE = ("database is locked", "unable to open database file", "disk i/o error")
 
@@ -64,11 +58,15 @@ def make_engine(
 
         return engine
     connect_args: dict[str, Any] = {}
-    bounded = sa.engine.make_url(database_url).get_driver_name() == "psycopg2"
-    if bounded:
-        connect_args["connection_factory"] = _install_bounded_wait(
-            connect_timeout, statement_timeout
-        )
+    driver = sa.engine.make_url(database_url).get_driver_name()
+    silence = silence_timeout(connect_timeout, statement_timeout)
+    connection_class: type | None = None
+    silent: type[Exception] | None = None
+    if driver == "psycopg":
+        connection_class, silent = psycopg_bounds(silence)
+        connect_args["connect_timeout"] = libpq_connect_timeout(connect_timeout)
+    elif driver == "psycopg2":
+        connect_args["connection_factory"], silent = psycopg2_bounds(connect_timeout, silence)
     if statement_timeout is not None:
         connect_args["options"] = f"-c statement_timeout={int(statement_timeout * 1000)}"
     engine = sa.create_engine(
@@ -79,11 +77,17 @@ def make_engine(
         pool_timeout=max(connect_timeout, 1.0) * 2,
         connect_args=connect_args,
     )
-    if bounded:
+    if connection_class is not None:
+
+        @sa.event.listens_for(engine, "do_connect")
+        def _bounded_connect(_dialect, _record, cargs, cparams):
+            return connection_class.connect(*cargs, **cparams)
+
+    if silent is not None:
 
         @sa.event.listens_for(engine, "handle_error")
         def _silence_is_a_disconnect(context) -> None:
-            if isinstance(context.original_exception, DatabaseSilent):
+            if isinstance(context.original_exception, silent):
                 context.is_disconnect = True
 
     return engine
@@ -123,56 +127,3 @@ def database_unavailable(
         f"the {describe_database(url)} is unavailable ({reason[:300]}); retry later",
         retry_after=retry_after,
     )
-
-
-# ---------------------------------------------------------------- bounded waiting
-
-if psycopg2 is not None:
-
-    class DatabaseSilent(psycopg2.OperationalError):
-        """The database did not answer (or accept a connection) within the bound."""
-
-else:  # pragma: no cover
-    DatabaseSilent = None  # type: ignore[assignment,misc]
-
-
-def _install_bounded_wait(connect_timeout: float, statement_timeout: float | None) -> type:
-    """Register the bounded wait callback; return a connection class carrying the bounds."""
-    pg_ext.set_wait_callback(_bounded_wait)
-    silence = None if statement_timeout is None else statement_timeout + connect_timeout
-    return type(
-        "BoundedConnection",
-        (pg_ext.connection,),
-        {"loreg_connect_timeout": connect_timeout, "loreg_silence_timeout": silence},
-    )
-
-
-def _bounded_wait(conn: Any) -> None:
-    """psycopg2 wait callback: poll the connection's socket, giving up at a deadline."""
-    if conn.status == pg_ext.STATUS_SETUP:
-        what, limit = "connect", getattr(conn, "loreg_connect_timeout", DEFAULT_CONNECT_TIMEOUT)
-    else:
-        what, limit = "answer", getattr(conn, "loreg_silence_timeout", None)
-    deadline = None if limit is None else time.monotonic() + limit
-    while True:
-        state = conn.poll()
-        if state == pg_ext.POLL_OK:
-            return
-        events = select.POLLIN if state == pg_ext.POLL_READ else select.POLLOUT
-        fd = conn.fileno()
-        poller = select.poll()
-        poller.register(fd, events | select.POLLERR | select.POLLHUP)
-        if deadline is None:
-            poller.poll()
-        elif not poller.poll(max(deadline - time.monotonic(), 0.0) * 1000):
-            _shut_down(fd)  # so psycopg2's clean-up read fails at once instead of waiting
-            raise DatabaseSilent(f"the database did not {what} within {limit:g} s")
-
-
-def _shut_down(fd: int) -> None:
-    with contextlib.suppress(OSError):
-        sock = socket.socket(fileno=socket.dup(fd))
-        try:
-            sock.shutdown(socket.SHUT_RDWR)
-        finally:
-            sock.close()

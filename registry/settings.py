@@ -6,6 +6,12 @@ Two run modes, one code path:
 * production: ``LOREG_DATABASE_URL`` (Postgres) and ``LOREG_S3_BUCKET``
   (+ ``LOREG_S3_ENDPOINT_URL`` and the usual AWS credential variables).
 
+Each field of :class:`Settings` is read from ``LOREG_<FIELD>`` (any case), e.g.
+``presign_expiry_s`` from ``LOREG_PRESIGN_EXPIRY_S``; the older, shorter names
+(``LOREG_PRESIGN_EXPIRY``) still work. An empty variable counts as unset. Booleans
+take the client's words (:func:`loreg.constants.parse_flag`): ``1/true/yes/on`` or
+``0/false/no/off``, anything else is refused.
+
 ``LOREG_S3_PUBLIC_ENDPOINT_URL`` is the S3 endpoint as clients reach it, when that
 differs from ``LOREG_S3_ENDPOINT_URL`` (the API's own route, e.g. ``http://minio:9000``
 inside a Compose network): presigned download and upload URLs are signed for it.
@@ -16,11 +22,25 @@ from __future__ import annotations
 import importlib.util
 import os
 import secrets
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import (
+    AliasChoices,
+    BeforeValidator,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
+
+from loreg.constants import parse_flag
+from loreg.errors import ConfigError
 
 MiB = 2**20
+ENV_PREFIX = "LOREG_"
 
 # The S3 settings that mean nothing without LOREG_S3_BUCKET.
 S3_OPTION_VARS = (
@@ -32,117 +52,172 @@ S3_OPTION_VARS = (
     "LOREG_S3_TRUST_CHECKSUMS",
 )
 
+__all__ = [
+    "S3_OPTION_VARS",
+    "ConfigError",
+    "Settings",
+    "default_data_dir",
+    "env_names",
+    "normalize_database_url",
+]
 
-class ConfigError(ValueError):
-    """The LOREG_* environment (or a Settings value) is invalid or incomplete.
 
-    The message names the variable to set or fix; callers should show it as is.
+def _flag(value: Any) -> Any:
+    """Strings through the client's boolean rule; real booleans as they are."""
+    return parse_flag(value) if isinstance(value, str) else value
+
+
+#: A boolean setting (``1/true/yes/on``, ``0/false/no/off``).
+Flag = Annotated[bool, BeforeValidator(_flag)]
+#: A duration that must be finite and positive.
+Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+#: A duration where 0 means "off".
+SecondsOrOff = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+#: A size limit in bytes.
+Bytes = Annotated[int, Field(ge=1)]
+
+
+class Settings(BaseSettings):
+    """Resolved server settings; build with :meth:`from_env`.
+
+    ``Settings(...)`` in code takes its arguments alone (it never reads the
+    environment) and raises :class:`ConfigError` for a value out of range.
     """
 
-
-def _env_number(name: str, default: Any, kind: type, what: str) -> Any:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return kind(raw)
-    except ValueError as exc:
-        raise ConfigError(f"{name} must be {what}, got {raw!r}") from exc
-
-
-def _env_int(name: str, default: int) -> int:
-    return _env_number(name, default, int, "an integer")
-
-
-def _env_float(name: str, default: float) -> float:
-    return _env_number(name, default, float, "a number")
-
-
-def _check_s3_env() -> None:
-    """Refuse S3 options without a bucket (they would silently mean the local store)."""
-    if os.environ.get("LOREG_S3_BUCKET"):
-        return
-    given = [name for name in S3_OPTION_VARS if os.environ.get(name)]
-    if given:
-        raise ConfigError(
-            f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} set but LOREG_S3_BUCKET "
-            "is not: set LOREG_S3_BUCKET to store blobs in S3, or unset "
-            f"{'it' if len(given) == 1 else 'them'} to use the local store"
-        )
-
-
-def normalize_database_url(url: str) -> str:
-    """The SQLAlchemy URL for a database URL as hosting platforms write it.
-
-    ``postgres://`` and ``postgresql://`` (which SQLAlchemy 2.1 would hand to psycopg 3)
-    use the installed psycopg2 driver; ``postgresql+psycopg://`` is accepted when
-    psycopg 3 is installed. Anything else is returned unchanged.
-    """
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return url
-    if scheme in ("postgres", "postgresql"):
-        return f"postgresql+psycopg2://{rest}"
-    if scheme == "postgresql+psycopg" and importlib.util.find_spec("psycopg") is None:
-        raise ConfigError(
-            "LOREG_DATABASE_URL asks for the psycopg 3 driver (postgresql+psycopg://), which "
-            "is not installed: write postgresql://... to use psycopg2, or pip install psycopg"
-        )
-    return url
-
-
-def default_data_dir() -> Path:
-    """Where the embedded registry keeps its SQLite file and blobs by default."""
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "loreg"
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Resolved server settings; build with :meth:`from_env`."""
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_ignore_empty=True,
+        frozen=True,
+        extra="forbid",
+        validate_by_name=True,
+        validate_by_alias=True,
+    )
 
     data_dir: Path
     database_url: str
     s3_bucket: str | None = None
     s3_endpoint_url: str | None = None
     s3_public_endpoint_url: str | None = None
-    s3_region: str | None = None
+    s3_region: str | None = Field(
+        None, validation_alias=AliasChoices("LOREG_S3_REGION", "AWS_DEFAULT_REGION")
+    )
     s3_prefix: str = ""
-    s3_create_bucket: bool = True
-    s3_trust_checksums: bool = True
+    s3_create_bucket: Flag = True
+    s3_trust_checksums: Flag = True
     public_url: str | None = None
-    secret_key: str = field(default_factory=lambda: secrets.token_hex(32), repr=False)
-    presign_expiry_s: int = 900
-    upload_expiry_s: int = 24 * 3600
-    gc_grace_s: int = 24 * 3600
-    max_json_body_bytes: int = 4 * MiB
-    max_file_bytes: int = 64 * 1024 * MiB
-    max_files_per_version: int = 1000
-    max_safetensors_header_bytes: int = 16 * MiB
-    max_config_bytes: int = 1 * MiB
-    multipart_threshold_bytes: int = 64 * MiB
-    multipart_part_size_bytes: int = 16 * MiB
+    secret_key: str = Field(default_factory=lambda: secrets.token_hex(32), repr=False)
+    # S3 signs URLs for at most 7 days.
+    presign_expiry_s: int = Field(
+        900,
+        ge=1,
+        le=7 * 24 * 3600,
+        validation_alias=AliasChoices("LOREG_PRESIGN_EXPIRY_S", "LOREG_PRESIGN_EXPIRY"),
+    )
+    upload_expiry_s: int = Field(
+        24 * 3600,
+        ge=1,
+        validation_alias=AliasChoices("LOREG_UPLOAD_EXPIRY_S", "LOREG_UPLOAD_EXPIRY"),
+    )
+    gc_grace_s: int = Field(
+        24 * 3600, ge=0, validation_alias=AliasChoices("LOREG_GC_GRACE_S", "LOREG_GC_GRACE")
+    )
+    max_json_body_bytes: Bytes = Field(
+        4 * MiB,
+        validation_alias=AliasChoices("LOREG_MAX_JSON_BODY_BYTES", "LOREG_MAX_JSON_BODY"),
+    )
+    max_file_bytes: Bytes = Field(
+        64 * 1024 * MiB,
+        validation_alias=AliasChoices("LOREG_MAX_FILE_BYTES", "LOREG_MAX_FILE_SIZE"),
+    )
+    max_files_per_version: int = Field(1000, ge=1)
+    max_safetensors_header_bytes: Bytes = Field(
+        16 * MiB,
+        validation_alias=AliasChoices(
+            "LOREG_MAX_SAFETENSORS_HEADER_BYTES", "LOREG_MAX_HEADER_SIZE"
+        ),
+    )
+    max_config_bytes: Bytes = 1 * MiB
+    multipart_threshold_bytes: Bytes = Field(
+        64 * MiB,
+        validation_alias=AliasChoices(
+            "LOREG_MULTIPART_THRESHOLD_BYTES", "LOREG_MULTIPART_THRESHOLD"
+        ),
+    )
+    # S3 takes parts of 5 MiB to 5 GiB (all but the last).
+    multipart_part_size_bytes: int = Field(
+        16 * MiB,
+        ge=5 * MiB,
+        le=5 * 1024 * MiB,
+        validation_alias=AliasChoices(
+            "LOREG_MULTIPART_PART_SIZE_BYTES", "LOREG_MULTIPART_PART_SIZE"
+        ),
+    )
     redis_url: str | None = None
-    job_heartbeat_s: float = 5.0
-    job_stale_after_s: float = 60.0
-    job_requeue_after_s: float = 60.0
-    job_max_attempts: int = 5
-    visibility_timeout_s: int = 6 * 3600
-    fsck_interval_s: float = 0.0
-    db_connect_timeout_s: float = 5.0
-    db_statement_timeout_s: float = 30.0
-    retry_after_s: int = 5
-    header_timeout_s: float = 10.0
-    keepalive_timeout_s: int = 5
-    limit_concurrency: int = 1000
+    job_heartbeat_s: Seconds = Field(
+        5.0, validation_alias=AliasChoices("LOREG_JOB_HEARTBEAT_S", "LOREG_JOB_HEARTBEAT")
+    )
+    job_stale_after_s: Seconds = Field(
+        60.0,
+        validation_alias=AliasChoices("LOREG_JOB_STALE_AFTER_S", "LOREG_JOB_STALE_AFTER"),
+    )
+    job_requeue_after_s: Seconds = Field(
+        60.0,
+        validation_alias=AliasChoices("LOREG_JOB_REQUEUE_AFTER_S", "LOREG_JOB_REQUEUE_AFTER"),
+    )
+    job_max_attempts: int = Field(5, ge=1)
+    visibility_timeout_s: int = Field(
+        6 * 3600,
+        ge=1,
+        validation_alias=AliasChoices("LOREG_VISIBILITY_TIMEOUT_S", "LOREG_VISIBILITY_TIMEOUT"),
+    )
+    fsck_interval_s: SecondsOrOff = Field(
+        0.0, validation_alias=AliasChoices("LOREG_FSCK_INTERVAL_S", "LOREG_FSCK_INTERVAL")
+    )
+    db_connect_timeout_s: Seconds = Field(
+        5.0,
+        validation_alias=AliasChoices("LOREG_DB_CONNECT_TIMEOUT_S", "LOREG_DB_CONNECT_TIMEOUT"),
+    )
+    db_statement_timeout_s: Seconds = Field(
+        30.0,
+        validation_alias=AliasChoices(
+            "LOREG_DB_STATEMENT_TIMEOUT_S", "LOREG_DB_STATEMENT_TIMEOUT"
+        ),
+    )
+    retry_after_s: int = Field(
+        5, ge=0, validation_alias=AliasChoices("LOREG_RETRY_AFTER_S", "LOREG_RETRY_AFTER")
+    )
+    header_timeout_s: Seconds = Field(
+        10.0, validation_alias=AliasChoices("LOREG_HEADER_TIMEOUT_S", "LOREG_HEADER_TIMEOUT")
+    )
+    keepalive_timeout_s: int = Field(
+        5,
+        ge=1,
+        validation_alias=AliasChoices("LOREG_KEEPALIVE_TIMEOUT_S", "LOREG_KEEPALIVE_TIMEOUT"),
+    )
+    limit_concurrency: int = Field(1000, ge=2)
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "database_url", normalize_database_url(self.database_url))
-        for name in ("db_connect_timeout_s", "db_statement_timeout_s", "header_timeout_s"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be a positive number of seconds")
-        if self.limit_concurrency < 2:
-            raise ConfigError("limit_concurrency (LOREG_LIMIT_CONCURRENCY) must be at least 2")
+    def __init__(self, _given_as: Mapping[str, str] | None = None, **values: Any) -> None:
+        """Validate ``values``; ``_given_as`` maps fields read from the environment to
+        the variable that held them (named in errors instead of the field)."""
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise ConfigError(_explain(exc, _given_as or {})) from None
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings
+    ):
+        """Only the constructor's arguments: :meth:`from_env` reads the environment."""
+        return (init_settings,)
+
+    @field_validator("database_url")
+    @classmethod
+    def _driver(cls, url: str) -> str:
+        return normalize_database_url(url)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
         if not self.s3_bucket:
             for name in ("s3_endpoint_url", "s3_public_endpoint_url"):
                 if getattr(self, name):
@@ -150,6 +225,7 @@ class Settings:
                         f"{name} is set but s3_bucket is not (LOREG_S3_BUCKET): "
                         "an S3 endpoint needs a bucket"
                     )
+        return self
 
     @property
     def storage_kind(self) -> str:
@@ -166,9 +242,9 @@ class Settings:
         """Root of the local object store (embedded mode)."""
         return self.data_dir / "objects"
 
-    def with_overrides(self, **changes) -> Settings:
-        """A copy with some fields replaced (tests, ``loreg serve`` flags)."""
-        return replace(self, **changes)
+    def with_overrides(self, **changes: Any) -> Settings:
+        """A copy with some fields replaced (tests, ``loreg serve`` flags), checked again."""
+        return type(self)(**{**dict(self), **changes})
 
     @classmethod
     def from_env(cls, data_dir: str | Path | None = None) -> Settings:
@@ -178,45 +254,146 @@ class Settings:
         invalid, e.g. ``LOREG_S3_ENDPOINT_URL`` set without ``LOREG_S3_BUCKET``.
         """
         _check_s3_env()
-        root = Path(data_dir or os.environ.get("LOREG_DATA_DIR") or default_data_dir())
+        values = _read_env(cls)
+        given_as = {name: _set_name(name) for name in values}
+        from_env = values.pop("data_dir", None)
+        root = Path(data_dir or from_env or default_data_dir())
         root = root.expanduser().resolve()
-        database_url = os.environ.get("LOREG_DATABASE_URL") or f"sqlite:///{root / 'loreg.db'}"
-        secret = os.environ.get("LOREG_SECRET_KEY") or _stored_secret(root)
-        return cls(
-            data_dir=root,
-            database_url=database_url,
-            s3_bucket=os.environ.get("LOREG_S3_BUCKET") or None,
-            s3_endpoint_url=os.environ.get("LOREG_S3_ENDPOINT_URL") or None,
-            s3_public_endpoint_url=os.environ.get("LOREG_S3_PUBLIC_ENDPOINT_URL") or None,
-            s3_region=os.environ.get("LOREG_S3_REGION") or os.environ.get("AWS_DEFAULT_REGION"),
-            s3_prefix=os.environ.get("LOREG_S3_PREFIX", ""),
-            s3_create_bucket=os.environ.get("LOREG_S3_CREATE_BUCKET", "1") not in ("0", "false"),
-            s3_trust_checksums=os.environ.get("LOREG_S3_TRUST_CHECKSUMS", "1")
-            not in ("0", "false"),
-            public_url=os.environ.get("LOREG_PUBLIC_URL") or None,
-            secret_key=secret,
-            presign_expiry_s=_env_int("LOREG_PRESIGN_EXPIRY", 900),
-            upload_expiry_s=_env_int("LOREG_UPLOAD_EXPIRY", 24 * 3600),
-            gc_grace_s=_env_int("LOREG_GC_GRACE", 24 * 3600),
-            max_json_body_bytes=_env_int("LOREG_MAX_JSON_BODY", 4 * MiB),
-            max_file_bytes=_env_int("LOREG_MAX_FILE_SIZE", 64 * 1024 * MiB),
-            max_safetensors_header_bytes=_env_int("LOREG_MAX_HEADER_SIZE", 16 * MiB),
-            multipart_threshold_bytes=_env_int("LOREG_MULTIPART_THRESHOLD", 64 * MiB),
-            multipart_part_size_bytes=_env_int("LOREG_MULTIPART_PART_SIZE", 16 * MiB),
-            redis_url=os.environ.get("LOREG_REDIS_URL") or None,
-            job_heartbeat_s=_env_float("LOREG_JOB_HEARTBEAT", 5.0),
-            job_stale_after_s=_env_float("LOREG_JOB_STALE_AFTER", 60.0),
-            job_requeue_after_s=_env_float("LOREG_JOB_REQUEUE_AFTER", 60.0),
-            job_max_attempts=_env_int("LOREG_JOB_MAX_ATTEMPTS", 5),
-            visibility_timeout_s=_env_int("LOREG_VISIBILITY_TIMEOUT", 6 * 3600),
-            fsck_interval_s=_env_float("LOREG_FSCK_INTERVAL", 0.0),
-            db_connect_timeout_s=_env_float("LOREG_DB_CONNECT_TIMEOUT", 5.0),
-            db_statement_timeout_s=_env_float("LOREG_DB_STATEMENT_TIMEOUT", 30.0),
-            retry_after_s=_env_int("LOREG_RETRY_AFTER", 5),
-            header_timeout_s=_env_float("LOREG_HEADER_TIMEOUT", 10.0),
-            keepalive_timeout_s=_env_int("LOREG_KEEPALIVE_TIMEOUT", 5),
-            limit_concurrency=_env_int("LOREG_LIMIT_CONCURRENCY", 1000),
+        values.setdefault("database_url", f"sqlite:///{root / 'loreg.db'}")
+        if "secret_key" not in values:
+            values["secret_key"] = _stored_secret(root)
+        return cls(_given_as=given_as, data_dir=root, **values)
+
+
+def env_names(field: str) -> tuple[str, ...]:
+    """The environment variables a field is read from, the canonical one first."""
+    info = Settings.model_fields[field]
+    alias = info.validation_alias
+    if isinstance(alias, AliasChoices):
+        return tuple(str(choice) for choice in alias.choices)
+    return (ENV_PREFIX + field.upper(),)
+
+
+def _set_name(field: str) -> str:
+    """The variable a field's value came from: the first of its names that is set."""
+    names = env_names(field)
+    return next((name for name in names if os.environ.get(name)), names[0])
+
+
+def _read_env(cls: type[Settings]) -> dict[str, Any]:
+    """The fields set in the environment, as raw strings keyed by field name."""
+    found = EnvSettingsSource(cls)()
+    by_key = {env_names(field)[0].lower(): field for field in cls.model_fields}
+    return {by_key.get(key.lower(), key): value for key, value in found.items()}
+
+
+def _check_s3_env() -> None:
+    """Refuse S3 options without a bucket (they would silently mean the local store)."""
+    if os.environ.get("LOREG_S3_BUCKET"):
+        return
+    given = [name for name in S3_OPTION_VARS if os.environ.get(name)]
+    if given:
+        raise ConfigError(
+            f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} set but LOREG_S3_BUCKET "
+            "is not: set LOREG_S3_BUCKET to store blobs in S3, or unset "
+            f"{'it' if len(given) == 1 else 'them'} to use the local store"
         )
+
+
+_KINDS = {
+    "int_parsing": "an integer",
+    "int_from_float": "an integer",
+    "int_type": "an integer",
+    "float_parsing": "a number",
+    "float_type": "a number",
+    "finite_number": "a finite number",
+    "bool_parsing": "1/true or 0/false",
+    "bool_type": "1/true or 0/false",
+    "string_type": "a string",
+    "path_type": "a path",
+}
+_BOUNDS = {
+    "greater_than": ("greater than", "gt"),
+    "greater_than_equal": ("at least", "ge"),
+    "less_than": ("less than", "lt"),
+    "less_than_equal": ("at most", "le"),
+}
+
+
+def _explain(exc: ValidationError, given_as: Mapping[str, str]) -> str:
+    """One line per invalid value, naming the variable (or field) to fix."""
+    return "; ".join(_explain_one(error, given_as) for error in exc.errors())
+
+
+def _explain_one(error: Any, given_as: Mapping[str, str]) -> str:
+    kind, ctx = error["type"], error.get("ctx") or {}
+    if kind == "value_error" and isinstance(ctx.get("error"), ConfigError):
+        return str(ctx["error"])  # already names what to fix
+    field = str(error["loc"][0]) if error["loc"] else ""
+    if field in given_as:
+        label = given_as[field]
+    elif field in Settings.model_fields:
+        label = f"{field} ({env_names(field)[0]})"
+    else:
+        label = field
+    got = f", got {error['input']!r}"
+    if kind == "value_error":
+        return f"{label} {ctx.get('error', error['msg'])}"
+    if kind in _KINDS:
+        return f"{label} must be {_KINDS[kind]}{got}"
+    if kind in _BOUNDS:
+        words, key = _BOUNDS[kind]
+        return f"{label} must be {words} {ctx[key]}{got}"
+    if kind == "missing":
+        return f"{label} is required"
+    if kind == "extra_forbidden":
+        return f"{label} is not a setting"
+    return f"{label}: {error['msg']}{got}"
+
+
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def normalize_database_url(url: str) -> str:
+    """The SQLAlchemy URL for a database URL as hosting platforms write it.
+
+    ``postgres://`` and ``postgresql://`` use psycopg 3 (``postgresql+psycopg://``), or
+    psycopg2 where only that is installed; ``postgresql+psycopg://`` and
+    ``postgresql+psycopg2://`` ask for one driver and are refused with a
+    :class:`ConfigError` when it is missing. Anything else is returned unchanged.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    if scheme in ("postgres", "postgresql"):
+        if _installed("psycopg"):
+            return f"postgresql+psycopg://{rest}"
+        if _installed("psycopg2"):
+            return f"postgresql+psycopg2://{rest}"
+        raise ConfigError(
+            "LOREG_DATABASE_URL is a Postgres URL but no Postgres driver is installed: "
+            "pip install psycopg[binary] (or loreg[server])"
+        )
+    if scheme == "postgresql+psycopg" and not _installed("psycopg"):
+        raise ConfigError(
+            "LOREG_DATABASE_URL asks for the psycopg 3 driver (postgresql+psycopg://), which "
+            "is not installed: write postgresql://... to use the installed driver, or "
+            "pip install psycopg[binary]"
+        )
+    if scheme == "postgresql+psycopg2" and not _installed("psycopg2"):
+        raise ConfigError(
+            "LOREG_DATABASE_URL asks for the psycopg2 driver (postgresql+psycopg2://), which "
+            "is not installed: write postgresql://... to use psycopg 3, or "
+            "pip install psycopg2-binary"
+        )
+    return url
+
+
+def default_data_dir() -> Path:
+    """Where the embedded registry keeps its SQLite file and blobs by default."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "loreg"
 
 
 def _stored_secret(root: Path) -> str:

@@ -72,8 +72,24 @@ PICKLE_SUFFIXES = (
 INT8_FORMAT = "loreg-lora-int8-rowwise"
 COMPRESSION_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".lz4", ".zip")
 
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"", "0", "false", "no", "off"}
+#: The words a boolean setting accepts, any case, surrounding blanks ignored: the
+#: client's ``LOREG_*`` flags and the server's (``registry.settings``) alike.
+TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+FALSE_WORDS = frozenset({"", "0", "false", "no", "off"})
+
+
+def parse_flag(raw: str) -> bool:
+    """A boolean setting's value: ``1/true/yes/on`` or ``0/false/no/off`` (or blank).
+
+    Raises ValueError (``must be 1/true or 0/false, got '...'``) for any other word;
+    callers put the variable's name in front.
+    """
+    value = raw.strip().lower()
+    if value in TRUE_WORDS:
+        return True
+    if value in FALSE_WORDS:
+        return False
+    raise ValueError(f"must be 1/true or 0/false, got {raw!r}")
 
 
 def env_flag(name: str, default: bool = False) -> bool:
@@ -81,12 +97,10 @@ def env_flag(name: str, default: bool = False) -> bool:
     raw = os.environ.get(name)
     if raw is None:
         return default
-    value = raw.strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise LoregError(f"{name} must be 1/true or 0/false, got {raw!r}")
+    try:
+        return parse_flag(raw)
+    except ValueError as exc:
+        raise LoregError(f"{name} {exc}") from None
 
 
 def env_int(name: str, default: int, *, minimum: int = 1) -> int:
@@ -163,7 +177,7 @@ def offline_mode() -> bool:
 def progress_disabled() -> bool:
     """True when ``LOREG_NO_PROGRESS`` is set (to anything but 0/false)."""
     raw = os.environ.get(ENV_NO_PROGRESS)
-    return raw is not None and raw.strip().lower() not in _FALSE
+    return raw is not None and raw.strip().lower() not in FALSE_WORDS
 
 
 def upload_concurrency() -> int:

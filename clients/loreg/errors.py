@@ -22,8 +22,12 @@ class LoregError(Exception):
         return self.message
 
 
-class ConfigurationError(LoregError):
-    """The server or worker configuration (``LOREG_*`` variables) is invalid or incomplete."""
+class ConfigError(LoregError, ValueError):
+    """The server or worker configuration (``LOREG_*`` variables) is invalid or incomplete.
+
+    Raised by ``registry.settings`` too (one class for the concept); the message names
+    the variable to set or fix.
+    """
 
     exit_code = 2
 

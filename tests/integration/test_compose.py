@@ -225,7 +225,7 @@ def test_api_image_installs_the_celery_client_but_no_torch(compose):
         build.get("dockerfile", "Dockerfile") if isinstance(build, dict) else "Dockerfile"
     )
     packages = extra_packages(image_extras(dockerfile))
-    assert {"fastapi", "celery", "redis", "boto3", "psycopg2-binary"} <= packages
+    assert {"fastapi", "celery", "redis", "boto3", "psycopg", "psycopg2-binary"} <= packages
     assert not packages & HEAVY, sorted(packages & HEAVY)
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from loreg.cli.output import emit
-from loreg.errors import ConfigurationError, IntegrityError, LoregError
+from loreg.errors import ConfigError, IntegrityError, LoregError
 
 
 def setup_serve(serve: argparse.ArgumentParser, add: Callable[..., Any]) -> None:
@@ -129,7 +129,7 @@ def _config_errors() -> Iterator[None]:
     try:
         yield
     except config_error as exc:
-        raise ConfigurationError(f"configuration: {exc}") from exc
+        raise ConfigError(f"configuration: {exc}") from exc
 
 
 def _import_server(module: str, attribute: str, *, extra: str = "server") -> Any:

@@ -67,10 +67,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from loreg.vocabulary import TERMINAL_STATUSES, JobStatus
 from registry.models import Job, utcnow
@@ -108,31 +108,36 @@ def older_than(column: Any, before: datetime) -> Any:
     return sa.or_(column.is_(None), column < before)
 
 
+def _stale_running(stale_before: datetime) -> Any:
+    """The job is ``running`` with a heartbeat older than ``stale_before`` (or none)."""
+    return sa.and_(
+        col(Job.status) == JobStatus.RUNNING, older_than(col(Job.heartbeat_at), stale_before)
+    )
+
+
 def _claimable(job_id: str, stale_before: datetime) -> Any:
     """The job is ``queued``, or ``running`` with a heartbeat older than ``stale_before``."""
     return sa.and_(
-        Job.id == job_id,
-        sa.or_(
-            Job.status == JobStatus.QUEUED,
-            sa.and_(Job.status == JobStatus.RUNNING, older_than(Job.heartbeat_at, stale_before)),
-        ),
+        col(Job.id) == job_id,
+        sa.or_(col(Job.status) == JobStatus.QUEUED, _stale_running(stale_before)),
     )
 
 
 def _held(claim: Claim) -> Any:
     """The job is still ``running`` under this claim (same worker, same attempt)."""
     return sa.and_(
-        Job.id == claim.job_id,
-        Job.status == JobStatus.RUNNING,
-        Job.worker == claim.worker,
-        Job.attempts == claim.attempt,
+        col(Job.id) == claim.job_id,
+        col(Job.status) == JobStatus.RUNNING,
+        col(Job.worker) == claim.worker,
+        col(Job.attempts) == claim.attempt,
     )
 
 
 def _update(session: Session, where: Any, **values: Any) -> int:
     """Run ``UPDATE jobs SET values WHERE where``; the number of rows it changed."""
     statement = sa.update(Job).where(where).values(**values)
-    return session.execute(statement, execution_options=_NO_SYNC).rowcount or 0
+    result = cast(sa.CursorResult[Any], session.execute(statement, execution_options=_NO_SYNC))
+    return result.rowcount or 0
 
 
 def _won(session: Session, where: Any, **values: Any) -> bool:
@@ -163,7 +168,7 @@ def cancel_queued(session: Session, job_id: str, *, now: datetime | None = None)
     """
     return _won(
         session,
-        sa.and_(Job.id == job_id, Job.status == JobStatus.QUEUED),
+        sa.and_(col(Job.id) == job_id, col(Job.status) == JobStatus.QUEUED),
         status=JobStatus.CANCELLED,
         cancel_requested=True,
         finished_at=now or utcnow(),
@@ -178,7 +183,7 @@ def request_cancel(session: Session, job_id: str) -> bool:
     """
     return _won(
         session,
-        sa.and_(Job.id == job_id, Job.status.not_in(TERMINAL_STATUSES)),
+        sa.and_(col(Job.id) == job_id, col(Job.status).not_in(TERMINAL_STATUSES)),
         cancel_requested=True,
     )
 
@@ -196,9 +201,9 @@ def claim(
     """
     return _won(
         session,
-        sa.and_(_claimable(job_id, stale_before), Job.cancel_requested.is_(False)),
+        sa.and_(_claimable(job_id, stale_before), col(Job.cancel_requested).is_(False)),
         status=JobStatus.RUNNING,
-        attempts=Job.attempts + 1,
+        attempts=col(Job.attempts) + 1,
         started_at=now,
         heartbeat_at=now,
         worker=worker,
@@ -227,7 +232,7 @@ def give_up(
     )
     return _won(
         session,
-        sa.and_(_claimable(job_id, stale_before), Job.attempts == attempts),
+        sa.and_(_claimable(job_id, stale_before), col(Job.attempts) == attempts),
         status=JobStatus.FAILED,
         finished_at=now,
         error=truncate(error, ERROR_MAX),
@@ -316,13 +321,8 @@ def cancel_abandoned(session: Session, *, stale_before: datetime, now: datetime)
     return _update(
         session,
         sa.and_(
-            Job.cancel_requested.is_(True),
-            sa.or_(
-                Job.status == JobStatus.QUEUED,
-                sa.and_(
-                    Job.status == JobStatus.RUNNING, older_than(Job.heartbeat_at, stale_before)
-                ),
-            ),
+            col(Job.cancel_requested).is_(True),
+            sa.or_(col(Job.status) == JobStatus.QUEUED, _stale_running(stale_before)),
         ),
         status=JobStatus.CANCELLED,
         finished_at=now,
@@ -333,10 +333,9 @@ def cancel_abandoned(session: Session, *, stale_before: datetime, now: datetime)
 def stale_running(session: Session, *, stale_before: datetime) -> list[tuple[str, str, str | None]]:
     """``(id, queue, worker)`` of running jobs (no cancellation) whose heartbeat is stale."""
     rows = session.exec(
-        select(Job.id, Job.queue, Job.worker).where(
-            Job.status == JobStatus.RUNNING,
-            Job.cancel_requested.is_(False),
-            older_than(Job.heartbeat_at, stale_before),
+        select(col(Job.id), col(Job.queue), col(Job.worker)).where(
+            _stale_running(stale_before),
+            col(Job.cancel_requested).is_(False),
         )
     ).all()
     return list(rows)
@@ -352,11 +351,7 @@ def requeue_stale(
     """
     return _won(
         session,
-        sa.and_(
-            Job.id == job_id,
-            Job.status == JobStatus.RUNNING,
-            older_than(Job.heartbeat_at, stale_before),
-        ),
+        sa.and_(col(Job.id) == job_id, _stale_running(stale_before)),
         status=JobStatus.QUEUED,
         heartbeat_at=None,
         enqueued_at=now,
@@ -372,13 +367,13 @@ def unsent_queued(
     Oldest first; jobs with a cancellation requested are left to :func:`cancel_abandoned`.
     """
     rows = session.exec(
-        select(Job.id, Job.queue, Job.created_at, Job.enqueued_at)
+        select(col(Job.id), col(Job.queue), col(Job.created_at), col(Job.enqueued_at))
         .where(
-            Job.status == JobStatus.QUEUED,
-            Job.cancel_requested.is_(False),
-            older_than(Job.enqueued_at, sent_before),
+            col(Job.status) == JobStatus.QUEUED,
+            col(Job.cancel_requested).is_(False),
+            older_than(col(Job.enqueued_at), sent_before),
         )
-        .order_by(Job.created_at)
+        .order_by(col(Job.created_at))
     ).all()
     return list(rows)
 
@@ -391,9 +386,10 @@ def mark_sent(
     Guarded by "``queued``, not sent since ``last_sent``" (what the caller read):
     of several reconcilers exactly one sends the message.
     """
-    seen = Job.enqueued_at.is_(None) if last_sent is None else Job.enqueued_at <= last_sent
+    sent_at = col(Job.enqueued_at)
+    seen = sent_at.is_(None) if last_sent is None else sent_at <= last_sent
     return _won(
         session,
-        sa.and_(Job.id == job_id, Job.status == JobStatus.QUEUED, seen),
+        sa.and_(col(Job.id) == job_id, col(Job.status) == JobStatus.QUEUED, seen),
         enqueued_at=now,
     )

@@ -8,10 +8,11 @@ order, so declaring them changes no byte of a response.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from loreg import vocabulary
 from loreg.refs import MAX_VERSION
 from loreg.vocabulary import ArtifactKind
 from registry.errors import InvalidPath, InvalidRequest
@@ -304,7 +305,10 @@ class AliasView(BaseModel):
     previous: int | None = Field(description="the version it pointed at before (null if new)")
 
 
-JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+if TYPE_CHECKING:
+    JobStatus = vocabulary.JobStatus
+else:  # the vocabulary's words as a Literal: OpenAPI keeps the enum inline in each schema
+    JobStatus = Literal[tuple(status.value for status in vocabulary.JobStatus)]
 
 
 class JobInputView(BaseModel):

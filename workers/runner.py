@@ -13,11 +13,11 @@ Errors: invalid input fails the job at once with its message; transient
 infrastructure errors (database, S3, network) put the job back to ``queued``
 and raise :class:`TransientJobError` so the caller retries with backoff.
 
+Every write to the job row is a transition of :mod:`registry.services.job_state`.
 A claim is ``(worker, attempt)``: every later write of the runner (heartbeat,
 finish, release) is conditional on the row still being ``running`` under that
 claim. A runner whose job was taken over (its heartbeat went stale and the
 reconciler re-enqueued it) stops at its next heartbeat and writes nothing.
-Texts written to the row are cut to the column sizes (:func:`truncate`).
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, select
 
 from loreg.refs import format_ref
+from loreg.vocabulary import JobStatus
 from registry.auth import SCOPE_LEVELS, Principal
 from registry.errors import Conflict, RegistryError, ServiceUnavailable
 from registry.models import (
@@ -53,8 +54,9 @@ from registry.models import (
     utcnow,
 )
 from registry.schemas import FileEntry, UploadRequest
-from registry.services import publish
+from registry.services import job_state, publish
 from registry.services.context import Context
+from registry.services.job_state import MESSAGE_MAX, truncate
 from registry.settings import Settings
 from registry.storage.base import blob_key
 from registry.validation.paths import validate_file_path
@@ -62,18 +64,6 @@ from registry.validation.paths import validate_file_path
 log = logging.getLogger("loreg.worker")
 LOG_TAIL_LINES = 200
 LOG_LINE_MAX = 4096  # characters of one log-tail line
-ERROR_MAX: int = Job.__table__.c.error.type.length  # VARCHAR sizes of the job row
-MESSAGE_MAX: int = Job.__table__.c.message.type.length
-TRUNCATED = "… (truncated)"
-
-
-def truncate(text: str | None, limit: int) -> str | None:
-    """``text`` cut to at most ``limit`` characters: the head is kept and the cut marked."""
-    if text is None or len(text) <= limit:
-        return text
-    if limit <= len(TRUNCATED):
-        return text[:limit]
-    return text[: limit - len(TRUNCATED)] + TRUNCATED
 
 
 class JobCancelled(Exception):
@@ -145,6 +135,16 @@ class JobContext:
         self.message: str | None = None
         self.lines: deque[str] = deque(maxlen=LOG_TAIL_LINES)
         self._lock = threading.Lock()
+
+    @property
+    def claim(self) -> job_state.Claim:
+        """This attempt's hold on the job row: every write of the runner is guarded by it."""
+        return job_state.Claim(self.job.id, self.worker, self.attempt)
+
+    def snapshot(self) -> tuple[float, str | None, str]:
+        """``(progress, message, log tail)`` as the job row should show them now."""
+        with self._lock:
+            return self.progress, self.message, "\n".join(self.lines)
 
     @property
     def params(self) -> dict[str, Any]:
@@ -239,30 +239,6 @@ def handler_for(job_type: str) -> HandlerFn:
 # --------------------------------------------------------------------- job row state
 
 
-def _claimable(job_id: str, stale_before: Any) -> Any:
-    """The job is ``queued``, or ``running`` with a heartbeat older than ``stale_before``."""
-    return sa.and_(
-        Job.id == job_id,
-        sa.or_(
-            Job.status == "queued",
-            sa.and_(
-                Job.status == "running",
-                sa.or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < stale_before),
-            ),
-        ),
-    )
-
-
-def claimed_by(job_id: str, worker: str, attempt: int) -> Any:
-    """The job is still ``running`` under this claim (same worker, same attempt)."""
-    return sa.and_(
-        Job.id == job_id,
-        Job.status == "running",
-        Job.worker == worker,
-        Job.attempts == attempt,
-    )
-
-
 def claim(ctx: Context, job_id: str, worker: str) -> Job | None:
     """Atomically take the job; None if another worker has it or it is finished.
 
@@ -275,68 +251,19 @@ def claim(ctx: Context, job_id: str, worker: str) -> Job | None:
         if job is None:
             log.warning("job %s does not exist", job_id)
             return None
-        if job.status in ("queued", "running") and job.attempts >= ctx.settings.job_max_attempts:
+        if (
+            job.status in (JobStatus.QUEUED, JobStatus.RUNNING)
+            and job.attempts >= ctx.settings.job_max_attempts
+        ):
             # only if it could be claimed: a live last attempt is left alone
-            _finish(
-                session,
-                sa.and_(_claimable(job_id, stale), Job.attempts == job.attempts),
-                "failed",
-                error=(
-                    f"gave up after {job.attempts} attempts; last error: "
-                    f"{job.error.removeprefix('retrying after: ')}"
-                    if job.error
-                    else f"gave up after {job.attempts} attempts (workers kept dying)"
-                ),
-            )
+            job_state.give_up(session, job_id, job.attempts, job.error, stale_before=stale, now=now)
+            session.commit()
             return None
-        result = session.execute(
-            sa.update(Job)
-            .where(_claimable(job_id, stale), Job.cancel_requested.is_(False))
-            .values(
-                status="running",
-                attempts=Job.attempts + 1,
-                started_at=now,
-                heartbeat_at=now,
-                worker=worker,
-                error=None,
-            ),
-            # no in-Python evaluation of the staleness test (SQLite datetimes are naive)
-            execution_options={"synchronize_session": False},
-        )
+        won = job_state.claim(session, job_id, worker, stale_before=stale, now=now)
         session.commit()
-        if result.rowcount != 1:
+        if not won:
             return None
         return session.get(Job, job_id, populate_existing=True)  # the row as claimed
-
-
-def _finish(
-    session: Session,
-    where: Any,
-    status: str,
-    *,
-    error: str | None = None,
-    result: dict | None = None,
-    jc: JobContext | None = None,
-) -> bool:
-    """Set a final status on the job row matching ``where``; False if none matched."""
-    values: dict[str, Any] = {
-        "status": status,
-        "finished_at": utcnow(),
-        "error": truncate(error, ERROR_MAX),
-    }
-    if result is not None:
-        values["result"] = result
-        values["progress"] = 1.0
-    if jc is not None:
-        with jc._lock:
-            values["log_tail"] = "\n".join(jc.lines)
-            values["message"] = truncate(jc.message, MESSAGE_MAX)
-    updated = session.execute(
-        sa.update(Job).where(where).values(**values),
-        execution_options={"synchronize_session": False},
-    )
-    session.commit()
-    return updated.rowcount == 1
 
 
 def _release(ctx: Context, jc: JobContext, error: str) -> bool:
@@ -345,25 +272,34 @@ def _release(ctx: Context, jc: JobContext, error: str) -> bool:
     False when the job is no longer this attempt's claim (nothing is written).
     """
     with Session(ctx.engine) as session:
-        updated = session.execute(
-            sa.update(Job)
-            .where(claimed_by(jc.job.id, jc.worker, jc.attempt))
-            .values(
-                status="queued",
-                heartbeat_at=None,
-                enqueued_at=utcnow(),
-                error=truncate(f"retrying after: {error}", ERROR_MAX),
-            )
+        won = job_state.release(session, jc.claim, error)
+        session.commit()
+    return won
+
+
+def _end(
+    ctx: Context,
+    jc: JobContext,
+    status: JobStatus,
+    *,
+    error: str | None = None,
+    result: dict[str, Any] | None = None,
+) -> str:
+    """Finish this attempt's claim with ``status``; the row's status if the claim was lost."""
+    _, message, log_tail = jc.snapshot()
+    with Session(ctx.engine) as session:
+        won = job_state.finish(
+            session,
+            jc.claim,
+            status,
+            message=message,
+            log_tail=log_tail,
+            error=error,
+            result=result,
         )
         session.commit()
-    return updated.rowcount == 1
-
-
-def _end(ctx: Context, jc: JobContext, status: str, **fields: Any) -> str:
-    """Finish this attempt's claim with ``status``; the row's status if the claim was lost."""
-    with Session(ctx.engine) as session:
-        if _finish(session, claimed_by(jc.job.id, jc.worker, jc.attempt), status, jc=jc, **fields):
-            return status
+    if won:
+        return str(status)
     return _lost(ctx, jc, f"not marking it {status}")
 
 
@@ -408,21 +344,14 @@ class Heartbeat:
         over, or it was ended elsewhere) the job is lost: the handler is stopped
         like a cancellation and nothing more is written.
         """
-        with self.jc._lock:
-            values = {
-                "heartbeat_at": utcnow(),
-                "progress": self.jc.progress,
-                "message": truncate(self.jc.message, MESSAGE_MAX),
-                "log_tail": "\n".join(self.jc.lines),
-            }
+        progress, message, log_tail = self.jc.snapshot()
+        held = job_state.Claim(self.jc.job.id, self.worker, self.jc.attempt)
         with Session(self.ctx.engine) as session:
-            updated = session.execute(
-                sa.update(Job)
-                .where(claimed_by(self.jc.job.id, self.worker, self.jc.attempt))
-                .values(**values)
+            alive = job_state.heartbeat(
+                session, held, progress=progress, message=message, log_tail=log_tail
             )
             session.commit()
-            if updated.rowcount == 0:
+            if not alive:
                 self.jc._lost.set()
                 self.cancel.set()
                 self._stop.set()
@@ -563,7 +492,7 @@ def run_job(ctx: Context, job_id: str, *, worker: str | None = None) -> str:
             return _lost(ctx, jc, "stopped without writing")
         except JobCancelled:
             jc.message = "cancelled"
-            return _end(ctx, jc, "cancelled")
+            return _end(ctx, jc, JobStatus.CANCELLED)
         except Exception as exc:  # noqa: BLE001 - classified below
             if isinstance(exc, TransientJobError) or is_transient(exc):
                 jc.log(f"transient error: {exc}")
@@ -575,10 +504,10 @@ def run_job(ctx: Context, job_id: str, *, worker: str | None = None) -> str:
             jc.message = "failed"
             if not isinstance(exc, JobInputError | RegistryError | ValueError):
                 jc.log(traceback.format_exc(limit=5))
-            return _end(ctx, jc, "failed", error=message)
+            return _end(ctx, jc, JobStatus.FAILED, error=message)
         jc.log(f"succeeded: {result.get('ref')}")
         jc.message = f"published {result.get('ref')}"
-        return _end(ctx, jc, "succeeded", result=result)
+        return _end(ctx, jc, JobStatus.SUCCEEDED, result=result)
 
 
 def _failure_message(exc: BaseException) -> str:

@@ -11,19 +11,18 @@ import math
 from typing import Any, Literal
 
 from pydantic import Field
-from sqlalchemy import update
 from sqlmodel import Session, select
 
 from loreg.errors import InvalidRefError
 from loreg.refs import format_ref, validate_adapter_name
+from loreg.vocabulary import TERMINAL_STATUSES, JobStatus
 from registry.auth import Principal, require_scope
 from registry.errors import Conflict, InvalidJob, InvalidName, NotFound
-from registry.models import BaseModelFile, BaseModelRecord, Job, Namespace, utcnow
+from registry.models import BaseModelFile, BaseModelRecord, Job, Namespace
 from registry.schemas import StrictBody
-from registry.services import audit, catalog
+from registry.services import audit, catalog, job_state
 
 JOB_TYPES = ("combine", "compress", "merge", "train")
-TERMINAL = ("succeeded", "failed", "cancelled")
 COMBINE_METHODS = (
     "cat",
     "linear",
@@ -335,9 +334,8 @@ def submit_job(session: Session, principal: Principal, req: JobRequest) -> Job:
         inputs=resolved,
         params=params,
         created_by=principal.name,
-        enqueued_at=utcnow(),
     )
-    session.add(job)
+    job_state.submit(session, job)
     audit.record(
         session,
         principal,
@@ -417,34 +415,20 @@ def list_jobs(
 def cancel_job(session: Session, principal: Principal, job_id: str) -> Job:
     """Cancel a queued job at once; ask a running one to stop (it checks between steps).
 
-    Both are conditional updates, so a worker claiming the job at the same
-    moment is never overwritten: whichever commits first wins, and a job a
-    worker just claimed still gets ``cancel_requested``.
+    Both are conditional updates (:mod:`registry.services.job_state`), so a
+    worker claiming the job at the same moment is never overwritten: whichever
+    commits first wins, and a job a worker just claimed still gets
+    ``cancel_requested``.
     """
     job = get_job(session, principal, job_id)
     ns = catalog.get_namespace(session, job.namespace)
     require_scope(principal, job.namespace, bool(ns and ns.private), "write")
-    if job.status in TERMINAL:
+    if job.status in TERMINAL_STATUSES:
         raise Conflict(f"job '{job_id}' already {job.status}")
-    now = utcnow()
-    table = Job.__table__
-    session.execute(
-        update(table)
-        .where(table.c.id == job_id, table.c.status == "queued")
-        .values(
-            status="cancelled",
-            cancel_requested=True,
-            finished_at=now,
-            message="cancelled before it started",
-        )
-    )
-    session.execute(
-        update(table)
-        .where(table.c.id == job_id, table.c.status.not_in(TERMINAL))
-        .values(cancel_requested=True)
-    )
+    job_state.cancel_queued(session, job_id)
+    job_state.request_cancel(session, job_id)
     session.refresh(job)
-    if job.status in ("succeeded", "failed"):
+    if job.status in (JobStatus.SUCCEEDED, JobStatus.FAILED):
         raise Conflict(f"job '{job_id}' already {job.status}")
     audit.record(session, principal, "job.cancel", namespace=job.namespace, target=job.id)
     session.flush()

@@ -14,9 +14,10 @@ main process, repairs the difference:
 * a job whose cancellation was requested but that no worker runs any more is
   marked ``cancelled``.
 
-Each change is a conditional UPDATE, so several reconcilers at once each act on
-a job at most once per interval; duplicate messages are harmless anyway because
-:func:`workers.runner.claim` is atomic.
+Each change is a conditional UPDATE of :mod:`registry.services.job_state`, so
+several reconcilers at once each act on a job at most once per interval;
+duplicate messages are harmless anyway because a worker's claim
+(:func:`registry.services.job_state.claim`) is atomic.
 """
 
 from __future__ import annotations
@@ -24,12 +25,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
-import sqlalchemy as sa
-from sqlmodel import Session, select
+from sqlmodel import Session
 
-from registry.models import Job, utcnow
+from registry.models import utcnow
+from registry.services import job_state
 from registry.services.context import Context
 from registry.services.periodic import PeriodicThread
 
@@ -64,54 +64,20 @@ def requeue_due(
     return (now - enqueued_at).total_seconds() >= interval
 
 
-def _stale(column: Any, before: datetime) -> Any:
-    return sa.or_(column.is_(None), column < before)
-
-
 def _cancel_abandoned(session: Session, now: datetime, stale_before: datetime) -> int:
     """Cancel requested on a job nobody runs (queued, or running without heartbeat)."""
-    result = session.execute(
-        sa.update(Job)
-        .where(
-            Job.cancel_requested.is_(True),
-            sa.or_(
-                Job.status == "queued",
-                sa.and_(Job.status == "running", _stale(Job.heartbeat_at, stale_before)),
-            ),
-        )
-        .values(status="cancelled", finished_at=now, message="cancelled (no worker was running it)")
-    )
+    cancelled = job_state.cancel_abandoned(session, stale_before=stale_before, now=now)
     session.commit()
-    return result.rowcount or 0
+    return cancelled
 
 
 def _recover_stale(session: Session, now: datetime, stale_before: datetime) -> list[Pending]:
     """Running jobs whose worker stopped beating: back to ``queued``; returns them."""
-    rows = session.exec(
-        select(Job.id, Job.queue, Job.worker).where(
-            Job.status == "running",
-            Job.cancel_requested.is_(False),
-            _stale(Job.heartbeat_at, stale_before),
-        )
-    ).all()
     recovered = []
-    for job_id, queue, worker in rows:
-        result = session.execute(
-            sa.update(Job)
-            .where(
-                Job.id == job_id,
-                Job.status == "running",
-                _stale(Job.heartbeat_at, stale_before),
-            )
-            .values(
-                status="queued",
-                heartbeat_at=None,
-                enqueued_at=now,
-                message=f"requeued: worker {worker} stopped sending heartbeats",
-            )
-        )
+    for job_id, queue, worker in job_state.stale_running(session, stale_before=stale_before):
+        won = job_state.requeue_stale(session, job_id, worker, stale_before=stale_before, now=now)
         session.commit()
-        if result.rowcount == 1:
+        if won:
             recovered.append((job_id, queue))
     return recovered
 
@@ -119,27 +85,15 @@ def _recover_stale(session: Session, now: datetime, stale_before: datetime) -> l
 def _take_due_queued(session: Session, now: datetime, after_s: float) -> list[Pending]:
     """Queued jobs due for another message; marks each as sent now (once, atomically)."""
     before = now - timedelta(seconds=after_s)
-    rows = session.exec(
-        select(Job.id, Job.queue, Job.created_at, Job.enqueued_at)
-        .where(
-            Job.status == "queued",
-            Job.cancel_requested.is_(False),
-            _stale(Job.enqueued_at, before),
-        )
-        .order_by(Job.created_at)
-    ).all()
     due = []
-    for job_id, queue, created_at, enqueued_at in rows:
+    for job_id, queue, created_at, enqueued_at in job_state.unsent_queued(
+        session, sent_before=before
+    ):
         if not requeue_due(created_at, enqueued_at, now, after_s):
             continue
-        seen = Job.enqueued_at.is_(None) if enqueued_at is None else Job.enqueued_at <= enqueued_at
-        result = session.execute(
-            sa.update(Job)
-            .where(Job.id == job_id, Job.status == "queued", seen)
-            .values(enqueued_at=now)
-        )
+        won = job_state.mark_sent(session, job_id, enqueued_at, now=now)
         session.commit()
-        if result.rowcount == 1:
+        if won:
             due.append((job_id, queue))
     return due
 

@@ -47,7 +47,8 @@ class ParentLink:
     params: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        """Coerce ``relation`` to its enum; refuse an edge with no parent or two."""
+        """Coerce ``relation`` to its enum (a plain string is accepted); refuse an edge
+        with no parent or two."""
         if (self.version_id is None) == (self.base_model_id is None):
             raise ValueError("a lineage parent is a version or a base model: give exactly one id")
         object.__setattr__(self, "relation", parse_relation(self.relation))
@@ -60,7 +61,7 @@ class ParentLink:
         if unknown:
             raise ValueError(f"unknown lineage edge fields: {', '.join(sorted(unknown))}")
         return cls(
-            relation=data["relation"],
+            relation=parse_relation(data["relation"]),
             version_id=data.get("parent_version_id"),
             base_model_id=data.get("parent_base_model_id"),
             params=dict(data.get("params") or {}),

@@ -34,7 +34,7 @@ from registry.services import audit, catalog
 from registry.services.base_models import base_model_view
 from registry.services.context import Context
 from registry.services.publish.checks import Validated, validate
-from registry.services.publish.specs import ParentLink
+from registry.services.publish.specs import ParentLink, parse_relation
 from registry.services.publish.uploads import check_upload_id, open_upload
 
 #: Rounds of the race for the next version number before a commit gives up (409).
@@ -213,7 +213,8 @@ def _declared_parents(
     links = []
     for p in spec.get("parents", []):
         _, _, parent = catalog.resolve_ref(session, principal, p["ref"])
-        links.append(ParentLink(p["relation"], version_id=parent.id, params=p.get("params") or {}))
+        relation = parse_relation(p["relation"])
+        links.append(ParentLink(relation, version_id=parent.id, params=p.get("params") or {}))
     return links
 
 

@@ -11,14 +11,21 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
+from loreg.vocabulary import SCOPE_LEVELS, JobType, Scope
 from registry.errors import Forbidden, NotFound, Unauthorized
+
+if TYPE_CHECKING:
+    from registry.models import Job
 
 TOKEN_PREFIX = "lrg_"
 #: Longest bearer token accepted; real ones are 47 characters (``lrg_`` + 43).
 MAX_TOKEN_LENGTH = 256
-SCOPE_LEVELS = {"read": 1, "write": 2, "admin": 3}
 ALL_NAMESPACES = "*"
+#: ``token_id`` of the principal a job acts as: authenticated, but no token row.
+JOB_TOKEN_ID = -1
+
 
 
 def generate_token() -> str:
@@ -73,7 +80,26 @@ class Principal:
 
     def can(self, namespace: str, scope: str) -> bool:
         """Whether the caller holds ``scope`` (or higher) on ``namespace``."""
-        return self.level_on(namespace) >= SCOPE_LEVELS[scope]
+        return self.level_on(namespace) >= SCOPE_LEVELS[Scope(scope)]
+
+    @classmethod
+    def for_job(cls, job: Job) -> Principal:
+        """The principal a job acts as (named ``job:<id>``, authenticated, no token row).
+
+        It reads every namespace and writes its own; a ``merge`` job also writes the
+        global base-model catalog (``*``). What it may read was checked when the job
+        was submitted, against the submitter's token.
+        """
+        write = SCOPE_LEVELS[Scope.WRITE]
+        grants = {job.namespace: write, ALL_NAMESPACES: SCOPE_LEVELS[Scope.READ]}
+        if job.type == JobType.MERGE:  # base models are a global catalog
+            grants[ALL_NAMESPACES] = write
+        return cls(
+            token_id=JOB_TOKEN_ID,
+            name=f"job:{job.id}",
+            default_namespace=job.namespace,
+            grants=grants,
+        )
 
 
 ANONYMOUS = Principal()

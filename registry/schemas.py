@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from loreg import vocabulary
 from loreg.refs import MAX_VERSION
-from loreg.vocabulary import ArtifactKind
+from loreg.vocabulary import ArtifactKind, Relation
 from registry.errors import InvalidPath, InvalidRequest
 from registry.validation.json_values import json_problem
 
@@ -63,16 +63,14 @@ class ParentRef(StrictBody):
     """A lineage parent declared at publish time."""
 
     ref: str = Field(min_length=1, max_length=300)
-    relation: Literal[
-        "continued_from", "trained_from", "combined_from", "compressed_from", "mirrored_from"
-    ] = "continued_from"
+    relation: Relation = Relation.CONTINUED_FROM
     params: dict[str, Any] = Field(default_factory=dict)
 
 
 class UploadRequest(StrictBody):
     """Phase one of a publish: what the client intends to commit."""
 
-    kind: Literal["adapter", "base_model", "dataset"] = "adapter"
+    kind: ArtifactKind = ArtifactKind.ADAPTER
     namespace: str | None = Field(default=None, max_length=64)
     name: str = Field(min_length=1, max_length=256)
     files: list[FileEntry] = Field(min_length=1, max_length=1000)
@@ -246,7 +244,7 @@ class LineageParent(BaseModel):
     )
 
 
-class LineageEdge(BaseModel):
+class LineageEdgeView(BaseModel):
     """How a version was derived from one parent."""
 
     relation: str = Field(description="continued_from, trained_from, combined_from, ...")
@@ -288,7 +286,7 @@ class ResolvedVersion(BaseModel):
     aliases: list[str]
     description: str | None
     metadata: dict[str, Any]
-    lineage: list[LineageEdge]
+    lineage: list[LineageEdgeView]
     summary: dict[str, Any] = Field(
         description="r, lora_alpha, target_modules, parameter_count, ..."
     )
@@ -436,7 +434,7 @@ class BaseModelDetail(BaseModelSummary):
         description="linear module name -> [out_features, in_features]"
     )
     metadata: dict[str, Any]
-    lineage: list[LineageEdge]
+    lineage: list[LineageEdgeView]
     files: list[ResolvedFile]
 
 

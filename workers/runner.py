@@ -40,8 +40,8 @@ import sqlalchemy as sa
 from sqlmodel import Session, select
 
 from loreg.refs import format_ref
-from loreg.vocabulary import JobStatus
-from registry.auth import SCOPE_LEVELS, Principal
+from loreg.vocabulary import ArtifactKind, JobStatus
+from registry.auth import Principal
 from registry.errors import Conflict, RegistryError, ServiceUnavailable
 from registry.models import (
     Adapter,
@@ -53,7 +53,6 @@ from registry.models import (
     VersionFile,
     utcnow,
 )
-from registry.schemas import FileEntry, UploadRequest
 from registry.services import job_state, publish
 from registry.services.context import Context
 from registry.services.job_state import MESSAGE_MAX, truncate
@@ -374,48 +373,22 @@ class Heartbeat:
 # --------------------------------------------------------------------------- publish
 
 
-def _job_principal(job: Job) -> Principal:
-    grants = {job.namespace: SCOPE_LEVELS["write"], "*": SCOPE_LEVELS["read"]}
-    if job.type == "merge":  # base models are a global catalog (checked at submission)
-        grants["*"] = SCOPE_LEVELS["write"]
-    return Principal(
-        token_id=-1, name=f"job:{job.id}", default_namespace=job.namespace, grants=grants
-    )
-
-
 def publish_output(ctx: Context, job: Job, output: JobOutput) -> dict[str, Any]:
-    """Publish a handler's folder with lineage; idempotent on the job id."""
-    principal = _job_principal(job)
-    files = []
-    for path in sorted(p for p in output.folder.rglob("*") if p.is_file()):
-        rel = path.relative_to(output.folder).as_posix()
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda f=f: f.read(8 * 2**20), b""):
-                h.update(chunk)
-        files.append((rel, path, path.stat().st_size, h.hexdigest()))
-    req = UploadRequest(
-        kind=output.kind,
-        namespace=job.namespace if output.kind != "base_model" else None,
+    """Publish a handler's folder with lineage, as the job; idempotent on the job id."""
+    kind = ArtifactKind(output.kind)
+    spec = publish.PublishSpec(
+        kind=kind,
+        namespace=job.namespace if kind != ArtifactKind.BASE_MODEL else None,
         name=job.output,
-        files=[FileEntry(path=rel, size=size, sha256=sha) for rel, _, size, sha in files],
+        files=publish.folder_files(output.folder),
         base_model=output.base_model,
         description=output.description,
         metadata={"job_id": job.id, "card": output.card},
+        job_id=job.id,
+        lineage=[publish.ParentLink.from_spec(edge) for edge in output.lineage],
     )
-    with Session(ctx.engine) as session:
-        upload = publish.create_upload(
-            session, ctx, principal, req, "", internal={"job_id": job.id, "lineage": output.lineage}
-        )
-        session.commit()
-    missing = {b["sha256"] for b in upload["blobs"] if not b["present"]}
-    for _, path, size, sha in files:
-        if sha in missing:
-            with open(path, "rb") as f:
-                publish.store_received_blob(ctx, upload["upload_id"], sha, size, f)
-            missing.discard(sha)
     try:
-        _, view = publish.commit_upload(ctx, principal, upload["upload_id"], "")
+        _, view = publish.publish_server_side(ctx, Principal.for_job(job), spec)
     except (sa.exc.IntegrityError, Conflict):
         # another attempt of this job registered its result first (unique job id)
         existing = registered_result(ctx, job.id, output.kind)
@@ -423,10 +396,10 @@ def publish_output(ctx: Context, job: Job, output: JobOutput) -> dict[str, Any]:
             raise
         log.info("job %s: result already registered as %s", job.id, existing["ref"])
         return existing
-    if output.kind == "base_model":
-        return {"kind": "base_model", "ref": view["name"], "digest": view["digest"]}
+    if kind == ArtifactKind.BASE_MODEL:
+        return {"kind": kind.value, "ref": view["name"], "digest": view["digest"]}
     return {
-        "kind": output.kind,
+        "kind": kind.value,
         "ref": view["ref"],
         "version": view["version"],
         "digest": view["digest"],

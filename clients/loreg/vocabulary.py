@@ -68,6 +68,12 @@ class Relation(StrEnum):
     MIRRORED_FROM = "mirrored_from"
 
 
+class JobRelation(StrEnum):
+    """Lineage relations only the registry's own jobs record (a client cannot declare them)."""
+
+    MERGED_INTO = "merged_into"
+
+
 class Scope(StrEnum):
     """What a token may do in a namespace; each scope includes the ones below it."""
 
@@ -182,6 +188,7 @@ __all__ = [
     "TERMINAL_STATUSES",
     "ArtifactKind",
     "CombineMethod",
+    "JobRelation",
     "JobStatus",
     "JobType",
     "LineageNodeKind",

@@ -297,12 +297,12 @@ def test_publish_returns_the_version_another_attempt_registered(ctx, tmp_path, m
     assert first["ref"] == "default/out-v1"
 
     # another attempt's commit wins the race on the unique job id
-    from registry.services import publish
+    from registry.services.publish import server_side
 
     def lose_the_race(*args, **kwargs):
         raise sa.exc.IntegrityError("INSERT INTO versions", {}, Exception("unique job_id"))
 
-    monkeypatch.setattr(publish, "commit_upload", lose_the_race)
+    monkeypatch.setattr(server_side, "commit_upload", lose_the_race)
     assert publish_output(ctx, job, output) == first
     with Session(ctx.engine) as session:
         assert len(session.exec(select(Version).where(Version.job_id == job_id)).all()) == 1

@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlmodel import Session
 
-from registry.auth import SCOPE_LEVELS, Principal
+from registry.auth import Principal
 from registry.services import catalog
 from registry.services.jobs import PRESETS
 from workers.jobs.common import folder_size, is_int8, load_adapter, save_adapter, write_card
@@ -52,14 +52,8 @@ def settings_from_params(params: dict[str, Any]) -> TrainSettings:
 
 def resolve_version(jc: JobContext, ref: str, kind: str) -> int:
     """The version id of a (submission-pinned) ref, read as the job."""
-    reader = Principal(
-        token_id=-1,
-        name=f"job:{jc.job.id}",
-        default_namespace=jc.job.namespace,
-        grants={"*": SCOPE_LEVELS["read"]},
-    )
     with Session(jc.ctx.engine) as session:
-        _, adapter, version = catalog.resolve_ref(session, reader, ref)
+        _, adapter, version = catalog.resolve_ref(session, Principal.for_job(jc.job), ref)
     if adapter.kind != kind:
         raise JobInputError(f"{ref} is a {adapter.kind}, not a {kind}")
     return int(version.id)

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from workers.ops import COMBINE_METHODS
-from workers.ops.combine import _kth_largest, combine, dense_truncated_svd, lowrank_svd
+from workers.ops.combine import _kth_largest, combine
 from workers.ops.lora import (
     LoraFactors,
     OpInputError,
@@ -23,6 +23,7 @@ from workers.ops.lora import (
     lora_scale,
     split_peft_state_dict,
 )
+from workers.ops.svd import dense_truncated_svd, lowrank_svd
 
 F64 = torch.float64
 SHAPES = {"layers.0.q": (24, 16), "layers.0.down": (12, 30)}

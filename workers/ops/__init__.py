@@ -6,9 +6,10 @@ and the tests can call them directly.
 
 * :mod:`workers.ops.lora` — :class:`LoraFactors`, PEFT state dict <-> factors;
 * :mod:`workers.ops.combine` — ``cat``, ``linear``, ``svd``, ``ties``, ``dare_linear``,
-  ``dare_ties``, ``magnitude_prune``, ``fedit``, ``flora``, ``delta_avg``, and the two
-  truncation kernels (:func:`~workers.ops.combine.lowrank_svd`: QR + small SVD of a
-  product of factors; :func:`~workers.ops.combine.dense_truncated_svd`);
+  ``dare_ties``, ``magnitude_prune``, ``fedit``, ``flora``, ``delta_avg``;
+* :mod:`workers.ops.svd` — the two truncation kernels combine and compress share
+  (:func:`~workers.ops.svd.lowrank_svd`: QR + small SVD of a product of factors;
+  :func:`~workers.ops.svd.dense_truncated_svd`: randomized subspace iteration);
 * :mod:`workers.ops.compress` — rank reduction, fp16/bf16, int8 with per-row scales;
 * :mod:`workers.ops.merge` — fold an adapter into base weights shard by shard.
 

@@ -8,11 +8,11 @@ true delta ``δ_i = w_i · s_i · B_i @ A_i`` of each module. The methods:
 * ``linear``: the exact weighted sum (``cat``), optionally truncated to ``rank``
   by ``svd`` (never PEFT's factor-wise sum with its cross terms ``B_i A_j``);
 * ``svd`` / ``delta_avg``: the weighted sum truncated to ``rank`` with the QR
-  method (:func:`lowrank_svd`), never forming a dense ``d × k`` delta
+  method (:func:`~workers.ops.svd.lowrank_svd`), never forming a dense ``d × k`` delta
   (``delta_avg`` normalises the client weights);
 * ``ties`` / ``dare_linear`` / ``dare_ties`` / ``magnitude_prune``: element-wise on
   the dense true deltas ``δ_i``, one module at a time, then truncated to ``rank``
-  (:func:`dense_truncated_svd`);
+  (:func:`~workers.ops.svd.dense_truncated_svd`);
 * ``fedit``: federated averaging of A's and B's separately (FedIT); inexact unless
   all A's are equal (FFA-LoRA), which ``stats.exact`` reports.
 
@@ -38,6 +38,7 @@ from torch import Tensor
 
 from workers.ops import COMBINE_METHODS, DENSITY_METHODS, MAJORITY_SIGN_METHODS, SEEDED_METHODS
 from workers.ops.lora import LoraFactors, OpInputError, resolve_device
+from workers.ops.svd import dense_truncated_svd, lowrank_svd
 
 __all__ = [
     "CombineResult",
@@ -55,8 +56,6 @@ __all__ = [
     "combine_magnitude_prune",
     "combine_svd",
     "combine_ties",
-    "dense_truncated_svd",
-    "lowrank_svd",
     "resolve_device",
 ]
 
@@ -160,83 +159,6 @@ class CombineResult:
 
 def _ratio(num: float, den: float, empty: float) -> float:
     return empty if den <= 0.0 else num / den
-
-
-# --------------------------------------------------------------------------- kernels
-
-
-def lowrank_svd(U: Tensor, V: Tensor, rank: int | None = None) -> tuple[Tensor, Tensor, Tensor]:
-    """Truncated SVD of the product ``U @ V`` without forming it (QR method).
-
-    ``U: [d, R]``, ``V: [R, k]``. QR: ``U = Q_u R_u``, ``Vᵀ = Q_v R_v``; SVD of the
-    small core ``R_u R_vᵀ = Ũ Σ Ṽᵀ``; keep the top ``rank``:
-    ``B' = Q_u Ũ_r Σ_r`` and ``A' = (Q_v Ṽ_r)ᵀ`` (orthonormal rows). Returns
-    ``(B', A', σ)`` with all singular values ``σ`` (descending) so callers can
-    report the energy kept. Computed in the inputs' dtype: pass float64.
-    """
-    q_u, r_u = torch.linalg.qr(U)
-    q_v, r_v = torch.linalg.qr(V.T)
-    core_u, sigma, core_vh = torch.linalg.svd(r_u @ r_v.T, full_matrices=False)
-    keep = sigma.numel() if rank is None else min(int(rank), sigma.numel())
-    B = q_u @ (core_u[:, :keep] * sigma[:keep])
-    A = core_vh[:keep] @ q_v.T
-    return B, A, sigma
-
-
-def dense_truncated_svd(
-    M: Tensor,
-    rank: int,
-    *,
-    oversample: int | None = None,
-    max_iters: int = 24,
-    tol: float = 1e-7,
-) -> tuple[Tensor, Tensor, Tensor, float]:
-    """Best rank-``rank`` factors ``B' [d, r]``, ``A' [r, k]`` of a dense matrix ``M``.
-
-    Randomized subspace iteration (Halko, Martinsson & Tropp 2011) with
-    ``rank + oversample`` columns and Rayleigh-Ritz: iterates until the top
-    ``rank`` Ritz values change by less than ``tol · σ_1`` between two steps (at
-    most ``max_iters`` steps); big matmuls in float32, small factorizations in
-    float64. When the subspace would cover at least half of ``min(d, k)`` an
-    exact float64 SVD is used instead. ``B'A'`` is the orthogonal projection of
-    ``M`` onto the computed subspace, so the returned figures describe the
-    returned factors (up to rounding): ``‖M - B'A'‖² = ‖M‖² - Σ σ_kept²``.
-
-    Returns ``(B', A', σ_kept, ‖M‖²)`` with ``B'`` and ``A'`` in float64.
-    """
-    d, k = M.shape
-    n = min(d, k)
-    keep = max(1, min(int(rank), n))
-    energy = float(torch.linalg.vector_norm(M, dtype=torch.float64) ** 2)
-    extra = max(keep, 16) if oversample is None else int(oversample)
-    width = min(n, keep + extra)
-    if 2 * width >= n:
-        u, sigma, vh = torch.linalg.svd(M.to(torch.float64), full_matrices=False)
-        return u[:, :keep] * sigma[:keep], vh[:keep], sigma[:keep], energy
-
-    work = M.to(torch.float32)
-    gen = torch.Generator(device=work.device).manual_seed(0)
-    omega = torch.randn(k, width, generator=gen, device=work.device, dtype=torch.float32)
-    q = _orthonormal(work @ omega)
-    previous: Tensor | None = None
-    for step in range(max_iters + 1):
-        z = (work.T @ q).to(torch.float64)  # [k, width] = (qᵀ M)ᵀ
-        ritz = torch.linalg.svdvals(z)[:keep]
-        if previous is not None:
-            change = float((ritz - previous).abs().max())
-            if change <= tol * float(ritz[0].clamp_min(torch.finfo(torch.float64).tiny)):
-                break
-        if step == max_iters:
-            break
-        previous = ritz
-        q = _orthonormal(work @ _orthonormal(z).to(torch.float32))
-    small_u, sigma, vh = torch.linalg.svd(z.T, full_matrices=False)
-    B = q.to(torch.float64) @ (small_u[:, :keep] * sigma[:keep])
-    return B, vh[:keep], sigma[:keep], energy
-
-
-def _orthonormal(x: Tensor) -> Tensor:
-    return torch.linalg.qr(x)[0]
 
 
 # --------------------------------------------------------------------------- validation
@@ -659,7 +581,7 @@ def _dense_combine(
 
     At most one module's dense deltas live at a time (the running sums plus the
     current ``δ_i``); the merged delta is then truncated to ``rank`` (default:
-    the largest input rank) by :func:`dense_truncated_svd`.
+    the largest input rank) by :func:`~workers.ops.svd.dense_truncated_svd`.
     """
     names, w = _validate(adapters, weights)
     _check_rank(rank)

@@ -28,7 +28,6 @@ from torch import Tensor
 
 from loreg.constants import INT8_FORMAT
 from workers.ops import PRECISIONS
-from workers.ops.combine import lowrank_svd
 from workers.ops.lora import (
     LoraFactors,
     OpInputError,
@@ -36,6 +35,7 @@ from workers.ops.lora import (
     resolve_device,
     split_peft_state_dict,
 )
+from workers.ops.svd import lowrank_svd
 
 __all__ = [
     "INT8_FORMAT",

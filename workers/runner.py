@@ -58,6 +58,7 @@ from registry.services.context import Context
 from registry.settings import Settings
 from registry.storage.base import blob_key
 from registry.validation.paths import validate_file_path
+from workers.errors import JobInputError
 
 log = logging.getLogger("loreg.worker")
 LOG_TAIL_LINES = 200
@@ -82,10 +83,6 @@ class JobCancelled(Exception):
 
 class JobLost(JobCancelled):
     """Another worker took the job over (or it ended elsewhere): stop, write nothing."""
-
-
-class JobInputError(Exception):
-    """The job's inputs or parameters cannot work; failing again would not help."""
 
 
 class TransientJobError(Exception):

@@ -10,8 +10,7 @@ from workers.jobs.common import (
     save_adapter,
 )
 from workers.ops.combine import ModuleCallback, combine
-from workers.ops.lora import OpInputError
-from workers.runner import JobContext, JobInputError, JobOutput
+from workers.runner import JobContext, JobOutput
 
 LOADED, COMBINED = 0.4, 0.8  # progress after loading the inputs, after combining
 
@@ -56,20 +55,17 @@ def run(jc: JobContext) -> JobOutput:
     weights = [float(item["weight"]) for item in inputs]
     # a seed is accepted with every method (CI can pass one everywhere); only DARE draws
     seed = params.get("seed") if method in SEEDED_METHODS else None
-    try:
-        result = combine(
-            adapters,
-            weights,
-            method,
-            rank=params.get("rank"),
-            density=params.get("density"),
-            seed=seed,
-            majority_sign_method=params.get("majority_sign_method", "total"),
-            device=jc.device(),
-            on_module=module_reporter(jc),
-        )
-    except OpInputError as exc:
-        raise JobInputError(str(exc)) from exc
+    result = combine(
+        adapters,
+        weights,
+        method,
+        rank=params.get("rank"),
+        density=params.get("density"),
+        seed=seed,
+        majority_sign_method=params.get("majority_sign_method", "total"),
+        device=jc.device(),
+        on_module=module_reporter(jc),
+    )
     jc.report(COMBINED, f"combined {len(inputs)} adapters with {method}")
     stats = result.stats.to_dict()
     card = {

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
+from workers.errors import JobInputError
 from workers.jobs.common import (
     ADAPTER_CONFIG,
     ADAPTER_WEIGHTS,
@@ -43,11 +44,10 @@ from workers.ops.compress import (
 )
 from workers.ops.lora import (
     LoraFactors,
-    OpInputError,
     build_peft_state_dict,
     peft_adapter_config,
 )
-from workers.runner import JobContext, JobInputError, JobOutput
+from workers.runner import JobContext, JobOutput
 
 Adapter = dict[str, LoraFactors]
 
@@ -139,10 +139,7 @@ def run(jc: JobContext) -> JobOutput:
     jc.report(0.2, f"loaded {item['ref']}")
     base_model = item.get("base_model")
     out = jc.workdir / "out"
-    try:
-        result, steps = _compress(jc, original, params, out, base_model)
-    except OpInputError as exc:
-        raise JobInputError(str(exc)) from exc
+    result, steps = _compress(jc, original, params, out, base_model)
     if not steps:
         raise JobInputError("a compress job needs params.rank, params.energy or params.precision")
     method = _method_name(params)

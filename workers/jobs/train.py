@@ -22,8 +22,9 @@ from sqlmodel import Session
 from registry.auth import SCOPE_LEVELS, Principal
 from registry.services import catalog
 from registry.services.jobs import PRESETS
+from workers.errors import JobInputError
 from workers.jobs.common import folder_size, is_int8, load_adapter, save_adapter, write_card
-from workers.runner import JobContext, JobInputError, JobOutput
+from workers.runner import JobContext, JobOutput
 from workers.training import (
     ChatExample,
     TrainReport,

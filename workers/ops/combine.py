@@ -36,8 +36,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from workers.errors import JobInputError
 from workers.ops import COMBINE_METHODS, DENSITY_METHODS, MAJORITY_SIGN_METHODS, SEEDED_METHODS
-from workers.ops.lora import LoraFactors, OpInputError, resolve_device
+from workers.ops.lora import LoraFactors, resolve_device
 from workers.ops.svd import dense_truncated_svd, lowrank_svd
 
 __all__ = [
@@ -168,9 +169,9 @@ def _validate(
     adapters: Sequence[Adapter], weights: Sequence[float]
 ) -> tuple[list[str], list[float]]:
     if not isinstance(adapters, Sequence) or len(adapters) == 0:
-        raise OpInputError("combine needs a non-empty list of adapters")
+        raise JobInputError("combine needs a non-empty list of adapters")
     if len(weights) != len(adapters):
-        raise OpInputError(
+        raise JobInputError(
             f"got {len(adapters)} adapters but {len(weights)} weights; give one weight per adapter"
         )
     clean: list[float] = []
@@ -178,18 +179,18 @@ def _validate(
         try:
             value = float(w)
         except (TypeError, ValueError) as exc:
-            raise OpInputError(f"weight {i} is not a number: {w!r}") from exc
+            raise JobInputError(f"weight {i} is not a number: {w!r}") from exc
         if not math.isfinite(value):
-            raise OpInputError(f"weight {i} must be finite, got {w!r}")
+            raise JobInputError(f"weight {i} must be finite, got {w!r}")
         clean.append(value)
     names = set(adapters[0])
     if not names:
-        raise OpInputError("adapter 0 has no modules")
+        raise JobInputError("adapter 0 has no modules")
     for i, adapter in enumerate(adapters[1:], start=1):
         if set(adapter) != names:
             missing = sorted(names - set(adapter))[:5]
             extra = sorted(set(adapter) - names)[:5]
-            raise OpInputError(
+            raise JobInputError(
                 f"adapter {i} targets different modules than adapter 0 "
                 f"(missing: {missing}, extra: {extra}); combine adapters with the same targets"
             )
@@ -197,9 +198,9 @@ def _validate(
         shape = adapters[0][path].shape
         for i, adapter in enumerate(adapters):
             if not isinstance(adapter[path], LoraFactors):
-                raise OpInputError(f"adapter {i} module {path!r} is not a LoraFactors")
+                raise JobInputError(f"adapter {i} module {path!r} is not a LoraFactors")
             if adapter[path].shape != shape:
-                raise OpInputError(
+                raise JobInputError(
                     f"module {path!r}: adapter {i} has delta shape {adapter[path].shape} but "
                     f"adapter 0 has {shape}; adapters must share a base model"
                 )
@@ -210,23 +211,23 @@ def _check_rank(rank: int | None) -> None:
     if rank is not None and (
         not isinstance(rank, numbers.Integral) or isinstance(rank, bool) or rank < 1
     ):
-        raise OpInputError(f"rank must be a positive integer or None, got {rank!r}")
+        raise JobInputError(f"rank must be a positive integer or None, got {rank!r}")
 
 
 def _check_density(density: float | None) -> float:
     if density is None:
-        raise OpInputError("this method needs density, the fraction of entries kept, in (0, 1]")
+        raise JobInputError("this method needs density, the fraction of entries kept, in (0, 1]")
     if not isinstance(density, numbers.Real) or isinstance(density, bool):
-        raise OpInputError(f"density must be a number in (0, 1], got {density!r}")
+        raise JobInputError(f"density must be a number in (0, 1], got {density!r}")
     value = float(density)
     if not 0.0 < value <= 1.0:
-        raise OpInputError(f"density must be in (0, 1], got {density!r}")
+        raise JobInputError(f"density must be in (0, 1], got {density!r}")
     return value
 
 
 def _normalised(weights: list[float]) -> list[float]:
     if any(w < 0 for w in weights) or sum(weights) <= 0:
-        raise OpInputError(
+        raise JobInputError(
             f"federated client weights must be >= 0 with a positive sum, got {weights}"
         )
     total = sum(weights)
@@ -442,7 +443,7 @@ def combine_fedit(
     for path in names:
         ranks = {a[path].rank for a in adapters}
         if len(ranks) != 1:
-            raise OpInputError(
+            raise JobInputError(
                 f"fedit averages factors and needs equal ranks; module {path!r} has ranks "
                 f"{sorted(ranks)} (use flora or delta_avg for mixed ranks)"
             )
@@ -741,7 +742,7 @@ def combine_dare_ties(
 
 def _check_sign_method(name: str) -> None:
     if name not in MAJORITY_SIGN_METHODS:
-        raise OpInputError(
+        raise JobInputError(
             f"majority_sign_method must be one of {list(MAJORITY_SIGN_METHODS)}, got {name!r}"
         )
 
@@ -768,17 +769,17 @@ def combine(
     total)`` is called after each module; an exception from it aborts.
     """
     if method not in COMBINE_METHODS:
-        raise OpInputError(
+        raise JobInputError(
             f"unknown combine method {method!r}; choose one of {list(COMBINE_METHODS)}"
         )
     if density is not None and method not in DENSITY_METHODS:
-        raise OpInputError(f"density applies to {list(DENSITY_METHODS)} only, not {method!r}")
+        raise JobInputError(f"density applies to {list(DENSITY_METHODS)} only, not {method!r}")
     if seed is not None and method not in SEEDED_METHODS:
-        raise OpInputError(f"seed applies to {list(SEEDED_METHODS)} only, not {method!r}")
+        raise JobInputError(f"seed applies to {list(SEEDED_METHODS)} only, not {method!r}")
     if rank is not None and method in ("cat", "flora", "fedit"):
-        raise OpInputError(f"{method!r} does not truncate and takes no rank; use svd or linear")
+        raise JobInputError(f"{method!r} does not truncate and takes no rank; use svd or linear")
     if majority_sign_method != "total" and method not in ("ties", "dare_ties"):
-        raise OpInputError("majority_sign_method applies to ties and dare_ties only")
+        raise JobInputError("majority_sign_method applies to ties and dare_ties only")
     dev = {"device": device, "on_module": on_module}
     if method == "cat":
         return combine_cat(adapters, weights, **dev)

@@ -14,8 +14,8 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from loreg.vocabulary import DENSITY_METHODS, CombineMethod
 from workers.errors import JobInputError
-from workers.ops import COMBINE_METHODS
 from workers.ops.combine import _kth_largest, combine
 from workers.ops.lora import (
     LoraFactors,
@@ -487,12 +487,8 @@ def test_mismatched_adapters_are_refused():
 def test_every_method_runs_through_the_dispatcher(mixed):
     adapters, weights = mixed
     same_rank = [make_adapter(71, 3), make_adapter(72, 3)]
-    for method in COMBINE_METHODS:
-        needs = (
-            {"density": 0.5}
-            if method in ("ties", "dare_linear", "dare_ties", "magnitude_prune")
-            else {}
-        )
+    for method in (m.value for m in CombineMethod):
+        needs = {"density": 0.5} if method in DENSITY_METHODS else {}
         chosen = same_rank if method == "fedit" else adapters
         w = [0.5, 0.5] if method == "fedit" else [abs(x) for x in weights]
         result = combine(chosen, w, method, device="cpu", **needs)

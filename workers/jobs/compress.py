@@ -1,6 +1,6 @@
 """Compress job: one adapter -> a smaller one (lower rank, fp16/bf16, or int8).
 
-Params (validated at submission, :func:`registry.services.jobs._check_compress`):
+Params (validated at submission, :class:`registry.job_params.CompressParams`):
 
 * ``rank`` or ``energy``: truncated SVD of every module's delta
   (:func:`workers.ops.compress.reduce_rank`); the error² is the sum of the
@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
+from loreg.vocabulary import Precision
 from workers.errors import JobInputError
 from workers.jobs.common import (
     ADAPTER_CONFIG,
@@ -113,7 +114,7 @@ def _compress(
         steps.append(reduced.stats)
         jc.report(0.5, f"reduced rank: energy kept {reduced.stats.energy_kept:.6f}")
     precision = params.get("precision")
-    if precision == "int8":
+    if precision == Precision.INT8:
         quantized, stats = quantize_int8(modules, device=device)
         steps.append(stats)
         _write_int8(out, quantized, modules, base_model)

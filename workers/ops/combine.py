@@ -29,15 +29,22 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from loreg.vocabulary import (
+    DENSITY_METHODS,
+    FULL_RANK_METHODS,
+    SEEDED_METHODS,
+    SIGN_METHODS,
+    CombineMethod,
+    MajoritySign,
+)
 from workers.errors import JobInputError
-from workers.ops import COMBINE_METHODS, DENSITY_METHODS, MAJORITY_SIGN_METHODS, SEEDED_METHODS
 from workers.ops.lora import LoraFactors, resolve_device
 from workers.ops.svd import dense_truncated_svd, lowrank_svd
 
@@ -741,10 +748,15 @@ def combine_dare_ties(
 
 
 def _check_sign_method(name: str) -> None:
-    if name not in MAJORITY_SIGN_METHODS:
+    if name not in tuple(MajoritySign):
         raise JobInputError(
-            f"majority_sign_method must be one of {list(MAJORITY_SIGN_METHODS)}, got {name!r}"
+            f"majority_sign_method must be one of {_words(MajoritySign)}, got {name!r}"
         )
+
+
+def _words(words: Iterable[str]) -> list[str]:
+    """The words as plain strings (an error message lists them as ``['a', 'b']``)."""
+    return [str(w) for w in words]
 
 
 # --------------------------------------------------------------------------- dispatcher
@@ -768,17 +780,17 @@ def combine(
     job never silently ignores what its submitter asked for. ``on_module(index,
     total)`` is called after each module; an exception from it aborts.
     """
-    if method not in COMBINE_METHODS:
+    if method not in tuple(CombineMethod):
         raise JobInputError(
-            f"unknown combine method {method!r}; choose one of {list(COMBINE_METHODS)}"
+            f"unknown combine method {method!r}; choose one of {_words(CombineMethod)}"
         )
     if density is not None and method not in DENSITY_METHODS:
-        raise JobInputError(f"density applies to {list(DENSITY_METHODS)} only, not {method!r}")
+        raise JobInputError(f"density applies to {_words(DENSITY_METHODS)} only, not {method!r}")
     if seed is not None and method not in SEEDED_METHODS:
-        raise JobInputError(f"seed applies to {list(SEEDED_METHODS)} only, not {method!r}")
-    if rank is not None and method in ("cat", "flora", "fedit"):
+        raise JobInputError(f"seed applies to {_words(SEEDED_METHODS)} only, not {method!r}")
+    if rank is not None and method in FULL_RANK_METHODS:
         raise JobInputError(f"{method!r} does not truncate and takes no rank; use svd or linear")
-    if majority_sign_method != "total" and method not in ("ties", "dare_ties"):
+    if majority_sign_method != MajoritySign.TOTAL and method not in SIGN_METHODS:
         raise JobInputError("majority_sign_method applies to ties and dare_ties only")
     dev = {"device": device, "on_module": on_module}
     if method == "cat":

@@ -27,8 +27,8 @@ import torch
 from torch import Tensor
 
 from loreg.constants import INT8_FORMAT
+from loreg.vocabulary import CAST_PRECISIONS, Precision
 from workers.errors import JobInputError
-from workers.ops import PRECISIONS
 from workers.ops.lora import (
     LoraFactors,
     parse_lora_key,
@@ -53,7 +53,7 @@ __all__ = [
 ]
 
 _PREFIX = "base_model.model."
-_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+_DTYPES = {Precision.FP16: torch.float16, Precision.BF16: torch.bfloat16}
 
 
 @dataclass
@@ -219,8 +219,10 @@ def cast_precision(
     Refuses fp16 when a value is beyond its range (±65504): use bf16 then.
     """
     _check_modules(modules)
-    if precision not in _DTYPES:
-        raise JobInputError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
+    if precision not in CAST_PRECISIONS:
+        raise JobInputError(
+            f"precision must be one of {[str(p) for p in CAST_PRECISIONS]}, got {precision!r}"
+        )
     dtype = _DTYPES[precision]
     limit = torch.finfo(dtype).max
     dev = resolve_device(device)

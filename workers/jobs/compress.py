@@ -163,7 +163,7 @@ def run(jc: JobContext) -> JobOutput:
         "size_bytes": sum(
             (out / name).stat().st_size for name in (ADAPTER_WEIGHTS, ADAPTER_CONFIG)
         ),
-        "storage": INT8_FORMAT if params.get("precision") == "int8" else "peft",
+        "storage": INT8_FORMAT if params.get("precision") == Precision.INT8 else "peft",
         "steps": [stats.to_dict() for stats in steps],
     }
     write_card(out, card)

@@ -118,7 +118,7 @@ def build_card(
         "dataset": params["dataset"],
         "dataset_records": len(examples),
         "continued_from": parent_ref,
-        "preset": None if parent_ref else params.get("preset", "small"),
+        "preset": None if parent_ref else params.get("preset", Preset.SMALL.value),
         "r": report.r,
         "lora_alpha": report.lora_alpha,
         "target_modules": report.target_modules,

@@ -17,6 +17,7 @@ only: the API process imports this without torch.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Annotated, Any, ClassVar, Literal
 
 import annotated_types
@@ -61,8 +62,15 @@ def _integer(lo: int, hi: int, description: str) -> Any:
 
 def _number(lo: float, hi: float, description: str, *, lo_open: bool = False) -> Any:
     """An optional finite number field in ``[lo, hi]``, or ``(lo, hi]`` when ``lo_open``."""
-    low = {"gt": lo} if lo_open else {"ge": lo}
-    return Field(None, **low, le=hi, strict=True, allow_inf_nan=False, description=description)
+    return Field(
+        None,
+        gt=lo if lo_open else None,
+        ge=None if lo_open else lo,
+        le=hi,
+        strict=True,
+        allow_inf_nan=False,
+        description=description,
+    )
 
 
 class JobParams(BaseModel):
@@ -148,7 +156,7 @@ def _bounds(metadata: list[Any]) -> str:
     return f"({lo}, {hi}]" if lo_open else f"[{lo}, {hi}]"
 
 
-def _one_of(field: str, words: type[Any], *, show_value: bool = False) -> str:
+def _one_of(field: str, words: Iterable[str], *, show_value: bool = False) -> str:
     listing = ", ".join(words)
     if show_value:
         return f"params.{field} {{value!r}} is not one of {listing}"
@@ -288,28 +296,28 @@ class CombineJob(JobBody):
     """Body of a ``combine`` job."""
 
     type: Literal[JobType.COMBINE]
-    params: CombineParams = Field(default_factory=CombineParams)
+    params: CombineParams = Field(default_factory=dict, validate_default=True)
 
 
 class CompressJob(JobBody):
     """Body of a ``compress`` job."""
 
     type: Literal[JobType.COMPRESS]
-    params: CompressParams = Field(default_factory=CompressParams)
+    params: CompressParams = Field(default_factory=dict, validate_default=True)
 
 
 class MergeJob(JobBody):
     """Body of a ``merge`` job."""
 
     type: Literal[JobType.MERGE]
-    params: MergeParams = Field(default_factory=MergeParams)
+    params: MergeParams = Field(default_factory=dict, validate_default=True)
 
 
 class TrainJob(JobBody):
     """Body of a ``train`` job."""
 
     type: Literal[JobType.TRAIN]
-    params: TrainParams = Field(default_factory=TrainParams)
+    params: TrainParams = Field(default_factory=dict, validate_default=True)
 
 
 _BODIES: dict[JobType, type[JobBody]] = {

@@ -11,7 +11,7 @@ import math
 from typing import Any
 
 from sqlalchemy import update
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from loreg.errors import InvalidRefError
 from loreg.refs import format_ref, validate_adapter_name
@@ -123,7 +123,7 @@ def _registered_base(session: Session, name: str | None, what: str) -> BaseModel
         raise InvalidJob(f"{what}: base model '{name}' is not registered (loreg base push)")
     has_weights = session.exec(
         select(BaseModelFile.id).where(
-            BaseModelFile.base_model_id == bm.id, BaseModelFile.path.like("%.safetensors")
+            BaseModelFile.base_model_id == bm.id, col(BaseModelFile.path).like("%.safetensors")
         )
     ).first()
     if has_weights is None:

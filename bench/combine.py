@@ -191,8 +191,8 @@ def rel_diff(left: dict, right: dict) -> float:
 
 def exact_truncated(adapters, weights, rank):
     """float64 truncated SVD of Σ w_i s_i B_i A_i per module, and the sum's energy."""
-    from workers.ops.combine import lowrank_svd
     from workers.ops.lora import LoraFactors
+    from workers.ops.svd import lowrank_svd
 
     out, energy = {}, 0.0
     for path in adapters[0]:

@@ -59,6 +59,7 @@ from registry.services.job_state import MESSAGE_MAX, truncate
 from registry.settings import Settings
 from registry.storage.base import blob_key
 from registry.validation.paths import validate_file_path
+from workers.errors import JobInputError
 
 log = logging.getLogger("loreg.worker")
 LOG_TAIL_LINES = 200
@@ -71,10 +72,6 @@ class JobCancelled(Exception):
 
 class JobLost(JobCancelled):
     """Another worker took the job over (or it ended elsewhere): stop, write nothing."""
-
-
-class JobInputError(Exception):
-    """The job's inputs or parameters cannot work; failing again would not help."""
 
 
 class TransientJobError(Exception):

@@ -26,6 +26,8 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from workers.errors import JobInputError
+
 __all__ = [
     "ATTENTION_PROJECTIONS",
     "ByteTokenizer",
@@ -34,7 +36,6 @@ __all__ = [
     "HFTokenizer",
     "TrainReport",
     "TrainSettings",
-    "TrainingInputError",
     "default_target_modules",
     "encode_example",
     "evaluate_loss",
@@ -65,10 +66,6 @@ LOSS_ON = "assistant tokens only (system and human turns are masked)"
 PROMPT_FORMAT = "{system}\\n\\n + per turn 'Human: {human}\\nAssistant: ' + '{assistant}<eos>'"
 
 
-class TrainingInputError(ValueError):
-    """The data or settings cannot train; the message says what to change."""
-
-
 # ----------------------------------------------------------------------------- data
 
 
@@ -81,15 +78,15 @@ class ChatExample:
 
 
 def parse_chat_record(record: Any, where: str) -> ChatExample:
-    """A :class:`ChatExample` from one JSONL record, or TrainingInputError naming ``where``."""
+    """A :class:`ChatExample` from one JSONL record, or JobInputError naming ``where``."""
     if not isinstance(record, dict):
-        raise TrainingInputError(f"{where}: each line must be a JSON object")
+        raise JobInputError(f"{where}: each line must be a JSON object")
     system = record.get("system")
     turns = record.get("conversation")
     if system is not None and not isinstance(system, str):
-        raise TrainingInputError(f"{where}: 'system' must be a string")
+        raise JobInputError(f"{where}: 'system' must be a string")
     if not isinstance(turns, list) or not turns:
-        raise TrainingInputError(f"{where}: 'conversation' must be a non-empty list of turns")
+        raise JobInputError(f"{where}: 'conversation' must be a non-empty list of turns")
     parsed = []
     for i, turn in enumerate(turns):
         if not (
@@ -97,7 +94,7 @@ def parse_chat_record(record: Any, where: str) -> ChatExample:
             and isinstance(turn.get("human"), str)
             and isinstance(turn.get("assistant"), str)
         ):
-            raise TrainingInputError(
+            raise JobInputError(
                 f"{where}: conversation[{i}] needs string fields 'human' and 'assistant'"
             )
         parsed.append((turn["human"], turn["assistant"]))
@@ -116,10 +113,10 @@ def read_chat_jsonl(paths: Iterable[Path]) -> list[ChatExample]:
                 try:
                     record = json.loads(line)
                 except json.JSONDecodeError as exc:
-                    raise TrainingInputError(f"{where}: not valid JSON ({exc})") from None
+                    raise JobInputError(f"{where}: not valid JSON ({exc})") from None
                 examples.append(parse_chat_record(record, where))
     if not examples:
-        raise TrainingInputError("the dataset holds no records: push a non-empty chat JSONL")
+        raise JobInputError("the dataset holds no records: push a non-empty chat JSONL")
     return examples
 
 
@@ -149,7 +146,7 @@ class ByteTokenizer:
 
     def __init__(self, vocab_size: int):
         if vocab_size < 1:
-            raise TrainingInputError(f"vocab_size must be positive, got {vocab_size}")
+            raise JobInputError(f"vocab_size must be positive, got {vocab_size}")
         self.vocab_size = int(vocab_size)
 
     def encode(self, text: str) -> list[int]:
@@ -182,7 +179,7 @@ def load_tokenizer(folder: Path, vocab_size: int) -> Tokenizer:
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
     except Exception as exc:  # noqa: BLE001 - any loader failure means the same to the user
-        raise TrainingInputError(
+        raise JobInputError(
             f"the base model has tokenizer files but they do not load ({exc}); "
             "register the base model with a complete tokenizer, or without tokenizer files "
             "to train on UTF-8 bytes"
@@ -328,7 +325,7 @@ def default_target_modules(model: nn.Module) -> list[str]:
     }
     found = [name for name in ATTENTION_PROJECTIONS if name in present]
     if not found:
-        raise TrainingInputError(
+        raise JobInputError(
             "no attention projection (q_proj, k_proj, v_proj, o_proj, ...) found among the "
             "model's Linear layers; pass params.target_modules"
         )
@@ -348,7 +345,7 @@ def _check_settings(settings: TrainSettings) -> None:
     ]
     for ok, message in checks:
         if not ok:
-            raise TrainingInputError(message)
+            raise JobInputError(message)
 
 
 def _wrap(model: nn.Module, settings: TrainSettings, init_adapter: Path | None) -> nn.Module:
@@ -368,7 +365,7 @@ def _wrap(model: nn.Module, settings: TrainSettings, init_adapter: Path | None) 
     try:
         return get_peft_model(model, config)
     except ValueError as exc:  # PEFT: target modules not found in the base model
-        raise TrainingInputError(f"target_modules {targets}: {exc}") from exc
+        raise JobInputError(f"target_modules {targets}: {exc}") from exc
 
 
 def _names(targets: Any) -> list[str]:
@@ -436,7 +433,7 @@ def train_lora(
     encoded = [encode_example(e, tokenizer, settings.max_length) for e in examples]
     kept = [e for e in encoded if e is not None]
     if not kept:
-        raise TrainingInputError(
+        raise JobInputError(
             f"no conversation has an assistant token within max_length={settings.max_length}; "
             "raise params.max_length or shorten the prompts"
         )
@@ -449,7 +446,7 @@ def train_lora(
     peft_model.train()
     params = [p for p in peft_model.parameters() if p.requires_grad]
     if not params:
-        raise TrainingInputError("the adapter has no trainable parameters")
+        raise JobInputError("the adapter has no trainable parameters")
     optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=0.0)
     eval_kwargs = {"batch_size": settings.batch_size, "pad_id": tokenizer.pad_id, "device": device}
     eval_before = evaluate_loss(peft_model, eval_set, **eval_kwargs)
@@ -461,7 +458,7 @@ def train_lora(
         with _autocast(device):
             loss = peft_model(**batch).loss
         if not torch.isfinite(loss):
-            raise TrainingInputError(f"the loss became {loss.item()} at step {step}; lower lr")
+            raise JobInputError(f"the loss became {loss.item()} at step {step}; lower lr")
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
         optimizer.step()

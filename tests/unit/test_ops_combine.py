@@ -14,15 +14,16 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from workers.ops import COMBINE_METHODS
-from workers.ops.combine import _kth_largest, combine, dense_truncated_svd, lowrank_svd
+from loreg.vocabulary import DENSITY_METHODS, CombineMethod
+from workers.errors import JobInputError
+from workers.ops.combine import _kth_largest, combine
 from workers.ops.lora import (
     LoraFactors,
-    OpInputError,
     build_peft_state_dict,
     lora_scale,
     split_peft_state_dict,
 )
+from workers.ops.svd import dense_truncated_svd, lowrank_svd
 
 F64 = torch.float64
 SHAPES = {"layers.0.q": (24, 16), "layers.0.down": (12, 30)}
@@ -260,7 +261,7 @@ def test_fedit_is_exact_when_all_A_are_equal():
 
 
 def test_fedit_refuses_mixed_ranks(mixed):
-    with pytest.raises(OpInputError, match="equal ranks"):
+    with pytest.raises(JobInputError, match="equal ranks"):
         combine(mixed[0], [1, 1, 1], "fedit", device="cpu")
 
 
@@ -465,33 +466,29 @@ def test_dtype_and_device_follow_the_inputs():
 def test_bad_parameters_are_refused(kwargs, message):
     adapters = [make_adapter(51, 2), make_adapter(52, 2)]
     kwargs = {"weights": [0.5, 0.5], **kwargs}
-    with pytest.raises(OpInputError, match=message):
+    with pytest.raises(JobInputError, match=message):
         combine(adapters, kwargs.pop("weights"), kwargs.pop("method"), device="cpu", **kwargs)
 
 
 def test_mismatched_adapters_are_refused():
     a = make_adapter(61, 2)
     other_modules = make_adapter(62, 2, shapes={"layers.0.q": (24, 16), "layers.1.q": (24, 16)})
-    with pytest.raises(OpInputError, match="different modules"):
+    with pytest.raises(JobInputError, match="different modules"):
         combine([a, other_modules], [1, 1], "cat", device="cpu")
     other_shape = make_adapter(63, 2, shapes={"layers.0.q": (24, 17), "layers.0.down": (12, 30)})
-    with pytest.raises(OpInputError, match="delta shape"):
+    with pytest.raises(JobInputError, match="delta shape"):
         combine([a, other_shape], [1, 1], "svd", device="cpu")
-    with pytest.raises(OpInputError, match="non-empty"):
+    with pytest.raises(JobInputError, match="non-empty"):
         combine([], [], "svd", device="cpu")
-    with pytest.raises(OpInputError, match="invalid device"):
+    with pytest.raises(JobInputError, match="invalid device"):
         combine([a], [1.0], "svd", device="quantum")
 
 
 def test_every_method_runs_through_the_dispatcher(mixed):
     adapters, weights = mixed
     same_rank = [make_adapter(71, 3), make_adapter(72, 3)]
-    for method in COMBINE_METHODS:
-        needs = (
-            {"density": 0.5}
-            if method in ("ties", "dare_linear", "dare_ties", "magnitude_prune")
-            else {}
-        )
+    for method in (m.value for m in CombineMethod):
+        needs = {"density": 0.5} if method in DENSITY_METHODS else {}
         chosen = same_rank if method == "fedit" else adapters
         w = [0.5, 0.5] if method == "fedit" else [abs(x) for x in weights]
         result = combine(chosen, w, method, device="cpu", **needs)
@@ -578,13 +575,13 @@ def test_split_refuses_what_it_cannot_represent():
     b = torch.zeros(3, 2)
     key = "base_model.model.m.lora_{}.weight"
     config = {"r": 2, "lora_alpha": 4}
-    with pytest.raises(OpInputError, match="config says 3"):
+    with pytest.raises(JobInputError, match="config says 3"):
         split_peft_state_dict({key.format("A"): a, key.format("B"): b}, {**config, "r": 3})
-    with pytest.raises(OpInputError, match="no lora_B"):
+    with pytest.raises(JobInputError, match="no lora_B"):
         split_peft_state_dict({key.format("A"): a}, config)
-    with pytest.raises(OpInputError, match="unsupported tensor"):
+    with pytest.raises(JobInputError, match="unsupported tensor"):
         split_peft_state_dict({"base_model.model.m.lora_magnitude_vector": a}, config)
-    with pytest.raises(OpInputError, match="DoRA"):
+    with pytest.raises(JobInputError, match="DoRA"):
         split_peft_state_dict({key.format("A"): a, key.format("B"): b}, {**config, "use_dora": 1})
-    with pytest.raises(OpInputError, match="rank mismatch"):
+    with pytest.raises(JobInputError, match="rank mismatch"):
         LoraFactors(torch.zeros(2, 4), torch.zeros(3, 5))

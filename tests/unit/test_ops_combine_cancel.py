@@ -15,15 +15,16 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from loreg.vocabulary import DENSITY_METHODS, CombineMethod
 from registry.models import Job
 from workers.jobs import combine as combine_job
 from workers.jobs.common import ADAPTER_WEIGHTS, factors_dtype, save_adapter
-from workers.ops import COMBINE_METHODS, DENSITY_METHODS
 from workers.ops.combine import combine
 from workers.ops.lora import LoraFactors
 from workers.runner import JobCancelled, JobContext
 
 SHAPES = {f"layers.{i}.q": (12, 10) for i in range(5)}
+COMBINE_METHODS = [m.value for m in CombineMethod]
 
 
 def make_adapter(seed: int, rank: int = 3, dtype: torch.dtype = torch.float32):

@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
 
+from workers.errors import JobInputError
 from workers.ops.compress import (
     INT8_FORMAT,
     cast_precision,
@@ -19,7 +20,7 @@ from workers.ops.compress import (
     read_int8_state_dict,
     reduce_rank,
 )
-from workers.ops.lora import LoraFactors, OpInputError, lora_scale, peft_adapter_config
+from workers.ops.lora import LoraFactors, lora_scale, peft_adapter_config
 
 F64 = torch.float64
 SHAPES = {"layers.0.q": (40, 24), "layers.0.down": (18, 50)}
@@ -91,9 +92,9 @@ def test_reduce_rank_refuses_bad_arguments():
         ({"rank": 0}, "positive integer"),
         ({"energy": 1.5}, r"energy must be in \(0, 1\]"),
     ):
-        with pytest.raises(OpInputError, match=message):
+        with pytest.raises(JobInputError, match=message):
             reduce_rank(adapter, device="cpu", **kwargs)
-    with pytest.raises(OpInputError, match="no modules"):
+    with pytest.raises(JobInputError, match="no modules"):
         reduce_rank({}, rank=2, device="cpu")
 
 
@@ -124,10 +125,10 @@ def test_cast_precision_reports_the_true_error(precision, dtype):
 def test_cast_to_fp16_refuses_values_out_of_range():
     adapter = make_adapter(5)
     big = {p: LoraFactors(f.A * 1e5, f.B, f.scale) for p, f in adapter.items()}
-    with pytest.raises(OpInputError, match="use bf16"):
+    with pytest.raises(JobInputError, match="use bf16"):
         cast_precision(big, "fp16", device="cpu")
     assert cast_precision(big, "bf16", device="cpu").stats.relative_error < 1e-2
-    with pytest.raises(OpInputError, match="precision must be one of"):
+    with pytest.raises(JobInputError, match="precision must be one of"):
         cast_precision(adapter, "fp8", device="cpu")
 
 
@@ -198,16 +199,16 @@ def test_int8_reader_refuses_other_files():
     quantized, _ = quantize_int8(make_adapter(9, rank=2), device="cpu")
     tensors, metadata = int8_state_dict(quantized)
     config = peft_adapter_config(dequantize_int8(quantized))
-    with pytest.raises(OpInputError, match="not an int8 LoRA file"):
+    with pytest.raises(JobInputError, match="not an int8 LoRA file"):
         read_int8_state_dict(tensors, {}, config)
     bad = dict(tensors)
     bad["base_model.model.layers.0.q.lora_A.qweight"] = bad[
         "base_model.model.layers.0.q.lora_A.qweight"
     ].float()
-    with pytest.raises(OpInputError, match="unexpected tensor"):
+    with pytest.raises(JobInputError, match="unexpected tensor"):
         read_int8_state_dict(bad, metadata, config)
     del tensors["base_model.model.layers.0.q.lora_A.scales"]
-    with pytest.raises(OpInputError, match="without scales"):
+    with pytest.raises(JobInputError, match="without scales"):
         read_int8_state_dict(tensors, metadata, config)
 
 

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from tests.support.tiny import byte_ids, make_lora, tiny_llama
-from workers.ops.lora import LoraFactors, OpInputError, split_peft_state_dict
+from workers.errors import JobInputError
+from workers.ops.lora import LoraFactors, split_peft_state_dict
 from workers.ops.merge import MergeReport, merge_into_base
 
 TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -83,22 +84,22 @@ def test_missing_module_is_refused_before_or_after_streaming():
     factors = LoraFactors(torch.ones(1, 2), torch.ones(3, 1), 1.0)
     modules = {"present": factors, "absent": factors}
     shard = [("s", {"present.weight": torch.zeros(3, 2)})]
-    with pytest.raises(OpInputError, match="no weight in the base model"):
+    with pytest.raises(JobInputError, match="no weight in the base model"):
         merge_into_base(shard, modules, base_keys=["present.weight"])
     stream = merge_into_base(shard, modules, device="cpu")
     assert next(stream)[0] == "s"
-    with pytest.raises(OpInputError, match=r"not found in any base shard.*absent"):
+    with pytest.raises(JobInputError, match=r"not found in any base shard.*absent"):
         next(stream)
 
 
 def test_shape_mismatch_and_duplicates_are_refused():
     factors = LoraFactors(torch.ones(1, 2), torch.ones(3, 1), 1.0)
-    with pytest.raises(OpInputError, match=r"shape \(2, 3\).*\(3, 2\)"):
+    with pytest.raises(JobInputError, match=r"shape \(2, 3\).*\(3, 2\)"):
         list(merge_into_base([("s", {"m.weight": torch.zeros(2, 3)})], {"m": factors}))
     twice = [("s1", {"m.weight": torch.zeros(3, 2)}), ("s2", {"m.weight": torch.zeros(3, 2)})]
-    with pytest.raises(OpInputError, match="appears in shard"):
+    with pytest.raises(JobInputError, match="appears in shard"):
         list(merge_into_base(twice, {"m": factors}, device="cpu"))
-    with pytest.raises(OpInputError, match="only float weights"):
+    with pytest.raises(JobInputError, match="only float weights"):
         list(
             merge_into_base(
                 [("s", {"m.weight": torch.zeros(3, 2, dtype=torch.int8)})],
@@ -106,5 +107,5 @@ def test_shape_mismatch_and_duplicates_are_refused():
                 device="cpu",
             )
         )
-    with pytest.raises(OpInputError, match="no modules"):
+    with pytest.raises(JobInputError, match="no modules"):
         merge_into_base([], {})

@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from tests.support.tiny import TINY_LLAMA, tiny_llama
+from workers.errors import JobInputError
 from workers.training import (
     ByteTokenizer,
     ChatExample,
-    TrainingInputError,
     TrainSettings,
     default_target_modules,
     encode_example,
@@ -95,7 +95,7 @@ def test_truncation_and_examples_without_answer_tokens():
     assert encode_example(CHATS[1], tok, max_length=prompt_len) is None
     cut = encode_example(CHATS[1], tok, max_length=prompt_len + 2)
     assert len(cut.input_ids) == prompt_len + 2 and cut.target_tokens == 2
-    with pytest.raises(TrainingInputError, match="max_length"):
+    with pytest.raises(JobInputError, match="max_length"):
         train_lora(tiny_llama(), CHATS[1:2], tok, settings(max_length=prompt_len))
 
 
@@ -104,12 +104,12 @@ def test_read_chat_jsonl_and_bad_records(tmp_path):
     records = [{"system": "s", "conversation": [{"human": "h", "assistant": "a"}]}]
     path.write_text(json.dumps(records[0]) + "\n\n")
     assert read_chat_jsonl([path]) == [ChatExample("s", (("h", "a"),))]
-    with pytest.raises(TrainingInputError, match="conversation"):
+    with pytest.raises(JobInputError, match="conversation"):
         parse_chat_record({"conversation": []}, "line 1")
-    with pytest.raises(TrainingInputError, match=r"conversation\[0\].*assistant"):
+    with pytest.raises(JobInputError, match=r"conversation\[0\].*assistant"):
         parse_chat_record({"conversation": [{"human": "h"}]}, "line 1")
     (tmp_path / "empty.jsonl").write_text("\n")
-    with pytest.raises(TrainingInputError, match="no records"):
+    with pytest.raises(JobInputError, match="no records"):
         read_chat_jsonl([tmp_path / "empty.jsonl"])
 
 
@@ -125,7 +125,7 @@ def test_split_is_seeded_and_falls_back_to_the_train_set():
 
 def test_default_targets_are_the_attention_projections():
     assert default_target_modules(tiny_llama()) == ["q_proj", "k_proj", "v_proj", "o_proj"]
-    with pytest.raises(TrainingInputError, match="target_modules"):
+    with pytest.raises(JobInputError, match="target_modules"):
         default_target_modules(torch.nn.Sequential(torch.nn.Linear(2, 2)))
 
 

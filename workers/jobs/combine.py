@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from loreg.vocabulary import SEEDED_METHODS, CombineMethod, MajoritySign
 from workers.jobs.common import (
     factors_dtype,
     folder_size,
@@ -10,12 +11,10 @@ from workers.jobs.common import (
     save_adapter,
 )
 from workers.ops.combine import ModuleCallback, combine
-from workers.ops.lora import OpInputError
-from workers.runner import JobContext, JobInputError, JobOutput
+from workers.runner import JobContext, JobOutput
 
 LOADED, COMBINED = 0.4, 0.8  # progress after loading the inputs, after combining
 
-SEEDED_METHODS = ("dare_linear", "dare_ties")
 INEXACT_NOTE = (
     "fedit averages A and B separately: the result is NOT the average of the "
     "clients' deltas (it adds cross terms B_i A_j); use flora or delta_avg for exact results."
@@ -44,7 +43,7 @@ def run(jc: JobContext) -> JobOutput:
     The result is stored in the promoted dtype of all inputs (fp16 + fp32 -> fp32).
     """
     params = dict(jc.params)
-    method = params.get("method", "linear")
+    method = params.get("method", CombineMethod.LINEAR.value)
     inputs = jc.job.inputs or []
     adapters = []
     for i, item in enumerate(inputs):
@@ -56,20 +55,17 @@ def run(jc: JobContext) -> JobOutput:
     weights = [float(item["weight"]) for item in inputs]
     # a seed is accepted with every method (CI can pass one everywhere); only DARE draws
     seed = params.get("seed") if method in SEEDED_METHODS else None
-    try:
-        result = combine(
-            adapters,
-            weights,
-            method,
-            rank=params.get("rank"),
-            density=params.get("density"),
-            seed=seed,
-            majority_sign_method=params.get("majority_sign_method", "total"),
-            device=jc.device(),
-            on_module=module_reporter(jc),
-        )
-    except OpInputError as exc:
-        raise JobInputError(str(exc)) from exc
+    result = combine(
+        adapters,
+        weights,
+        method,
+        rank=params.get("rank"),
+        density=params.get("density"),
+        seed=seed,
+        majority_sign_method=params.get("majority_sign_method", MajoritySign.TOTAL.value),
+        device=jc.device(),
+        on_module=module_reporter(jc),
+    )
     jc.report(COMBINED, f"combined {len(inputs)} adapters with {method}")
     stats = result.stats.to_dict()
     card = {
@@ -83,7 +79,7 @@ def run(jc: JobContext) -> JobOutput:
         "stats": stats,
         "parameter_count": parameter_count(result.modules),
     }
-    if method == "fedit":
+    if method == CombineMethod.FEDIT:
         card["note"] = INEXACT_NOTE
     base_model = inputs[0].get("base_model") if inputs else None
     out = save_adapter(

@@ -1,6 +1,6 @@
 """Compress job: one adapter -> a smaller one (lower rank, fp16/bf16, or int8).
 
-Params (validated at submission, :func:`registry.services.jobs._check_compress`):
+Params (validated at submission, :class:`registry.job_params.CompressParams`):
 
 * ``rank`` or ``energy``: truncated SVD of every module's delta
   (:func:`workers.ops.compress.reduce_rank`); the error² is the sum of the
@@ -24,6 +24,8 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
+from loreg.vocabulary import Precision
+from workers.errors import JobInputError
 from workers.jobs.common import (
     ADAPTER_CONFIG,
     ADAPTER_WEIGHTS,
@@ -43,11 +45,10 @@ from workers.ops.compress import (
 )
 from workers.ops.lora import (
     LoraFactors,
-    OpInputError,
     build_peft_state_dict,
     peft_adapter_config,
 )
-from workers.runner import JobContext, JobInputError, JobOutput
+from workers.runner import JobContext, JobOutput
 
 Adapter = dict[str, LoraFactors]
 
@@ -113,7 +114,7 @@ def _compress(
         steps.append(reduced.stats)
         jc.report(0.5, f"reduced rank: energy kept {reduced.stats.energy_kept:.6f}")
     precision = params.get("precision")
-    if precision == "int8":
+    if precision == Precision.INT8:
         quantized, stats = quantize_int8(modules, device=device)
         steps.append(stats)
         _write_int8(out, quantized, modules, base_model)
@@ -139,10 +140,7 @@ def run(jc: JobContext) -> JobOutput:
     jc.report(0.2, f"loaded {item['ref']}")
     base_model = item.get("base_model")
     out = jc.workdir / "out"
-    try:
-        result, steps = _compress(jc, original, params, out, base_model)
-    except OpInputError as exc:
-        raise JobInputError(str(exc)) from exc
+    result, steps = _compress(jc, original, params, out, base_model)
     if not steps:
         raise JobInputError("a compress job needs params.rank, params.energy or params.precision")
     method = _method_name(params)
@@ -165,7 +163,7 @@ def run(jc: JobContext) -> JobOutput:
         "size_bytes": sum(
             (out / name).stat().st_size for name in (ADAPTER_WEIGHTS, ADAPTER_CONFIG)
         ),
-        "storage": INT8_FORMAT if params.get("precision") == "int8" else "peft",
+        "storage": INT8_FORMAT if params.get("precision") == Precision.INT8 else "peft",
         "steps": [stats.to_dict() for stats in steps],
     }
     write_card(out, card)

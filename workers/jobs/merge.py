@@ -21,10 +21,11 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from workers.errors import JobInputError
 from workers.jobs.common import folder_size, load_adapter, parameter_count, write_card
-from workers.ops.lora import LoraFactors, OpInputError
+from workers.ops.lora import LoraFactors
 from workers.ops.merge import MergeReport, merge_into_base
-from workers.runner import JobContext, JobInputError, JobOutput
+from workers.runner import JobContext, JobOutput
 
 INDEX_FILE = "model.safetensors.index.json"
 CARD_FILE = "README.md"
@@ -73,26 +74,23 @@ def merge_folder(
     names = shard_names(base)
     out.mkdir(parents=True, exist_ok=True)
     report = MergeReport()
-    try:
-        merged = merge_into_base(
-            _read_shards(base, names),
-            modules,
-            base_keys=tensor_keys(base, names),
-            report=report,
-            device=jc.device(),
+    merged = merge_into_base(
+        _read_shards(base, names),
+        modules,
+        base_keys=tensor_keys(base, names),
+        report=report,
+        device=jc.device(),
+    )
+    for i, (name, tensors) in enumerate(merged):
+        target = out / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        save_file(
+            {k: v.contiguous() for k, v in tensors.items()},
+            str(target),
+            metadata=shard_metadata(base / name),
         )
-        for i, (name, tensors) in enumerate(merged):
-            target = out / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            save_file(
-                {k: v.contiguous() for k, v in tensors.items()},
-                str(target),
-                metadata=shard_metadata(base / name),
-            )
-            del tensors
-            jc.report(0.2 + 0.7 * (i + 1) / len(names), f"merged shard {name}")
-    except OpInputError as exc:
-        raise JobInputError(str(exc)) from exc
+        del tensors
+        jc.report(0.2 + 0.7 * (i + 1) / len(names), f"merged shard {name}")
     skip = {*names, CARD_FILE}
     for path in sorted(p for p in base.rglob("*") if p.is_file()):
         rel = path.relative_to(base).as_posix()

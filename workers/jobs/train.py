@@ -1,6 +1,6 @@
 """Train job: a PEFT LoRA on a registered base model and a chat JSONL dataset.
 
-Params (validated at submission, :func:`registry.services.jobs._check_train`):
+Params (validated at submission, :class:`registry.job_params.TrainParams`):
 ``base_model``, ``dataset`` (a pinned dataset ref), ``preset`` (r/alpha),
 optional ``r`` / ``lora_alpha`` overrides, ``steps`` or ``epochs``, ``lr``,
 ``seed``, ``max_length``, ``batch_size``, ``eval_fraction``, ``target_modules``
@@ -19,11 +19,12 @@ from typing import Any
 
 from sqlmodel import Session
 
+from loreg.vocabulary import PRESET_SHAPES, Preset
 from registry.auth import Principal
 from registry.services import catalog
-from registry.services.jobs import PRESETS
+from workers.errors import JobInputError
 from workers.jobs.common import folder_size, is_int8, load_adapter, save_adapter, write_card
-from workers.runner import JobContext, JobInputError, JobOutput
+from workers.runner import JobContext, JobOutput
 from workers.training import (
     ChatExample,
     TrainReport,
@@ -39,7 +40,7 @@ CURVE_POINTS = 200
 
 def settings_from_params(params: dict[str, Any]) -> TrainSettings:
     """Training settings from job params (preset r/alpha unless ``r``/``lora_alpha`` given)."""
-    preset_r, preset_alpha = PRESETS[params.get("preset", "small")]
+    preset_r, preset_alpha = PRESET_SHAPES[params.get("preset", Preset.SMALL)]
     return TrainSettings(
         r=int(params.get("r") or preset_r),
         lora_alpha=float(params.get("lora_alpha") or preset_alpha),
@@ -111,7 +112,7 @@ def build_card(
         "dataset": params["dataset"],
         "dataset_records": len(examples),
         "continued_from": parent_ref,
-        "preset": None if parent_ref else params.get("preset", "small"),
+        "preset": None if parent_ref else params.get("preset", Preset.SMALL.value),
         "r": report.r,
         "lora_alpha": report.lora_alpha,
         "target_modules": report.target_modules,

@@ -8,11 +8,11 @@ true delta ``δ_i = w_i · s_i · B_i @ A_i`` of each module. The methods:
 * ``linear``: the exact weighted sum (``cat``), optionally truncated to ``rank``
   by ``svd`` (never PEFT's factor-wise sum with its cross terms ``B_i A_j``);
 * ``svd`` / ``delta_avg``: the weighted sum truncated to ``rank`` with the QR
-  method (:func:`lowrank_svd`), never forming a dense ``d × k`` delta
+  method (:func:`~workers.ops.svd.lowrank_svd`), never forming a dense ``d × k`` delta
   (``delta_avg`` normalises the client weights);
 * ``ties`` / ``dare_linear`` / ``dare_ties`` / ``magnitude_prune``: element-wise on
   the dense true deltas ``δ_i``, one module at a time, then truncated to ``rank``
-  (:func:`dense_truncated_svd`);
+  (:func:`~workers.ops.svd.dense_truncated_svd`);
 * ``fedit``: federated averaging of A's and B's separately (FedIT); inexact unless
   all A's are equal (FFA-LoRA), which ``stats.exact`` reports.
 
@@ -29,15 +29,24 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from workers.ops import COMBINE_METHODS, DENSITY_METHODS, MAJORITY_SIGN_METHODS, SEEDED_METHODS
-from workers.ops.lora import LoraFactors, OpInputError, resolve_device
+from loreg.vocabulary import (
+    DENSITY_METHODS,
+    FULL_RANK_METHODS,
+    SEEDED_METHODS,
+    SIGN_METHODS,
+    CombineMethod,
+    MajoritySign,
+)
+from workers.errors import JobInputError
+from workers.ops.lora import LoraFactors, resolve_device
+from workers.ops.svd import dense_truncated_svd, lowrank_svd
 
 __all__ = [
     "CombineResult",
@@ -55,8 +64,6 @@ __all__ = [
     "combine_magnitude_prune",
     "combine_svd",
     "combine_ties",
-    "dense_truncated_svd",
-    "lowrank_svd",
     "resolve_device",
 ]
 
@@ -162,83 +169,6 @@ def _ratio(num: float, den: float, empty: float) -> float:
     return empty if den <= 0.0 else num / den
 
 
-# --------------------------------------------------------------------------- kernels
-
-
-def lowrank_svd(U: Tensor, V: Tensor, rank: int | None = None) -> tuple[Tensor, Tensor, Tensor]:
-    """Truncated SVD of the product ``U @ V`` without forming it (QR method).
-
-    ``U: [d, R]``, ``V: [R, k]``. QR: ``U = Q_u R_u``, ``Vᵀ = Q_v R_v``; SVD of the
-    small core ``R_u R_vᵀ = Ũ Σ Ṽᵀ``; keep the top ``rank``:
-    ``B' = Q_u Ũ_r Σ_r`` and ``A' = (Q_v Ṽ_r)ᵀ`` (orthonormal rows). Returns
-    ``(B', A', σ)`` with all singular values ``σ`` (descending) so callers can
-    report the energy kept. Computed in the inputs' dtype: pass float64.
-    """
-    q_u, r_u = torch.linalg.qr(U)
-    q_v, r_v = torch.linalg.qr(V.T)
-    core_u, sigma, core_vh = torch.linalg.svd(r_u @ r_v.T, full_matrices=False)
-    keep = sigma.numel() if rank is None else min(int(rank), sigma.numel())
-    B = q_u @ (core_u[:, :keep] * sigma[:keep])
-    A = core_vh[:keep] @ q_v.T
-    return B, A, sigma
-
-
-def dense_truncated_svd(
-    M: Tensor,
-    rank: int,
-    *,
-    oversample: int | None = None,
-    max_iters: int = 24,
-    tol: float = 1e-7,
-) -> tuple[Tensor, Tensor, Tensor, float]:
-    """Best rank-``rank`` factors ``B' [d, r]``, ``A' [r, k]`` of a dense matrix ``M``.
-
-    Randomized subspace iteration (Halko, Martinsson & Tropp 2011) with
-    ``rank + oversample`` columns and Rayleigh-Ritz: iterates until the top
-    ``rank`` Ritz values change by less than ``tol · σ_1`` between two steps (at
-    most ``max_iters`` steps); big matmuls in float32, small factorizations in
-    float64. When the subspace would cover at least half of ``min(d, k)`` an
-    exact float64 SVD is used instead. ``B'A'`` is the orthogonal projection of
-    ``M`` onto the computed subspace, so the returned figures describe the
-    returned factors (up to rounding): ``‖M - B'A'‖² = ‖M‖² - Σ σ_kept²``.
-
-    Returns ``(B', A', σ_kept, ‖M‖²)`` with ``B'`` and ``A'`` in float64.
-    """
-    d, k = M.shape
-    n = min(d, k)
-    keep = max(1, min(int(rank), n))
-    energy = float(torch.linalg.vector_norm(M, dtype=torch.float64) ** 2)
-    extra = max(keep, 16) if oversample is None else int(oversample)
-    width = min(n, keep + extra)
-    if 2 * width >= n:
-        u, sigma, vh = torch.linalg.svd(M.to(torch.float64), full_matrices=False)
-        return u[:, :keep] * sigma[:keep], vh[:keep], sigma[:keep], energy
-
-    work = M.to(torch.float32)
-    gen = torch.Generator(device=work.device).manual_seed(0)
-    omega = torch.randn(k, width, generator=gen, device=work.device, dtype=torch.float32)
-    q = _orthonormal(work @ omega)
-    previous: Tensor | None = None
-    for step in range(max_iters + 1):
-        z = (work.T @ q).to(torch.float64)  # [k, width] = (qᵀ M)ᵀ
-        ritz = torch.linalg.svdvals(z)[:keep]
-        if previous is not None:
-            change = float((ritz - previous).abs().max())
-            if change <= tol * float(ritz[0].clamp_min(torch.finfo(torch.float64).tiny)):
-                break
-        if step == max_iters:
-            break
-        previous = ritz
-        q = _orthonormal(work @ _orthonormal(z).to(torch.float32))
-    small_u, sigma, vh = torch.linalg.svd(z.T, full_matrices=False)
-    B = q.to(torch.float64) @ (small_u[:, :keep] * sigma[:keep])
-    return B, vh[:keep], sigma[:keep], energy
-
-
-def _orthonormal(x: Tensor) -> Tensor:
-    return torch.linalg.qr(x)[0]
-
-
 # --------------------------------------------------------------------------- validation
 
 
@@ -246,9 +176,9 @@ def _validate(
     adapters: Sequence[Adapter], weights: Sequence[float]
 ) -> tuple[list[str], list[float]]:
     if not isinstance(adapters, Sequence) or len(adapters) == 0:
-        raise OpInputError("combine needs a non-empty list of adapters")
+        raise JobInputError("combine needs a non-empty list of adapters")
     if len(weights) != len(adapters):
-        raise OpInputError(
+        raise JobInputError(
             f"got {len(adapters)} adapters but {len(weights)} weights; give one weight per adapter"
         )
     clean: list[float] = []
@@ -256,18 +186,18 @@ def _validate(
         try:
             value = float(w)
         except (TypeError, ValueError) as exc:
-            raise OpInputError(f"weight {i} is not a number: {w!r}") from exc
+            raise JobInputError(f"weight {i} is not a number: {w!r}") from exc
         if not math.isfinite(value):
-            raise OpInputError(f"weight {i} must be finite, got {w!r}")
+            raise JobInputError(f"weight {i} must be finite, got {w!r}")
         clean.append(value)
     names = set(adapters[0])
     if not names:
-        raise OpInputError("adapter 0 has no modules")
+        raise JobInputError("adapter 0 has no modules")
     for i, adapter in enumerate(adapters[1:], start=1):
         if set(adapter) != names:
             missing = sorted(names - set(adapter))[:5]
             extra = sorted(set(adapter) - names)[:5]
-            raise OpInputError(
+            raise JobInputError(
                 f"adapter {i} targets different modules than adapter 0 "
                 f"(missing: {missing}, extra: {extra}); combine adapters with the same targets"
             )
@@ -275,9 +205,9 @@ def _validate(
         shape = adapters[0][path].shape
         for i, adapter in enumerate(adapters):
             if not isinstance(adapter[path], LoraFactors):
-                raise OpInputError(f"adapter {i} module {path!r} is not a LoraFactors")
+                raise JobInputError(f"adapter {i} module {path!r} is not a LoraFactors")
             if adapter[path].shape != shape:
-                raise OpInputError(
+                raise JobInputError(
                     f"module {path!r}: adapter {i} has delta shape {adapter[path].shape} but "
                     f"adapter 0 has {shape}; adapters must share a base model"
                 )
@@ -288,23 +218,23 @@ def _check_rank(rank: int | None) -> None:
     if rank is not None and (
         not isinstance(rank, numbers.Integral) or isinstance(rank, bool) or rank < 1
     ):
-        raise OpInputError(f"rank must be a positive integer or None, got {rank!r}")
+        raise JobInputError(f"rank must be a positive integer or None, got {rank!r}")
 
 
 def _check_density(density: float | None) -> float:
     if density is None:
-        raise OpInputError("this method needs density, the fraction of entries kept, in (0, 1]")
+        raise JobInputError("this method needs density, the fraction of entries kept, in (0, 1]")
     if not isinstance(density, numbers.Real) or isinstance(density, bool):
-        raise OpInputError(f"density must be a number in (0, 1], got {density!r}")
+        raise JobInputError(f"density must be a number in (0, 1], got {density!r}")
     value = float(density)
     if not 0.0 < value <= 1.0:
-        raise OpInputError(f"density must be in (0, 1], got {density!r}")
+        raise JobInputError(f"density must be in (0, 1], got {density!r}")
     return value
 
 
 def _normalised(weights: list[float]) -> list[float]:
     if any(w < 0 for w in weights) or sum(weights) <= 0:
-        raise OpInputError(
+        raise JobInputError(
             f"federated client weights must be >= 0 with a positive sum, got {weights}"
         )
     total = sum(weights)
@@ -520,7 +450,7 @@ def combine_fedit(
     for path in names:
         ranks = {a[path].rank for a in adapters}
         if len(ranks) != 1:
-            raise OpInputError(
+            raise JobInputError(
                 f"fedit averages factors and needs equal ranks; module {path!r} has ranks "
                 f"{sorted(ranks)} (use flora or delta_avg for mixed ranks)"
             )
@@ -659,7 +589,7 @@ def _dense_combine(
 
     At most one module's dense deltas live at a time (the running sums plus the
     current ``δ_i``); the merged delta is then truncated to ``rank`` (default:
-    the largest input rank) by :func:`dense_truncated_svd`.
+    the largest input rank) by :func:`~workers.ops.svd.dense_truncated_svd`.
     """
     names, w = _validate(adapters, weights)
     _check_rank(rank)
@@ -818,10 +748,15 @@ def combine_dare_ties(
 
 
 def _check_sign_method(name: str) -> None:
-    if name not in MAJORITY_SIGN_METHODS:
-        raise OpInputError(
-            f"majority_sign_method must be one of {list(MAJORITY_SIGN_METHODS)}, got {name!r}"
+    if name not in tuple(MajoritySign):
+        raise JobInputError(
+            f"majority_sign_method must be one of {_words(MajoritySign)}, got {name!r}"
         )
+
+
+def _words(words: Iterable[str]) -> list[str]:
+    """The words as plain strings (an error message lists them as ``['a', 'b']``)."""
+    return [str(w) for w in words]
 
 
 # --------------------------------------------------------------------------- dispatcher
@@ -845,18 +780,18 @@ def combine(
     job never silently ignores what its submitter asked for. ``on_module(index,
     total)`` is called after each module; an exception from it aborts.
     """
-    if method not in COMBINE_METHODS:
-        raise OpInputError(
-            f"unknown combine method {method!r}; choose one of {list(COMBINE_METHODS)}"
+    if method not in tuple(CombineMethod):
+        raise JobInputError(
+            f"unknown combine method {method!r}; choose one of {_words(CombineMethod)}"
         )
     if density is not None and method not in DENSITY_METHODS:
-        raise OpInputError(f"density applies to {list(DENSITY_METHODS)} only, not {method!r}")
+        raise JobInputError(f"density applies to {_words(DENSITY_METHODS)} only, not {method!r}")
     if seed is not None and method not in SEEDED_METHODS:
-        raise OpInputError(f"seed applies to {list(SEEDED_METHODS)} only, not {method!r}")
-    if rank is not None and method in ("cat", "flora", "fedit"):
-        raise OpInputError(f"{method!r} does not truncate and takes no rank; use svd or linear")
-    if majority_sign_method != "total" and method not in ("ties", "dare_ties"):
-        raise OpInputError("majority_sign_method applies to ties and dare_ties only")
+        raise JobInputError(f"seed applies to {_words(SEEDED_METHODS)} only, not {method!r}")
+    if rank is not None and method in FULL_RANK_METHODS:
+        raise JobInputError(f"{method!r} does not truncate and takes no rank; use svd or linear")
+    if majority_sign_method != MajoritySign.TOTAL and method not in SIGN_METHODS:
+        raise JobInputError("majority_sign_method applies to ties and dare_ties only")
     dev = {"device": device, "on_module": on_module}
     if method == "cat":
         return combine_cat(adapters, weights, **dev)

@@ -27,15 +27,15 @@ import torch
 from torch import Tensor
 
 from loreg.constants import INT8_FORMAT
-from workers.ops import PRECISIONS
-from workers.ops.combine import lowrank_svd
+from loreg.vocabulary import CAST_PRECISIONS, Precision
+from workers.errors import JobInputError
 from workers.ops.lora import (
     LoraFactors,
-    OpInputError,
     parse_lora_key,
     resolve_device,
     split_peft_state_dict,
 )
+from workers.ops.svd import lowrank_svd
 
 __all__ = [
     "INT8_FORMAT",
@@ -53,7 +53,7 @@ __all__ = [
 ]
 
 _PREFIX = "base_model.model."
-_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+_DTYPES = {Precision.FP16: torch.float16, Precision.BF16: torch.bfloat16}
 
 
 @dataclass
@@ -135,10 +135,10 @@ def _nbytes(modules: Mapping[str, LoraFactors]) -> int:
 
 def _check_modules(modules: Mapping[str, LoraFactors]) -> None:
     if not modules:
-        raise OpInputError("the adapter has no modules")
+        raise JobInputError("the adapter has no modules")
     for path, f in modules.items():
         if not isinstance(f, LoraFactors):
-            raise OpInputError(f"module {path!r} is not a LoraFactors")
+            raise JobInputError(f"module {path!r} is not a LoraFactors")
 
 
 def _delta_error(old: LoraFactors, new: LoraFactors, device: torch.device) -> tuple[float, float]:
@@ -174,13 +174,13 @@ def reduce_rank(
     """
     _check_modules(modules)
     if (rank is None) == (energy is None):
-        raise OpInputError("reduce_rank needs exactly one of rank (an int) or energy (in (0, 1])")
+        raise JobInputError("reduce_rank needs exactly one of rank (an int) or energy (in (0, 1])")
     if rank is not None and (
         not isinstance(rank, numbers.Integral) or isinstance(rank, bool) or rank < 1
     ):
-        raise OpInputError(f"rank must be a positive integer, got {rank!r}")
+        raise JobInputError(f"rank must be a positive integer, got {rank!r}")
     if energy is not None and (not isinstance(energy, numbers.Real) or not 0.0 < energy <= 1.0):
-        raise OpInputError(f"energy must be in (0, 1], got {energy!r}")
+        raise JobInputError(f"energy must be in (0, 1], got {energy!r}")
     dev = resolve_device(device)
     out: dict[str, LoraFactors] = {}
     stats = CompressStats(
@@ -219,8 +219,10 @@ def cast_precision(
     Refuses fp16 when a value is beyond its range (±65504): use bf16 then.
     """
     _check_modules(modules)
-    if precision not in _DTYPES:
-        raise OpInputError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
+    if precision not in CAST_PRECISIONS:
+        raise JobInputError(
+            f"precision must be one of {[str(p) for p in CAST_PRECISIONS]}, got {precision!r}"
+        )
     dtype = _DTYPES[precision]
     limit = torch.finfo(dtype).max
     dev = resolve_device(device)
@@ -230,7 +232,7 @@ def cast_precision(
         f = modules[path]
         peak = max(float(f.A.abs().max()), float(f.B.abs().max()))
         if peak > limit:
-            raise OpInputError(
+            raise JobInputError(
                 f"module {path!r} has a value of magnitude {peak:g}, beyond {precision}'s range "
                 f"({limit:g}); use bf16"
             )
@@ -314,7 +316,7 @@ def int8_state_dict(
 ) -> tuple[dict[str, Tensor], dict[str, str]]:
     """Tensors and safetensors metadata of an int8 adapter (names in the module docstring)."""
     if not quantized:
-        raise OpInputError("no modules to write: the adapter would be empty")
+        raise JobInputError("no modules to write: the adapter would be empty")
     tensors: dict[str, Tensor] = {}
     for path in sorted(quantized):
         qm = quantized[path]
@@ -333,7 +335,7 @@ def read_int8_state_dict(
     LoRA scales come from the config (``r``, ``lora_alpha``, patterns, rsLoRA).
     """
     if (metadata or {}).get("format") != INT8_FORMAT:
-        raise OpInputError(
+        raise JobInputError(
             f"not an int8 LoRA file: safetensors metadata 'format' must be {INT8_FORMAT!r}"
         )
     values: dict[str, Tensor] = {}
@@ -345,13 +347,13 @@ def read_int8_state_dict(
         elif kind == "scales" and tensor.dtype == torch.float32 and tensor.ndim == 1:
             scales[f"{stem}.weight"] = tensor
         else:
-            raise OpInputError(
+            raise JobInputError(
                 f"unexpected tensor {key!r} ({tensor.dtype}) in an int8 LoRA file: expected "
                 f"'<module>.lora_A|B.qweight' (int8) and '.scales' (1-D float32)"
             )
     if set(values) != set(scales):
         odd = sorted(set(values) ^ set(scales))[:3]
-        raise OpInputError(f"int8 file has qweight without scales or the reverse: {odd}")
+        raise JobInputError(f"int8 file has qweight without scales or the reverse: {odd}")
     # The PEFT parser checks key names, ranks against the config and computes the scales.
     parsed = split_peft_state_dict({k: q.to(torch.float32) for k, q in values.items()}, config)
     halves: dict[str, dict[str, QuantizedFactor]] = {}
@@ -359,7 +361,7 @@ def read_int8_state_dict(
         path, name = parse_lora_key(key) or ("", "")
         s = scales[key]
         if s.shape[0] != q.shape[0]:
-            raise OpInputError(f"{key}: {s.shape[0]} scales for {q.shape[0]} rows")
+            raise JobInputError(f"{key}: {s.shape[0]} scales for {q.shape[0]} rows")
         halves.setdefault(path, {})[name] = QuantizedFactor(q, s)
     return {
         path: QuantizedModule(halves[path]["A"], halves[path]["B"], f.scale)

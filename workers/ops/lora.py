@@ -23,9 +23,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from workers.errors import JobInputError
+
 __all__ = [
     "LoraFactors",
-    "OpInputError",
     "build_peft_state_dict",
     "lora_scale",
     "parse_lora_key",
@@ -42,10 +43,6 @@ _KEY_RE = re.compile(
 )
 
 
-class OpInputError(ValueError):
-    """Invalid input to a tensor operation; the message says what is wrong and how to fix it."""
-
-
 @dataclass
 class LoraFactors:
     """One LoRA module: ``ΔW = scale · B @ A`` with ``A: [r, k]`` and ``B: [d, r]``."""
@@ -56,22 +53,22 @@ class LoraFactors:
 
     def __post_init__(self) -> None:
         if self.A.ndim != 2 or self.B.ndim != 2:
-            raise OpInputError(
+            raise JobInputError(
                 f"LoRA factors must be 2-D, got A{tuple(self.A.shape)} and B{tuple(self.B.shape)}"
             )
         if self.B.shape[1] != self.A.shape[0]:
-            raise OpInputError(
+            raise JobInputError(
                 f"rank mismatch: B is {tuple(self.B.shape)} (d, r) but A is "
                 f"{tuple(self.A.shape)} (r, k); B's columns must equal A's rows"
             )
         if self.A.shape[0] < 1:
-            raise OpInputError("a LoRA module needs rank >= 1, got rank 0")
+            raise JobInputError("a LoRA module needs rank >= 1, got rank 0")
         if not (self.A.is_floating_point() and self.B.is_floating_point()):
-            raise OpInputError(
+            raise JobInputError(
                 f"LoRA factors must be floating point, got {self.A.dtype} and {self.B.dtype}"
             )
         if not math.isfinite(float(self.scale)):
-            raise OpInputError(f"LoRA scale must be finite, got {self.scale!r}")
+            raise JobInputError(f"LoRA scale must be finite, got {self.scale!r}")
         self.scale = float(self.scale)
 
     @property
@@ -102,18 +99,18 @@ def resolve_device(device: torch.device | str | None = None) -> torch.device:
     try:
         resolved = torch.device(device)
     except (RuntimeError, TypeError) as exc:
-        raise OpInputError(f"invalid device {device!r}: use 'cpu', 'cuda' or 'cuda:N'") from exc
+        raise JobInputError(f"invalid device {device!r}: use 'cpu', 'cuda' or 'cuda:N'") from exc
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise OpInputError("device 'cuda' requested but CUDA is not available; use 'cpu'")
+        raise JobInputError("device 'cuda' requested but CUDA is not available; use 'cpu'")
     return resolved
 
 
 def lora_scale(r: int, alpha: float, use_rslora: bool = False) -> float:
     """PEFT's scaling factor: ``alpha / r``, or ``alpha / sqrt(r)`` with rsLoRA."""
     if not isinstance(r, numbers.Integral) or isinstance(r, bool) or r < 1:
-        raise OpInputError(f"LoRA rank must be a positive integer, got {r!r}")
+        raise JobInputError(f"LoRA rank must be a positive integer, got {r!r}")
     if not isinstance(alpha, numbers.Real) or not math.isfinite(alpha):
-        raise OpInputError(f"lora_alpha must be a finite number, got {alpha!r}")
+        raise JobInputError(f"lora_alpha must be a finite number, got {alpha!r}")
     return float(alpha) / (math.sqrt(r) if use_rslora else float(r))
 
 
@@ -123,7 +120,7 @@ def _config_dict(config: Any) -> dict[str, Any]:
     to_dict = getattr(config, "to_dict", None)
     if callable(to_dict):
         return dict(to_dict())
-    raise OpInputError(
+    raise JobInputError(
         f"adapter config must be a mapping (adapter_config.json) or a LoraConfig, "
         f"got {type(config).__name__}"
     )
@@ -163,34 +160,34 @@ def split_peft_state_dict(
     peft_type = cfg.get("peft_type", "LORA")
     peft_type = str(getattr(peft_type, "value", peft_type)).upper()  # PeftType enum or str
     if peft_type != "LORA":
-        raise OpInputError(
+        raise JobInputError(
             f"only LoRA adapters are supported, this config has peft_type={peft_type}"
         )
     if cfg.get("use_dora"):
-        raise OpInputError("DoRA adapters (use_dora=true) are not supported; use a plain LoRA")
+        raise JobInputError("DoRA adapters (use_dora=true) are not supported; use a plain LoRA")
     if cfg.get("fan_in_fan_out"):
-        raise OpInputError("fan_in_fan_out=true (Conv1D layers) is not supported")
+        raise JobInputError("fan_in_fan_out=true (Conv1D layers) is not supported")
     if "r" not in cfg or "lora_alpha" not in cfg:
-        raise OpInputError("adapter config must contain 'r' and 'lora_alpha'")
+        raise JobInputError("adapter config must contain 'r' and 'lora_alpha'")
 
     halves: dict[str, dict[str, Tensor]] = {}
     for key, tensor in state_dict.items():
         parsed = parse_lora_key(key)
         if parsed is None:
-            raise OpInputError(
+            raise JobInputError(
                 f"unsupported tensor {key!r}: only '<module>.lora_A.weight' and "
                 f"'<module>.lora_B.weight' are supported (no DoRA, embeddings, biases or "
                 f"modules_to_save)"
             )
         pair = halves.setdefault(parsed[0], {})
         if parsed[1] in pair:
-            raise OpInputError(
+            raise JobInputError(
                 f"module {parsed[0]!r} has two lora_{parsed[1]} tensors (several adapters in "
                 f"one state dict?); pass one adapter's tensors"
             )
         pair[parsed[1]] = tensor
     if not halves:
-        raise OpInputError("the state dict contains no LoRA tensors")
+        raise JobInputError("the state dict contains no LoRA tensors")
 
     use_rslora = bool(cfg.get("use_rslora", False))
     modules: dict[str, LoraFactors] = {}
@@ -198,13 +195,13 @@ def split_peft_state_dict(
         pair = halves[path]
         if set(pair) != {"A", "B"}:
             missing = "lora_B" if "A" in pair else "lora_A"
-            raise OpInputError(
+            raise JobInputError(
                 f"module {path!r} has no {missing}.weight; the state dict is incomplete"
             )
         factors = LoraFactors(pair["A"], pair["B"])
         expected_r = pattern_value(cfg.get("rank_pattern"), path, cfg["r"])
         if factors.rank != expected_r:
-            raise OpInputError(
+            raise JobInputError(
                 f"module {path!r}: tensors have rank {factors.rank} but the config says "
                 f"{expected_r} (r / rank_pattern); fix the config"
             )
@@ -228,7 +225,7 @@ def peft_adapter_config(
     paths, so PEFT wraps exactly these modules.
     """
     if not modules:
-        raise OpInputError("no modules to write: the adapter would be empty")
+        raise JobInputError("no modules to write: the adapter would be empty")
     ranks = {path: f.rank for path, f in modules.items()}
     alphas = {path: f.scale * f.rank for path, f in modules.items()}
     r = max(ranks.values())

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from workers.ops.lora import LoraFactors, OpInputError, resolve_device
+from workers.errors import JobInputError
+from workers.ops.lora import LoraFactors, resolve_device
 
 __all__ = ["MergeReport", "merge_into_base"]
 
@@ -42,7 +43,7 @@ def merge_into_base(
     """Yield ``(shard_name, tensors)`` with every adapter module folded into its weight.
 
     Tensors that no module targets pass through unchanged. Raises
-    :class:`~workers.ops.lora.OpInputError` when a weight's shape is not
+    :class:`~workers.errors.JobInputError` when a weight's shape is not
     ``(d, k)`` of its module, when a module's weight appears twice, or — after
     the last shard — when some module was not found in any shard. Pass
     ``base_keys`` (e.g. the keys of ``model.safetensors.index.json``'s
@@ -52,12 +53,12 @@ def merge_into_base(
     the tensors come back on their own device.
     """
     if not modules:
-        raise OpInputError("the adapter has no modules to merge")
+        raise JobInputError("the adapter has no modules to merge")
     wanted = {_weight_key(path): path for path in modules}
     if base_keys is not None:
         missing = sorted(set(wanted) - set(base_keys))
         if missing:
-            raise OpInputError(
+            raise JobInputError(
                 f"{len(missing)} adapter module(s) have no weight in the base model, e.g. "
                 f"{missing[:3]}; is this adapter for this base model?"
             )
@@ -77,7 +78,7 @@ def _merge(
         for key in sorted(set(out) & set(wanted)):
             path = wanted[key]
             if path in report.merged:
-                raise OpInputError(
+                raise JobInputError(
                     f"weight {key!r} appears in shard {shard_name!r} and in "
                     f"{report.merged[path]!r}; the base checkpoint is inconsistent"
                 )
@@ -86,7 +87,7 @@ def _merge(
         yield shard_name, out
     missing = sorted(set(modules) - set(report.merged))
     if missing:
-        raise OpInputError(
+        raise JobInputError(
             f"{len(missing)} adapter module(s) were not found in any base shard, e.g. "
             f"{missing[:3]}; is this adapter for this base model?"
         )
@@ -95,9 +96,9 @@ def _merge(
 def _fold(key: str, weight: Tensor, factors: LoraFactors, device: torch.device) -> Tensor:
     """``weight + scale · B @ A`` computed in float32, returned in the weight's dtype/device."""
     if not weight.is_floating_point():
-        raise OpInputError(f"base weight {key!r} is {weight.dtype}; only float weights can merge")
+        raise JobInputError(f"base weight {key!r} is {weight.dtype}; only float weights can merge")
     if tuple(weight.shape) != factors.shape:
-        raise OpInputError(
+        raise JobInputError(
             f"base weight {key!r} has shape {tuple(weight.shape)} but the adapter's delta is "
             f"{factors.shape} (out, in); is this adapter for this base model?"
         )

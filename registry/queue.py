@@ -18,13 +18,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from loreg.vocabulary import Queue as QueueName
 from registry.settings import Settings
 
 if TYPE_CHECKING:
     from celery import Celery
 
-QUEUES = ("gpu", "cpu")
-DEFAULT_QUEUE = "cpu"
+QUEUES: tuple[str, ...] = tuple(q.value for q in QueueName)
+DEFAULT_QUEUE: str = QueueName.CPU.value
 RUN_JOB_TASK = "loreg.run_job"
 # Publishing to a broker that is down must not hang an API request for long: the
 # job row is committed first and the reconciler re-sends the message later.

@@ -19,7 +19,17 @@ from registry.errors import InvalidPath, InvalidRequest
 from registry.validation.json_values import json_problem
 
 SHA256_PATTERN = r"^[0-9a-f]{64}$"
-Scope = Literal["read", "write", "admin"]
+
+if TYPE_CHECKING:
+    Scope = vocabulary.Scope
+    JobStatus = vocabulary.JobStatus
+    JobTypeWord = vocabulary.JobType
+    LineageNodeKindWord = vocabulary.LineageNodeKind
+else:  # the vocabulary's words as a Literal: OpenAPI keeps each enum inline in its schema
+    Scope = Literal[tuple(vocabulary.Scope)]
+    JobStatus = Literal[tuple(vocabulary.JobStatus)]
+    JobTypeWord = Literal[tuple(vocabulary.JobType)]
+    LineageNodeKindWord = Literal[tuple(vocabulary.LineageNodeKind)]
 #: Largest byte size (or timestamp) a request may carry: a signed 64-bit database column.
 #: Every integer a request carries has an upper bound, so none overflows the database
 #: driver (a 500); out-of-range values are a 422 naming the field.
@@ -234,7 +244,7 @@ class ResolvedFile(BaseModel):
 class LineageParent(BaseModel):
     """The parent of a lineage edge: an adapter version or a base model."""
 
-    kind: Literal["version", "base_model", "unknown"]
+    kind: LineageNodeKindWord
     ref: str | None = Field(description="canonical ref of the version, or the base model name")
     digest: str | None = None
     private: bool = Field(
@@ -303,10 +313,6 @@ class AliasView(BaseModel):
     previous: int | None = Field(description="the version it pointed at before (null if new)")
 
 
-if TYPE_CHECKING:
-    JobStatus = vocabulary.JobStatus
-else:  # the vocabulary's words as a Literal: OpenAPI keeps the enum inline in each schema
-    JobStatus = Literal[tuple(status.value for status in vocabulary.JobStatus)]
 
 
 class JobInputView(BaseModel):
@@ -320,7 +326,7 @@ class JobView(BaseModel):
     """A job: ``POST /v1/jobs`` (202), ``GET /v1/jobs/{id}``, ``POST .../cancel``."""
 
     id: str
-    type: Literal["combine", "compress", "merge", "train"]
+    type: JobTypeWord
     status: JobStatus
     queue: str = Field(description="gpu or cpu")
     namespace: str

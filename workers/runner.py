@@ -40,7 +40,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, select
 
 from loreg.refs import format_ref
-from loreg.vocabulary import ArtifactKind, JobStatus
+from loreg.vocabulary import ArtifactKind, JobStatus, JobType
 from registry.auth import Principal
 from registry.errors import Conflict, RegistryError, ServiceUnavailable
 from registry.models import (
@@ -227,7 +227,7 @@ def handler_for(job_type: str) -> HandlerFn:
     """The handler function of a job type (imported lazily: torch is loaded here)."""
     import importlib
 
-    if job_type not in ("combine", "compress", "merge", "train"):
+    if job_type not in {t.value for t in JobType}:
         raise JobInputError(f"unknown job type {job_type!r}")
     return importlib.import_module(f"workers.jobs.{job_type}").run
 

@@ -6,11 +6,18 @@ HTTP errors from the registry are mapped to these classes by ``code``/status.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class LoregError(Exception):
     """Base class of every loreg client error."""
 
     exit_code = 1
+
+    #: Set (annotation only, no default) on errors built from an HTTP answer by
+    #: ``loreg.http.error_from_response``: the body's ``details`` and ``Retry-After``.
+    details: Any
+    retry_after: float | None
 
     def __init__(self, message: str, *, code: str | None = None, status: int | None = None):
         super().__init__(message)

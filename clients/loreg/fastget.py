@@ -34,12 +34,15 @@ def proxied(url: str) -> bool:
 
 
 def _connect(parts: urllib.parse.SplitResult, timeout: float) -> http.client.HTTPConnection:
+    host = parts.hostname
+    if host is None:
+        raise ValueError(f"no host in {url_for_message(parts)}")
     if parts.scheme == "https":
         return http.client.HTTPSConnection(
-            parts.hostname, parts.port, timeout=timeout, context=ssl.create_default_context()
+            host, parts.port, timeout=timeout, context=ssl.create_default_context()
         )
     if parts.scheme == "http":
-        return http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+        return http.client.HTTPConnection(host, parts.port, timeout=timeout)
     raise ValueError(f"unsupported URL scheme in {url_for_message(parts)}")
 
 
@@ -133,11 +136,12 @@ def open_blocks(url: str, *, timeout: float, block_size: int, start: int = 0) ->
                 )
             served = 0
             if resp.status == 206:
-                served = content_range_start(resp.getheader("Content-Range"))
-                if served is None:
+                first = content_range_start(resp.getheader("Content-Range"))
+                if first is None:
                     raise httpx.RemoteProtocolError(
                         f"{url_for_message(parts)}: 206 answer without a valid Content-Range"
                     )
+                served = first
             handed_over = True
             return BlockStream(conn, resp, parts, block_size, served)
         finally:

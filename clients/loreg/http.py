@@ -89,11 +89,11 @@ def error_from_response(response: httpx.Response) -> LoregError:
     except (ValueError, UnicodeDecodeError):
         body = None
     if isinstance(body, dict) and isinstance(body.get("error"), dict):
-        error = body["error"]
-        code = error.get("code") if isinstance(error.get("code"), str) else None
-        if isinstance(error.get("message"), str) and error["message"].strip():
-            message = error["message"].strip()
-        details = error.get("details")
+        payload = body["error"]
+        code = payload.get("code") if isinstance(payload.get("code"), str) else None
+        if isinstance(payload.get("message"), str) and payload["message"].strip():
+            message = payload["message"].strip()
+        details = payload.get("details")
     elif isinstance(body, dict) and "detail" in body:
         # A bare framework answer (e.g. an unrouted path): keep its text.
         detail = body["detail"]
@@ -120,8 +120,8 @@ def error_from_response(response: httpx.Response) -> LoregError:
         error = FilesMissingError(message, missing=paths, status=status)
     else:
         error = error_class_for_status(status)(message, code=code, status=status)
-    error.details = details  # type: ignore[attr-defined]
-    error.retry_after = retry_after  # type: ignore[attr-defined]
+    error.details = details
+    error.retry_after = retry_after
     return error
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
+from typing import TypedDict
 
 from loreg.errors import InvalidNameError, InvalidRefError
 
@@ -224,7 +225,15 @@ def _parse_version_number(digits: str, text: str) -> int:
     return value
 
 
-def _split_selector(rest: str, text: str) -> tuple[str, dict[str, object]]:
+class _Selector(TypedDict, total=False):
+    """The selector part of a ref, as :class:`Ref` keyword arguments (at most one)."""
+
+    version: int
+    alias: str
+    digest: str
+
+
+def _split_selector(rest: str, text: str) -> tuple[str, _Selector]:
     """Split ``name<selector>`` into the name and Ref keyword arguments."""
     if "@" in rest:
         name, _, sel = rest.partition("@")
@@ -286,6 +295,6 @@ def parse_ref(text: str, default_namespace: str | None = None) -> Ref:
         elif default_namespace is not None:
             namespace = validate_name(default_namespace, "default namespace")
         validate_adapter_name(name)
-        return Ref(namespace or None, name, **selector)  # type: ignore[arg-type]
+        return Ref(namespace or None, name, **selector)
     except InvalidRefError as exc:
         raise InvalidRefError(f"invalid ref {text!r}: {exc}") from None

@@ -58,6 +58,9 @@ from loreg.retry import Kind, RetryPolicy
 T = TypeVar("T")
 _QUEUE_BLOCKS = 3
 
+#: A piece of a body: bytes from httpx, or a memoryview block from ``loreg.fastget``.
+Chunk = bytes | memoryview
+
 
 class TransferCancelled(LoregError):
     """Raised inside workers once another transfer failed or the user interrupted."""
@@ -333,7 +336,7 @@ class Transfers:
 
     def _open(
         self, url: str, offset: int, stack: contextlib.ExitStack
-    ) -> tuple[int, Iterable[bytes]]:
+    ) -> tuple[int, Iterable[Chunk]]:
         """Start the GET; returns (offset of the first byte sent, body chunks)."""
         if self._transport is None and not proxied(url):
             # the body path on the stdlib: ~3x httpx's throughput (see loreg.fastget)
@@ -503,7 +506,7 @@ class Transfers:
 
 
 def write_verified(
-    chunks: Iterator[bytes],
+    chunks: Iterable[Chunk],
     dest: Path,
     *,
     expected_size: int,
@@ -532,7 +535,7 @@ def write_verified(
     hash_stage = _Stage("loreg-hash", hasher.update, failure)
     write_stage = _Stage("loreg-write", fh.write, failure)
     received = offset
-    pending: list[bytes] = []
+    pending: list[Chunk] = []
     pending_len = 0
     try:
         for chunk in chunks:
@@ -583,14 +586,14 @@ class _Stage:
     producer never blocks on a dead consumer.
     """
 
-    def __init__(self, name: str, fn: Callable[[bytes], object], failure: list[BaseException]):
+    def __init__(self, name: str, fn: Callable[[Chunk], object], failure: list[BaseException]):
         self._fn = fn
         self._failure = failure
-        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=_QUEUE_BLOCKS)
+        self._queue: queue.Queue[Chunk | None] = queue.Queue(maxsize=_QUEUE_BLOCKS)
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
-    def put(self, block: bytes) -> None:
+    def put(self, block: Chunk) -> None:
         self._queue.put(block)
 
     def finish(self) -> None:

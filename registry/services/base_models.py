@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from registry.errors import NotFound
 from registry.models import (
@@ -46,7 +46,7 @@ def base_model_lineage(session: Session, bm: BaseModelRecord) -> list[dict[str, 
     The base-model catalog is public, so a parent version in a private namespace
     is listed without its ref or digest.
     """
-    return lineage.parents_of(session, ("base_model", bm.id))
+    return lineage.parents_of(session, lineage.node_of(bm))
 
 
 def base_model_view(
@@ -55,9 +55,9 @@ def base_model_view(
     """The full view: config, module shapes, lineage, files with download URLs."""
     rows = session.exec(
         select(BaseModelFile, BlobFault.problem)
-        .outerjoin(BlobFault, BlobFault.sha256 == BaseModelFile.blob_sha256)
+        .outerjoin(BlobFault, col(BlobFault.sha256) == BaseModelFile.blob_sha256)
         .where(BaseModelFile.base_model_id == bm.id)
-        .order_by(BaseModelFile.path)
+        .order_by(col(BaseModelFile.path))
     ).all()
     fsck.check_files_present(bm.name, [(f.path, problem) for f, problem in rows])
     files = [f for f, _ in rows]
@@ -82,5 +82,5 @@ def base_model_view(
 
 def list_base_models(session: Session) -> list[dict[str, Any]]:
     """Every registered base model (the base-model catalog is public)."""
-    rows = session.exec(select(BaseModelRecord).order_by(BaseModelRecord.name)).all()
+    rows = session.exec(select(BaseModelRecord).order_by(col(BaseModelRecord.name))).all()
     return [base_model_summary(bm) for bm in rows]

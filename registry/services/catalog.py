@@ -6,7 +6,7 @@ import re
 from typing import Any
 
 import sqlalchemy as sa
-from sqlmodel import Session, func, select
+from sqlmodel import Session, col, func, select
 
 from loreg.errors import InvalidRefError
 from loreg.refs import Ref, format_ref, parse_ref, validate_alias, validate_name
@@ -99,7 +99,7 @@ def find_version(session: Session, adapter: Adapter, ref: Ref, label: str) -> Ve
             raise NotFound(f"alias '{ref.alias}' not found on '{label}'")
         query = query.where(Version.id == alias.version_id)
     else:
-        query = query.order_by(Version.number.desc()).limit(1)
+        query = query.order_by(col(Version.number).desc()).limit(1)
     version = session.exec(query).first()
     if version is None:
         raise NotFound(f"'{ref.canonical()}' not found")
@@ -111,6 +111,7 @@ def resolve_ref(
 ) -> tuple[Namespace, Adapter, Version]:
     """Resolve a ref string to rows the caller may read."""
     ref = parse(ref_text, principal)
+    assert ref.namespace is not None  # parse() fills in the caller's default namespace
     ns, adapter = get_adapter(session, principal, ref.namespace, ref.name)
     return ns, adapter, find_version(session, adapter, ref, f"{ns.name}/{adapter.name}")
 
@@ -124,7 +125,7 @@ def lineage_of(
     session: Session, version: Version, principal: Principal | None = None
 ) -> list[dict[str, Any]]:
     """The lineage parents of a version (private parents hidden from non-readers)."""
-    return lineage.parents_of(session, ("version", version.id), principal)
+    return lineage.parents_of(session, lineage.node_of(version), principal)
 
 
 def version_view(
@@ -143,9 +144,9 @@ def version_view(
     """
     rows = session.exec(
         select(VersionFile, BlobFault.problem)
-        .outerjoin(BlobFault, BlobFault.sha256 == VersionFile.blob_sha256)
+        .outerjoin(BlobFault, col(BlobFault.sha256) == VersionFile.blob_sha256)
         .where(VersionFile.version_id == version.id)
-        .order_by(VersionFile.path)
+        .order_by(col(VersionFile.path))
     ).all()
     ref = format_ref(ns.name, adapter.name, version=version.number)
     fsck.check_files_present(ref, [(f.path, problem) for f, problem in rows])
@@ -181,13 +182,13 @@ def version_view(
 
 def _adapter_summary(session: Session, ns: Namespace, adapter: Adapter) -> dict[str, Any]:
     count, latest = session.exec(
-        select(func.count(Version.id), func.max(Version.number)).where(
+        select(func.count(col(Version.id)), func.max(Version.number)).where(
             Version.adapter_id == adapter.id
         )
     ).one()
     alias_rows = session.exec(
         select(Alias.name, Version.number)
-        .join(Version, Version.id == Alias.version_id)
+        .join(Version, col(Version.id) == Alias.version_id)
         .where(Alias.adapter_id == adapter.id)
     ).all()
     return {
@@ -211,13 +212,13 @@ def list_adapters(
     else:
         namespaces = [
             ns
-            for ns in session.exec(select(Namespace).order_by(Namespace.name)).all()
+            for ns in session.exec(select(Namespace).order_by(col(Namespace.name))).all()
             if not ns.private or principal.can(ns.name, "read")
         ]
-    out = []
+    out: list[dict[str, Any]] = []
     for ns in namespaces:
         adapters = session.exec(
-            select(Adapter).where(Adapter.namespace_id == ns.id).order_by(Adapter.name)
+            select(Adapter).where(Adapter.namespace_id == ns.id).order_by(col(Adapter.name))
         ).all()
         out.extend(_adapter_summary(session, ns, a) for a in adapters)
     return out
@@ -230,14 +231,14 @@ def adapter_detail(
     ns, adapter = get_adapter(session, principal, namespace, name)
     out = _adapter_summary(session, ns, adapter)
     versions = session.exec(
-        select(Version).where(Version.adapter_id == adapter.id).order_by(Version.number)
+        select(Version).where(Version.adapter_id == adapter.id).order_by(col(Version.number))
     ).all()
-    counts = (
+    counts: dict[int | None, int] = (
         dict(
             session.exec(
-                select(VersionFile.version_id, func.count(VersionFile.id))
-                .where(VersionFile.version_id.in_([v.id for v in versions]))
-                .group_by(VersionFile.version_id)
+                select(VersionFile.version_id, func.count(col(VersionFile.id)))
+                .where(col(VersionFile.version_id).in_([v.id for v in versions]))
+                .group_by(col(VersionFile.version_id))
             ).all()
         )
         if versions
@@ -260,12 +261,19 @@ def adapter_detail(
 
 def list_namespaces(session: Session, principal: Principal) -> list[dict[str, Any]]:
     """Namespaces the caller may see."""
-    rows = session.exec(select(Namespace).order_by(Namespace.name)).all()
+    rows = session.exec(select(Namespace).order_by(col(Namespace.name))).all()
     return [
         {"name": ns.name, "private": ns.private, "created_at": ns.created_at.isoformat()}
         for ns in rows
         if not ns.private or principal.can(ns.name, "read")
     ]
+
+
+def _version_number(session: Session, alias: Alias) -> int:
+    """The number of the version an alias points at (a foreign key: the row exists)."""
+    version = session.get(Version, alias.version_id)
+    assert version is not None
+    return version.number
 
 
 def set_alias(
@@ -283,11 +291,12 @@ def set_alias(
     row = session.exec(
         select(Alias).where(Alias.adapter_id == adapter.id, Alias.name == alias)
     ).first()
+    assert adapter.id is not None and version.id is not None  # rows read from the database
     previous = None
     if row is None:
         row = Alias(adapter_id=adapter.id, name=alias, version_id=version.id)
     else:
-        previous = session.get(Version, row.version_id).number
+        previous = _version_number(session, row)
         row.version_id = version.id
     row.updated_by = principal.name
     row.updated_at = utcnow()
@@ -320,7 +329,7 @@ def remove_alias(
     ).first()
     if row is None:
         raise NotFound(f"alias '{alias}' not found on '{ns.name}/{adapter.name}'")
-    previous = session.get(Version, row.version_id).number
+    previous = _version_number(session, row)
     session.delete(row)
     audit.record(
         session,

@@ -5,13 +5,16 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import Engine
 
 from registry.db import make_engine
 from registry.settings import Settings
 from registry.storage.base import ObjectStore
+
+if TYPE_CHECKING:
+    from registry.services.dispatch import Dispatcher
 
 
 def make_store(settings: Settings, *, create_bucket: bool = False) -> ObjectStore:
@@ -50,11 +53,11 @@ class Context:
     # embedded mode's job executor, ``run_job(settings, job_id)`` in a child process: set by
     # the composition root (``registry.serve``); unused when a broker is configured
     run_job: Callable[[Settings, str], Any] | None = field(default=None, repr=False)
-    _dispatcher: object | None = field(default=None, repr=False)
+    _dispatcher: Dispatcher | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
-    def dispatcher(self):
+    def dispatcher(self) -> Dispatcher:
         """The job dispatcher (Celery, or local running :attr:`run_job`), created on first use."""
         with self._lock:
             if self._dispatcher is None:

@@ -26,11 +26,11 @@ import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
-from sqlmodel import Session, select
+from sqlalchemy.engine import CursorResult, Engine
+from sqlmodel import Session, col, select
 
 from registry.errors import FilesMissing
 from registry.models import (
@@ -88,7 +88,8 @@ def faulted(session: Session, shas: Iterable[str]) -> set[str]:
     wanted = list(shas)
     if not wanted:
         return set()
-    return set(session.exec(select(BlobFault.sha256).where(BlobFault.sha256.in_(wanted))).all())
+    query = select(BlobFault.sha256).where(col(BlobFault.sha256).in_(wanted))
+    return set(session.exec(query).all())
 
 
 def unusable_blobs(session: Session, ctx: Context, sizes: dict[str, int]) -> dict[str, Fault]:
@@ -125,15 +126,23 @@ def _hash_one(store: ObjectStore, sha: str) -> str | None:
 
 def _upsert(session: Session, rows: list[dict[str, Any]]) -> None:
     dialect = session.get_bind().dialect.name
+    stmt: sa.Insert
     if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        pg = pg_insert(BlobFault).values(rows)
+        stmt = pg.on_conflict_do_update(
+            index_elements=["sha256"],
+            set_={"problem": pg.excluded.problem, "found_size": pg.excluded.found_size},
+        )
     else:
-        from sqlalchemy.dialects.sqlite import insert
-    stmt = insert(BlobFault).values(rows)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["sha256"],
-        set_={"problem": stmt.excluded.problem, "found_size": stmt.excluded.found_size},
-    )
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        lite = sqlite_insert(BlobFault).values(rows)
+        stmt = lite.on_conflict_do_update(
+            index_elements=["sha256"],
+            set_={"problem": lite.excluded.problem, "found_size": lite.excluded.found_size},
+        )
     session.execute(stmt)
 
 
@@ -146,7 +155,8 @@ def mark(engine: Engine, faults: dict[str, Fault]) -> int:
     if not faults:
         return 0
     with Session(engine) as session:
-        existing = set(session.exec(select(Blob.sha256).where(Blob.sha256.in_(list(faults)))).all())
+        query = select(Blob.sha256).where(col(Blob.sha256).in_(list(faults)))
+        existing = set(session.exec(query).all())
         now = utcnow()
         rows = [
             {"sha256": sha, "problem": problem, "found_size": size, "found_at": now}
@@ -168,8 +178,8 @@ def clear_faults(session: Session, shas: Iterable[str]) -> int:
     wanted = list(shas)
     if not wanted:
         return 0
-    result = session.execute(sa.delete(BlobFault).where(BlobFault.sha256.in_(wanted)))
-    return result.rowcount or 0
+    result = session.execute(sa.delete(BlobFault).where(col(BlobFault.sha256).in_(wanted)))
+    return cast(CursorResult[Any], result).rowcount or 0
 
 
 def check_files_present(label: str, files: list[tuple[str, str | None]]) -> None:
@@ -190,20 +200,23 @@ def _marked_versions(session: Session) -> list[dict[str, Any]]:
     """Every version and base model holding a marked blob, with the paths affected."""
     found: dict[tuple[str, str], set[str]] = {}
     rows = session.exec(
-        select(Namespace.name, Adapter.name, Adapter.kind, Version.number, VersionFile.path)
-        .join(BlobFault, BlobFault.sha256 == VersionFile.blob_sha256)
-        .join(Version, Version.id == VersionFile.version_id)
-        .join(Adapter, Adapter.id == Version.adapter_id)
-        .join(Namespace, Namespace.id == Adapter.namespace_id)
+        # sqlmodel types select() for at most 4 columns; this one reads 5
+        select(  # type: ignore[call-overload]
+            Namespace.name, Adapter.name, Adapter.kind, Version.number, VersionFile.path
+        )
+        .join(BlobFault, col(BlobFault.sha256) == VersionFile.blob_sha256)
+        .join(Version, col(Version.id) == VersionFile.version_id)
+        .join(Adapter, col(Adapter.id) == Version.adapter_id)
+        .join(Namespace, col(Namespace.id) == Adapter.namespace_id)
     ).all()
     for ns, name, kind, number, path in rows:
         found.setdefault((kind, f"{ns}/{name}-v{number}"), set()).add(path)
-    rows = session.exec(
+    base_rows = session.exec(
         select(BaseModelRecord.name, BaseModelFile.path)
-        .join(BlobFault, BlobFault.sha256 == BaseModelFile.blob_sha256)
-        .join(BaseModelRecord, BaseModelRecord.id == BaseModelFile.base_model_id)
+        .join(BlobFault, col(BlobFault.sha256) == BaseModelFile.blob_sha256)
+        .join(BaseModelRecord, col(BaseModelRecord.id) == BaseModelFile.base_model_id)
     ).all()
-    for name, path in rows:
+    for name, path in base_rows:
         found.setdefault(("base_model", name), set()).add(path)
     return [
         {"kind": kind, "ref": ref, "missing": sorted(paths)}
@@ -256,7 +269,7 @@ def scrub(ctx: Context, *, verify_hashes: bool = False, threads: int = MAX_THREA
                 "expected_size": sizes.get(fault.sha256),
                 "found_size": fault.found_size,
             }
-            for fault in session.exec(select(BlobFault).order_by(BlobFault.sha256)).all()
+            for fault in session.exec(select(BlobFault).order_by(col(BlobFault.sha256))).all()
         ]
         versions = _marked_versions(session)
     report = {

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from loreg.refs import format_ref
 from registry.auth import Principal
@@ -24,14 +24,26 @@ MAX_ANCESTRY_EDGES = 2000
 Node = tuple[str, int]  # ("version" | "base_model", id)
 
 
+def node_of(row: Version | BaseModelRecord) -> Node:
+    """The lineage node of a stored version or base model."""
+    if row.id is None:
+        raise ValueError("a row not written to the database yet has no lineage node")
+    return ("base_model" if isinstance(row, BaseModelRecord) else "version", row.id)
+
+
 def _node_view(session: Session, node: Node, principal: Principal | None) -> dict[str, Any]:
     kind, node_id = node
+    # nodes come from rows and foreign keys, so every lookup below finds its row
     if kind == "base_model":
         bm = session.get(BaseModelRecord, node_id)
+        assert bm is not None
         return {"kind": "base_model", "ref": bm.name, "digest": bm.digest, "private": False}
     version = session.get(Version, node_id)
+    assert version is not None
     adapter = session.get(Adapter, version.adapter_id)
+    assert adapter is not None
     ns = session.get(Namespace, adapter.namespace_id)
+    assert ns is not None
     if ns.private and (principal is None or not principal.can(ns.name, "read")):
         return {"kind": "version", "ref": None, "digest": None, "private": True}
     return {
@@ -45,12 +57,14 @@ def _node_view(session: Session, node: Node, principal: Principal | None) -> dic
 def _edges(session: Session, node: Node) -> list[LineageEdge]:
     kind, node_id = node
     column = LineageEdge.child_version_id if kind == "version" else LineageEdge.child_base_model_id
-    return list(session.exec(select(LineageEdge).where(column == node_id).order_by(LineageEdge.id)))
+    query = select(LineageEdge).where(column == node_id).order_by(col(LineageEdge.id))
+    return list(session.exec(query))
 
 
 def _parent(edge: LineageEdge) -> Node:
     if edge.parent_version_id is not None:
         return ("version", edge.parent_version_id)
+    assert edge.parent_base_model_id is not None  # every writer sets one parent
     return ("base_model", edge.parent_base_model_id)
 
 

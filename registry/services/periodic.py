@@ -7,7 +7,7 @@ The reconciler (jobs) and the store scrub (fsck) are both such passes; they run 
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import Any, Self
 
 
 class PeriodicThread:
@@ -31,7 +31,7 @@ class PeriodicThread:
         """One pass (implemented by subclasses)."""
         raise NotImplementedError
 
-    def start(self) -> PeriodicThread:
+    def start(self) -> Self:
         """Start the thread."""
         self._thread.start()
         return self

@@ -11,7 +11,7 @@ schema migration.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar, Protocol
 
 from sqlmodel import Session, select
 
@@ -19,8 +19,16 @@ from registry.models import BaseModelRecord, LineageEdge, Version
 from registry.services.context import Context
 from registry.validation.json_values import bounded_copy, json_problem
 
+
+class _JsonRow(Protocol):
+    """A table row whose JSON columns are read and written by name."""
+
+    __tablename__: ClassVar[str]
+    id: int | None
+
+
 #: Stored JSON columns, by model: what render/repair look at.
-_COLUMNS: tuple[tuple[type, tuple[str, ...]], ...] = (
+_COLUMNS: tuple[tuple[type[_JsonRow], tuple[str, ...]], ...] = (
     (Version, ("config", "meta", "summary")),
     (LineageEdge, ("params",)),
     (BaseModelRecord, ("config", "meta")),

@@ -54,6 +54,7 @@ def _insert_token(
     )
     session.add(row)
     session.flush()
+    assert row.id is not None  # the flush assigned it
     for ns, scope in grants:
         session.add(TokenGrant(token_id=row.id, namespace=ns, scope=scope))
     return row, secret

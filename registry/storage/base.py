@@ -11,6 +11,7 @@ object, never a prefix of it.
 
 from __future__ import annotations
 
+import builtins
 import functools
 import hashlib
 import inspect
@@ -244,7 +245,9 @@ class ObjectStore(ABC):
         """
 
     @abstractmethod
-    def complete_multipart(self, key: str, upload_id: str, parts: list[tuple[int, str]]) -> None:
+    def complete_multipart(
+        self, key: str, upload_id: str, parts: builtins.list[tuple[int, str]]
+    ) -> None:
         """Assemble the uploaded ``(part_number, etag)`` parts into the object, atomically.
 
         Raises :class:`InvalidMultipart` when parts are missing, too small or their ETags

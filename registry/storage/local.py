@@ -8,6 +8,7 @@ debris. There are no presigned URLs: the API relays the bytes itself.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import errno
 import os
@@ -239,7 +240,9 @@ class LocalStore(ObjectStore):
         """Not supported: raises NotImplementedError."""
         raise NotImplementedError(_NO_PRESIGN)
 
-    def complete_multipart(self, key: str, upload_id: str, parts: list[tuple[int, str]]) -> None:
+    def complete_multipart(
+        self, key: str, upload_id: str, parts: builtins.list[tuple[int, str]]
+    ) -> None:
         """Not supported: raises NotImplementedError."""
         raise NotImplementedError(_NO_PRESIGN)
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import builtins
 import contextlib
 import math
 import re
@@ -480,7 +481,9 @@ class S3Store(ObjectStore):
         return PresignedPart(part_number=part_number, url=url)
 
     @_outages_are_unavailable
-    def complete_multipart(self, key: str, upload_id: str, parts: list[tuple[int, str]]) -> None:
+    def complete_multipart(
+        self, key: str, upload_id: str, parts: builtins.list[tuple[int, str]]
+    ) -> None:
         """CompleteMultipartUpload with the parts in order; the object appears atomically."""
         numbers = [number for number, _ in parts]
         if not parts or len(set(numbers)) != len(numbers):

@@ -26,7 +26,7 @@ import reprlib
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 from loreg.constants import INT8_FORMAT
 from registry.errors import InvalidConfig
@@ -136,22 +136,22 @@ def parse_adapter_config(raw: bytes) -> dict[str, Any]:
 # --------------------------------------------------------------------------- field checks
 
 
-def _is_int(v: object) -> bool:
+def _is_int(v: object) -> TypeGuard[int]:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _is_number(v: object) -> bool:
+def _is_number(v: object) -> TypeGuard[int | float]:
     """A finite float, or an int a float can hold (PEFT divides by it: ``lora_alpha / r``)."""
     if _is_int(v):
         return abs(v) <= sys.float_info.max
     return isinstance(v, float) and math.isfinite(v)
 
 
-def _is_str_list(v: object) -> bool:
+def _is_str_list(v: object) -> TypeGuard[list[str]]:
     return isinstance(v, list) and all(isinstance(x, str) for x in v)
 
 
-def _is_int_list(v: object) -> bool:
+def _is_int_list(v: object) -> TypeGuard[list[int]]:
     return isinstance(v, list) and all(_is_int(x) for x in v)
 
 

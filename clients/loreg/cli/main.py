@@ -78,7 +78,7 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"error: {message} (see `{self.prog} --help`)\n")
 
 
-class _LazyCommands(argparse._SubParsersAction):  # type: ignore[type-arg]
+class _LazyCommands(argparse._SubParsersAction):
     """Subcommands whose arguments are set up only once the command is chosen.
 
     ``setups[name]`` runs (once) just before ``name``'s parser reads the rest of

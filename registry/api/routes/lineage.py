@@ -19,7 +19,7 @@ router = APIRouter(prefix="/v1/lineage", tags=["lineage"])
 def version_ancestry(ref: str, session: SessionDep, principal: PrincipalDep) -> dict[str, Any]:
     """Every lineage edge from a version (adapter or dataset) back to its roots."""
     _, _, version = catalog.resolve_ref(session, principal, ref)
-    return lineage.ancestry(session, ("version", version.id), principal)
+    return lineage.ancestry(session, lineage.node_of(version), principal)
 
 
 @router.get(
@@ -28,4 +28,4 @@ def version_ancestry(ref: str, session: SessionDep, principal: PrincipalDep) -> 
 def base_model_ancestry(name: str, session: SessionDep, principal: PrincipalDep) -> dict[str, Any]:
     """Every lineage edge from a base model (e.g. a merge result) back to its roots."""
     bm = base_models.get_base_model(session, name)
-    return lineage.ancestry(session, ("base_model", bm.id), principal)
+    return lineage.ancestry(session, lineage.node_of(bm), principal)

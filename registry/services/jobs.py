@@ -285,7 +285,7 @@ def list_jobs(
     limit: int = 50,
 ) -> list[dict[str, Any]]:
     """Jobs visible to the caller, newest first, with optional filters."""
-    query = select(Job).order_by(Job.created_at.desc())
+    query = select(Job).order_by(col(Job.created_at).desc())
     if status:
         query = query.where(Job.status == status)
     if job_type:
@@ -295,7 +295,7 @@ def list_jobs(
     private = session.exec(select(Namespace.name).where(Namespace.private)).all()
     hidden = [name for name in private if not principal.can(name, "read")]
     if hidden:
-        query = query.where(Job.namespace.not_in(hidden))
+        query = query.where(col(Job.namespace).not_in(hidden))
     return [job_view(job) for job in session.exec(query.limit(max(1, min(limit, 500)))).all()]
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from loreg.manifest import manifest_digest
 from loreg.vocabulary import ArtifactKind
@@ -155,7 +155,7 @@ def check_blobs_stored(session: Session, ctx: Context, upload: UploadSession) ->
     """
     files = upload.spec["files"]
     shas = {f["sha256"] for f in files}
-    have = set(session.exec(select(Blob.sha256).where(Blob.sha256.in_(list(shas)))).all())
+    have = set(session.exec(select(Blob.sha256).where(col(Blob.sha256).in_(list(shas)))).all())
     received = set(
         session.exec(select(UploadBlob.sha256).where(UploadBlob.upload_id == upload.id)).all()
     )

@@ -17,7 +17,7 @@ from datetime import timedelta
 from typing import Any, BinaryIO
 
 import sqlalchemy as sa
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from loreg.errors import InvalidRefError
 from loreg.refs import validate_adapter_name
@@ -86,6 +86,7 @@ def _upload_instructions(
     expiry = settings.upload_expiry_s
     if size < settings.multipart_threshold_bytes:
         put = store.presign_put(key, expires_in=expiry, size=size, sha256=sha)
+        assert put is not None, "a store that supports presigned URLs presigns a PUT"
         return {
             "method": "put",
             "url": put.url,
@@ -122,23 +123,25 @@ def held_by(session: Session, principal: Principal, shas: Iterable[str]) -> set[
         return set()
     held = set(
         session.exec(
-            select(BaseModelFile.blob_sha256).where(BaseModelFile.blob_sha256.in_(wanted))
+            select(BaseModelFile.blob_sha256).where(col(BaseModelFile.blob_sha256).in_(wanted))
         ).all()
     )
     rows = session.exec(
         select(VersionFile.blob_sha256, Namespace.name, Namespace.private)
-        .join(Version, Version.id == VersionFile.version_id)
-        .join(Adapter, Adapter.id == Version.adapter_id)
-        .join(Namespace, Namespace.id == Adapter.namespace_id)
-        .where(VersionFile.blob_sha256.in_(wanted))
+        .join(Version, col(Version.id) == VersionFile.version_id)
+        .join(Adapter, col(Adapter.id) == Version.adapter_id)
+        .join(Namespace, col(Namespace.id) == Adapter.namespace_id)
+        .where(col(VersionFile.blob_sha256).in_(wanted))
     ).all()
     held |= {sha for sha, ns, private in rows if not private or principal.can(ns, "read")}
     if principal.name is not None:
         held |= set(
             session.exec(
                 select(UploadBlob.sha256)
-                .join(UploadSession, UploadSession.id == UploadBlob.upload_id)
-                .where(UploadSession.created_by == principal.name, UploadBlob.sha256.in_(wanted))
+                .join(UploadSession, col(UploadSession.id) == UploadBlob.upload_id)
+                .where(
+                    UploadSession.created_by == principal.name, col(UploadBlob.sha256).in_(wanted)
+                )
             ).all()
         )
     return held
@@ -170,7 +173,7 @@ def _reusable(
     reuse (:func:`held_by`) and still readable in the store."""
     stored = {
         b.sha256: b.size
-        for b in session.exec(select(Blob).where(Blob.sha256.in_(list(sizes)))).all()
+        for b in session.exec(select(Blob).where(col(Blob.sha256).in_(list(sizes)))).all()
     }
     reusable = held_by(session, principal, stored)
     stored = {sha: size for sha, size in stored.items() if sha in reusable}

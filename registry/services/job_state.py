@@ -75,8 +75,20 @@ from sqlmodel import Session, col, select
 from loreg.vocabulary import TERMINAL_STATUSES, JobStatus
 from registry.models import Job, utcnow
 
-ERROR_MAX: int = Job.__table__.c.error.type.length  # VARCHAR sizes of the job row
-MESSAGE_MAX: int = Job.__table__.c.message.type.length
+
+def _varchar_size(column: str) -> int:
+    """The declared size of one of the job row's VARCHAR columns."""
+    column_type = sa.inspect(Job).columns[column].type
+    if isinstance(column_type, sa.TypeDecorator):  # SQLModel's AutoString wraps a String
+        column_type = column_type.impl_instance
+    assert isinstance(column_type, sa.String) and column_type.length is not None, (
+        f"jobs.{column} is not a VARCHAR of a declared size"
+    )
+    return column_type.length
+
+
+ERROR_MAX: int = _varchar_size("error")  # VARCHAR sizes of the job row
+MESSAGE_MAX: int = _varchar_size("message")
 TRUNCATED = "… (truncated)"
 RETRY_PREFIX = "retrying after: "  # the error of a released job
 _NO_SYNC = {"synchronize_session": False}

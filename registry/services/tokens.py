@@ -21,6 +21,10 @@ from registry.services import audit, catalog
 
 DEFAULT_NAMESPACE = "default"
 
+#: :data:`SCOPE_LEVELS` by the scope's word, for words read back from the database:
+#: an unknown word is a ``KeyError``, as it is in :data:`SCOPE_LEVELS` itself.
+_WORD_LEVELS: dict[str, int] = {scope.value: level for scope, level in SCOPE_LEVELS.items()}
+
 
 def authenticate(session: Session, token: str | None) -> Principal:
     """The principal of a bearer token (anonymous for None); 401 if unknown or revoked."""
@@ -31,7 +35,7 @@ def authenticate(session: Session, token: str | None) -> Principal:
         raise Unauthorized("invalid or revoked token: check LOREG_TOKEN / --token")
     grants: dict[str, int] = {}
     for g in session.exec(select(TokenGrant).where(TokenGrant.token_id == row.id)).all():
-        grants[g.namespace] = max(grants.get(g.namespace, 0), SCOPE_LEVELS[g.scope])
+        grants[g.namespace] = max(grants.get(g.namespace, 0), _WORD_LEVELS[g.scope])
     return Principal(
         token_id=row.id, name=row.name, default_namespace=row.default_namespace, grants=grants
     )
@@ -70,7 +74,7 @@ def create_token(session: Session, principal: Principal, req: TokenRequest) -> d
             else catalog.checked_name(g.namespace, "namespace")
         )
         require_scope(principal, ns, False, "admin")
-        if SCOPE_LEVELS[g.scope] > SCOPE_LEVELS.get(grants.get(ns, "read"), 0) or ns not in grants:
+        if SCOPE_LEVELS[g.scope] > _WORD_LEVELS.get(grants.get(ns, "read"), 0) or ns not in grants:
             grants[ns] = g.scope
     default_ns = catalog.checked_name(
         req.default_namespace or principal.default_namespace, "namespace"

@@ -80,17 +80,30 @@ def committed_view(
     session: Session, ctx: Context, principal: Principal, upload: UploadSession, base_url: str
 ) -> View:
     """The view of what an already committed upload registered (checked visible to the caller)."""
+    result = upload.result
+    assert result is not None, "a committed upload records what it registered"
+    # the ids below are the upload's result and foreign keys: every lookup finds its row
     if upload.kind != ArtifactKind.BASE_MODEL:
-        version = session.get(Version, upload.result["version_id"])
+        version = session.get(Version, result["version_id"])
+        assert version is not None, "the version a committed upload registered"
         adapter = session.get(Adapter, version.adapter_id)
+        assert adapter is not None, "the adapter of a version"
         ns = session.get(Namespace, adapter.namespace_id)
+        assert ns is not None, "the namespace of an adapter"
         check_visible(principal, ns.name, ns.private)
         return catalog.version_view(session, ctx, ns, adapter, version, base_url, principal)
-    bm = session.get(BaseModelRecord, upload.result["base_model_id"])
+    bm = session.get(BaseModelRecord, result["base_model_id"])
+    assert bm is not None, "the base model a committed upload registered"
     return base_model_view(session, ctx, bm, base_url)
 
 
 # --------------------------------------------------------------------------- shared steps
+
+
+def _row_id(row: Namespace | Adapter | Version | BaseModelRecord) -> int:
+    """The id of a row read from the database or flushed to it (either way it has one)."""
+    assert row.id is not None, f"a {type(row).__name__} row not flushed yet has no id"
+    return row.id
 
 
 def _mark_committed(session: Session, upload: UploadSession, result: dict[str, int]) -> None:
@@ -132,11 +145,12 @@ def write_version(
 ) -> tuple[bool, View]:
     """Register an adapter or dataset version (or find the one already there), in ``session``."""
     spec = upload.spec
+    assert upload.namespace is not None, "an adapter or dataset upload names its namespace"
     ns = _namespace_for_write(session, principal, upload.namespace)
     adapter = _adapter_for_write(session, ns, upload.name, upload.kind)
     existing = _existing_version(session, adapter, v.digest, spec.get("job_id"))
     if existing is not None:
-        _mark_committed(session, upload, {"version_id": existing.id})
+        _mark_committed(session, upload, {"version_id": _row_id(existing)})
         return False, catalog.version_view(session, ctx, ns, adapter, existing, base_url, principal)
     declared = _declared_parents(session, principal, spec)
     version = _insert_version(session, principal, adapter, v, spec)
@@ -149,7 +163,7 @@ def write_version(
     links = [*_job_links(upload), *implied, *declared]
     _insert_lineage(session, links, child_version_id=version.id)
     _touch_adapter(session, adapter, v, spec.get("description"))
-    _mark_committed(session, upload, {"version_id": version.id})
+    _mark_committed(session, upload, {"version_id": _row_id(version)})
     audit.record(
         session,
         principal,
@@ -183,7 +197,7 @@ def _adapter_for_write(session: Session, ns: Namespace, name: str, kind: str) ->
         select(Adapter).where(Adapter.namespace_id == ns.id, Adapter.name == name)
     ).first()
     if adapter is None:
-        adapter = Adapter(namespace_id=ns.id, name=name, kind=kind)
+        adapter = Adapter(namespace_id=_row_id(ns), name=name, kind=kind)
         session.add(adapter)
         session.flush()
     elif adapter.kind != kind:
@@ -226,7 +240,7 @@ def _insert_version(
         select(func.max(Version.number)).where(Version.adapter_id == adapter.id)
     ).one()
     version = Version(
-        adapter_id=adapter.id,
+        adapter_id=_row_id(adapter),
         number=(latest or 0) + 1,
         digest=v.digest,
         config=v.config,
@@ -246,10 +260,11 @@ def _insert_version(
 
 def _insert_files(session: Session, version: Version, files: list[dict[str, Any]]) -> None:
     """One ``version_files`` row per file of the manifest."""
+    version_id = _row_id(version)
     for f in files:
         session.add(
             VersionFile(
-                version_id=version.id, path=f["path"], blob_sha256=f["sha256"], size=int(f["size"])
+                version_id=version_id, path=f["path"], blob_sha256=f["sha256"], size=int(f["size"])
             )
         )
 
@@ -289,17 +304,18 @@ def write_base_model(
                 f"base model '{upload.name}' is already registered with other content "
                 f"({existing.digest}); register it under another name"
             )
-        _mark_committed(session, upload, {"base_model_id": existing.id})
+        _mark_committed(session, upload, {"base_model_id": _row_id(existing)})
         return False, base_model_view(session, ctx, existing, base_url)
     bm = _insert_base_model(session, principal, upload, v)
-    _insert_lineage(session, _job_links(upload), child_base_model_id=bm.id)
+    bm_id = _row_id(bm)
+    _insert_lineage(session, _job_links(upload), child_base_model_id=bm_id)
     for f in v.files:
         session.add(
             BaseModelFile(
-                base_model_id=bm.id, path=f["path"], blob_sha256=f["sha256"], size=int(f["size"])
+                base_model_id=bm_id, path=f["path"], blob_sha256=f["sha256"], size=int(f["size"])
             )
         )
-    _mark_committed(session, upload, {"base_model_id": bm.id})
+    _mark_committed(session, upload, {"base_model_id": bm_id})
     audit.record(
         session, principal, "base_model.publish", target=bm.name, detail={"digest": v.digest}
     )

@@ -102,7 +102,8 @@ def _psycopg_classes() -> tuple[type, type]:
             limit = self.loreg_silence_timeout
             if limit is None or kwargs.get("timeout") is not None:
                 return super().wait(gen, *args, **kwargs)
-            if _drive(gen, self.pgconn.socket, limit, result := []):
+            result: list[Any] = []
+            if _drive(gen, self.pgconn.socket, limit, result):
                 return result[0]
             # Broken, not closed: psycopg and SQLAlchemy see a lost connection, and
             # nothing tries to use (or reset) it again.
@@ -113,7 +114,7 @@ def _psycopg_classes() -> tuple[type, type]:
     return PsycopgSilent, SilenceBoundConnection
 
 
-def _drive(gen: Generator[int, int, Any], fd: int, limit: float, result: list) -> bool:
+def _drive(gen: Generator[int, int, Any], fd: int, limit: float, result: list[Any]) -> bool:
     """Run one of psycopg's I/O generators on ``fd``; False if ``limit`` seconds passed
     first, else True with the generator's value appended to ``result``."""
     deadline = time.monotonic() + limit

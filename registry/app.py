@@ -234,9 +234,7 @@ def create_app(settings: Settings | None = None, context: Context | None = None)
 
     @app.exception_handler(sa.exc.SQLAlchemyError)
     async def _database_error(request: Request, exc: sa.exc.SQLAlchemyError) -> JSONResponse:
-        outage = database_unavailable(
-            exc, ctx.engine.url, retry_after=ctx.settings.retry_after_s
-        )
+        outage = database_unavailable(exc, ctx.engine.url, retry_after=ctx.settings.retry_after_s)
         if outage is None:
             return await _internal_error(request, exc)
         log.warning("%s %s: %s", request.method, request.url.path, outage.message)
@@ -269,9 +267,7 @@ def create_app(settings: Settings | None = None, context: Context | None = None)
 
     @app.exception_handler(Exception)
     async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
-        log.error(
-            "unhandled error on %s %s", request.method, request.url.path, exc_info=exc
-        )
+        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
         return _internal(exc)
 
     app.add_middleware(

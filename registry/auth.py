@@ -27,7 +27,6 @@ ALL_NAMESPACES = "*"
 JOB_TOKEN_ID = -1
 
 
-
 def generate_token() -> str:
     """A new random API token (shown to the user once)."""
     return TOKEN_PREFIX + secrets.token_urlsafe(32)

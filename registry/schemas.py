@@ -313,8 +313,6 @@ class AliasView(BaseModel):
     previous: int | None = Field(description="the version it pointed at before (null if new)")
 
 
-
-
 class JobInputView(BaseModel):
     """An input of a job, its ref pinned to a version at submission."""
 

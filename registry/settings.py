@@ -179,9 +179,7 @@ class Settings(BaseSettings):
     )
     db_statement_timeout_s: Seconds = Field(
         30.0,
-        validation_alias=AliasChoices(
-            "LOREG_DB_STATEMENT_TIMEOUT_S", "LOREG_DB_STATEMENT_TIMEOUT"
-        ),
+        validation_alias=AliasChoices("LOREG_DB_STATEMENT_TIMEOUT_S", "LOREG_DB_STATEMENT_TIMEOUT"),
     )
     retry_after_s: int = Field(
         5, ge=0, validation_alias=AliasChoices("LOREG_RETRY_AFTER_S", "LOREG_RETRY_AFTER")

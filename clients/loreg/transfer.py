@@ -349,9 +349,7 @@ class Transfers:
         if offset:
             headers["Range"] = f"bytes={offset}-"
         client = self.client_for(url)
-        resp = stack.enter_context(
-            client.stream("GET", url, headers=headers, timeout=self.timeout)
-        )
+        resp = stack.enter_context(client.stream("GET", url, headers=headers, timeout=self.timeout))
         raise_for_response(resp)
         served = 0
         if resp.status_code == 206:

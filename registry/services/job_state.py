@@ -390,9 +390,7 @@ def unsent_queued(
     return list(rows)
 
 
-def mark_sent(
-    session: Session, job_id: str, last_sent: datetime | None, *, now: datetime
-) -> bool:
+def mark_sent(session: Session, job_id: str, last_sent: datetime | None, *, now: datetime) -> bool:
     """Record that a queued job's message is being sent again now (its ``enqueued_at``).
 
     Guarded by "``queued``, not sent since ``last_sent``" (what the caller read):

@@ -100,8 +100,7 @@ def compile_pattern(pattern: str, where: str) -> SafePattern:
     """
     if len(pattern) > MAX_PATTERN_LENGTH:
         raise PatternError(
-            f"{where}: pattern is {len(pattern)} characters long; "
-            f"the limit is {MAX_PATTERN_LENGTH}"
+            f"{where}: pattern is {len(pattern)} characters long; the limit is {MAX_PATTERN_LENGTH}"
         )
     try:
         re.compile(pattern)  # PEFT loads the adapter with ``re``: it must accept it too

@@ -49,9 +49,7 @@ def _spec(name: str, files: dict[str, bytes], **extra) -> PublishSpec:
 
 def _versions(ctx, name: str) -> list[Version]:
     with Session(ctx.engine) as session:
-        return list(
-            session.exec(select(Version).join(Adapter).where(Adapter.name == name)).all()
-        )
+        return list(session.exec(select(Version).join(Adapter).where(Adapter.name == name)).all())
 
 
 def _refusals(adapter_files: dict[str, bytes], wide_files: dict[str, bytes]):

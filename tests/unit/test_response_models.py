@@ -116,8 +116,9 @@ ADAPTER_FILES = {
     ),
 }
 BASE_FILES = {
-    "config.json": json.dumps({"architectures": ["LlamaForCausalLM"], "model_type": "llama"})
-    .encode(),
+    "config.json": json.dumps(
+        {"architectures": ["LlamaForCausalLM"], "model_type": "llama"}
+    ).encode(),
     "model.safetensors": _safetensors({"model.layers.0.self_attn.q_proj.weight": [8, 8]}),
 }
 

@@ -93,9 +93,7 @@ def test_config_error_is_a_value_error():
         ("sqlite:////tmp/x.db", "sqlite:////tmp/x.db"),
     ],
 )
-def test_database_urls_as_platforms_write_them_use_the_installed_driver(
-    env, tmp_path, given, used
-):
+def test_database_urls_as_platforms_write_them_use_the_installed_driver(env, tmp_path, given, used):
     env.setenv("LOREG_DATABASE_URL", given)
     settings = Settings.from_env(tmp_path)
     assert settings.database_url == used
@@ -207,9 +205,7 @@ def test_an_empty_boolean_counts_as_unset(env, tmp_path):
         ("LOREG_FSCK_INTERVAL", "-1", "LOREG_FSCK_INTERVAL must be at least 0"),
     ],
 )
-def test_an_out_of_range_value_is_refused_naming_the_variable(
-    env, tmp_path, name, value, message
-):
+def test_an_out_of_range_value_is_refused_naming_the_variable(env, tmp_path, name, value, message):
     env.setenv(name, value)
     with pytest.raises(ConfigError) as info:
         Settings.from_env(tmp_path)

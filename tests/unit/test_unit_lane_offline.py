@@ -80,9 +80,7 @@ def service_uses(source: str) -> list[str]:
         elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
             if node.name.startswith("test") or any(map(_is_fixture, node.decorator_list)):
                 params = node.args.posonlyargs + node.args.args + node.args.kwonlyargs
-                found += [
-                    f"{node.name}({p.arg})" for p in params if p.arg in SERVICE_FIXTURES
-                ]
+                found += [f"{node.name}({p.arg})" for p in params if p.arg in SERVICE_FIXTURES]
         elif (
             isinstance(node, ast.Call)
             and isinstance(node.func, ast.Attribute)

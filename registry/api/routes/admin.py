@@ -130,9 +130,7 @@ def fsck_store(
     return fsck.scrub(ctx, verify_hashes=verify_hashes)
 
 
-@router.post(
-    "/admin/repair-json", response_model=RepairReport, responses=error_responses(401, 403)
-)
+@router.post("/admin/repair-json", response_model=RepairReport, responses=error_responses(401, 403))
 def repair_json(principal: PrincipalDep, ctx: ContextDep) -> dict[str, Any]:
     """Rewrite stored configs, metadata and lineage params nested past the bounds (admin)."""
     require_scope(principal, "*", False, "admin")

@@ -37,9 +37,7 @@ def whoami(principal: PrincipalDep) -> dict[str, Any]:
     }
 
 
-@router.get(
-    "/namespaces", response_model=list[NamespaceView], responses=error_responses(401)
-)
+@router.get("/namespaces", response_model=list[NamespaceView], responses=error_responses(401))
 def list_namespaces(session: SessionDep, principal: PrincipalDep) -> list[dict[str, Any]]:
     """Namespaces visible to the caller."""
     return catalog.list_namespaces(session, principal)

@@ -323,9 +323,7 @@ def write_base_model(
     return True, base_model_view(session, ctx, bm, base_url)
 
 
-def _existing_base_model(
-    session: Session, name: str, job_id: str | None
-) -> BaseModelRecord | None:
+def _existing_base_model(session: Session, name: str, job_id: str | None) -> BaseModelRecord | None:
     """The base model this job already registered, else the one registered as ``name``."""
     if job_id:
         by_job = session.exec(

@@ -22,7 +22,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import registry
 from loreg.errors import InvalidRefError
-from registry.api.routes import admin, base_models, catalog, jobs, lineage, uploads
+from registry.api.hub_errors import hub_error_response, is_hub_request
+from registry.api.routes import admin, base_models, catalog, hub_read, jobs, lineage, uploads
 from registry.db import database_unavailable
 from registry.errors import RegistryError, ServiceUnavailable
 from registry.schemas import ERROR_RESPONSES
@@ -46,21 +47,30 @@ _HTTP_CODES = {
 }
 
 
-def _error(status: int, code: str, message: str, details: Any = None) -> JSONResponse:
+def _error(
+    status: int, code: str, message: str, details: Any = None, request: Request | None = None
+) -> JSONResponse:
+    if request is not None and is_hub_request(request):
+        return hub_error_response(status, message)
     body: dict[str, Any] = {"code": code, "message": message}
     if details is not None:
         body["details"] = details
     return JSONResponse({"error": body}, status_code=status)
 
 
-def error_response(exc: RegistryError, retry_after: int | None = None) -> JSONResponse:
+def error_response(
+    exc: RegistryError, retry_after: int | None = None, request: Request | None = None
+) -> JSONResponse:
     """The JSON answer of a typed error; a 503 carries ``Retry-After`` (seconds).
 
     ``retry_after`` (the server's LOREG_RETRY_AFTER) overrides the error's own hint.
+    A Hub-protocol request gets the Hub's error form (registry.api.hub_errors).
     """
     headers = None
     if isinstance(exc, ServiceUnavailable):
         headers = {"Retry-After": str(retry_after or exc.retry_after)}
+    if request is not None and is_hub_request(request):
+        return hub_error_response(exc.status, exc.message, exc=exc, headers=headers)
     return JSONResponse(exc.to_dict(), status_code=exc.status, headers=headers)
 
 
@@ -215,7 +225,7 @@ def create_app(settings: Settings | None = None, context: Context | None = None)
         description="Registry and artifact store for LoRA adapters. See docs/http-api.md.",
     )
     app.state.ctx = ctx
-    for module in (catalog, uploads, base_models, jobs, lineage, admin):
+    for module in (catalog, uploads, base_models, jobs, lineage, admin, hub_read):
         app.include_router(module.router)
     generate_openapi = app.openapi
 
@@ -230,7 +240,7 @@ def create_app(settings: Settings | None = None, context: Context | None = None)
     async def _registry_error(request: Request, exc: RegistryError) -> JSONResponse:
         if isinstance(exc, ServiceUnavailable):
             log.warning("%s %s: %s", request.method, request.url.path, exc.message)
-        return error_response(exc, ctx.settings.retry_after_s)
+        return error_response(exc, ctx.settings.retry_after_s, request)
 
     @app.exception_handler(sa.exc.SQLAlchemyError)
     async def _database_error(request: Request, exc: sa.exc.SQLAlchemyError) -> JSONResponse:
@@ -238,14 +248,14 @@ def create_app(settings: Settings | None = None, context: Context | None = None)
         if outage is None:
             return await _internal_error(request, exc)
         log.warning("%s %s: %s", request.method, request.url.path, outage.message)
-        return error_response(outage, ctx.settings.retry_after_s)
+        return error_response(outage, ctx.settings.retry_after_s, request)
 
     @app.exception_handler(InvalidRefError)
-    async def _ref_error(_: Request, exc: InvalidRefError) -> JSONResponse:
-        return _error(422, "invalid_ref", str(exc))
+    async def _ref_error(request: Request, exc: InvalidRefError) -> JSONResponse:
+        return _error(422, "invalid_ref", str(exc), request=request)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         problems = []
         for err in exc.errors()[:10]:
             where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
@@ -257,13 +267,19 @@ def create_app(settings: Settings | None = None, context: Context | None = None)
             details=[
                 {"loc": list(e.get("loc", ())), "msg": e.get("msg")} for e in exc.errors()[:50]
             ],
+            request=request,
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(exc.status_code, "error")
         message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
-        return _error(exc.status_code, code, message)
+        if exc.status_code == 404 and is_hub_request(request):
+            message = (
+                f"{request.method} {request.url.path}: this Hub API call is not served by "
+                "loreg (docs/hub-protocol.md lists the calls it serves)"
+            )
+        return _error(exc.status_code, code, message, request=request)
 
     @app.exception_handler(Exception)
     async def _internal_error(request: Request, exc: Exception) -> JSONResponse:

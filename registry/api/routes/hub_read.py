@@ -1,0 +1,152 @@
+"""Hub read routes under ``/hf``: what ``huggingface_hub`` calls to read a model repo.
+
+The shapes are the Hub's, not loreg's (docs/hub-protocol.md), so these routes stay
+out of loreg's OpenAPI document; the stock client is their contract test.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from urllib.parse import parse_qs
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import FileResponse, StreamingResponse
+
+from registry.api.deps import ContextDep, PrincipalDep, SessionDep
+from registry.errors import FilesMissing
+from registry.services.hub import read
+from registry.services.hub.read import HubFile
+from registry.services.hub.revisions import HubRevision
+from registry.storage.base import blob_key
+
+router = APIRouter(prefix="/hf", tags=["hub"], include_in_schema=False)
+_REPO = "/api/models/{namespace}/{name}"
+
+
+@router.get(_REPO)
+def model_info(
+    namespace: str, name: str, session: SessionDep, principal: PrincipalDep
+) -> dict[str, Any]:
+    """Repo info of ``main`` (``HfApi.model_info`` / ``repo_info``)."""
+    return read.repo_info(session, principal, namespace, name, None)
+
+
+@router.get(_REPO + "/revision/{revision:path}")
+def model_info_at(
+    namespace: str, name: str, revision: str, session: SessionDep, principal: PrincipalDep
+) -> dict[str, Any]:
+    """Repo info at a revision."""
+    return read.repo_info(session, principal, namespace, name, revision)
+
+
+@router.get(_REPO + "/tree/{revision}")
+@router.get(_REPO + "/tree/{revision}/{path:path}")
+def list_tree(
+    namespace: str,
+    name: str,
+    revision: str,
+    session: SessionDep,
+    principal: PrincipalDep,
+    path: str = "",
+    recursive: bool = False,
+) -> list[dict[str, Any]]:
+    """Entries under a folder of a revision (``list_repo_tree`` / ``list_repo_files``)."""
+    return read.tree(session, principal, namespace, name, revision, path, recursive)
+
+
+async def form_fields(request: Request) -> dict[str, list[str]]:
+    """The fields of a form-encoded body (the client posts paths-info as a form)."""
+    body = await request.body()
+    return parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+
+
+@router.post(_REPO + "/paths-info/{revision}")
+def paths_info(
+    namespace: str,
+    name: str,
+    revision: str,
+    session: SessionDep,
+    principal: PrincipalDep,
+    fields: Annotated[dict[str, list[str]], Depends(form_fields)],
+) -> list[dict[str, Any]]:
+    """Entries of the named paths that exist at a revision (``get_paths_info``)."""
+    paths = fields.get("paths", []) + fields.get("paths[]", [])
+    return read.paths_info(session, principal, namespace, name, revision, paths)
+
+
+@router.get(_REPO + "/refs")
+def list_refs(
+    namespace: str, name: str, session: SessionDep, principal: PrincipalDep
+) -> dict[str, Any]:
+    """Branches (``main`` and aliases) and tags (version labels) (``list_repo_refs``)."""
+    return read.refs(session, principal, namespace, name)
+
+
+@router.get(_REPO + "/commits/{revision}")
+def list_commits(
+    namespace: str,
+    name: str,
+    revision: str,
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    principal: PrincipalDep,
+    p: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+) -> list[dict[str, Any]]:
+    """Versions as commits, newest first, paged by ``Link`` (``list_repo_commits``)."""
+    items, more = read.commits(session, principal, namespace, name, revision, p)
+    if more:
+        response.headers["Link"] = f'<{request.url.include_query_params(p=p + 1)}>; rel="next"'
+    return items
+
+
+def _file_headers(rev: HubRevision, f: HubFile) -> dict[str, str]:
+    etag = f'"{f.sha256}"'
+    return {
+        "X-Repo-Commit": rev.commit,
+        "ETag": etag,
+        "X-Linked-Etag": etag,
+        "X-Linked-Size": str(f.size),
+        "Accept-Ranges": "bytes",
+    }
+
+
+@router.api_route("/{namespace}/{name}/resolve/{revision}/{path:path}", methods=["GET", "HEAD"])
+def resolve_file(
+    namespace: str,
+    name: str,
+    revision: str,
+    path: str,
+    session: SessionDep,
+    principal: PrincipalDep,
+    ctx: ContextDep,
+) -> Response:
+    """A file of a revision: a redirect to a presigned URL (S3) or the bytes (local store).
+
+    Answers carry the headers ``hf_hub_download`` reads (``X-Repo-Commit``, ``ETag``,
+    ``X-Linked-Etag``, ``X-Linked-Size``) on the redirect itself, since the client
+    does not follow a cross-origin redirect for its metadata. Local files honour
+    ``Range`` so an interrupted download resumes.
+    """
+    rev, f = read.file_at(session, principal, namespace, name, revision, path)
+    headers = _file_headers(rev, f)
+    key = blob_key(f.sha256)
+    filename = f.path.rsplit("/", 1)[-1]
+    url = ctx.store.presign_get(key, expires_in=ctx.settings.presign_expiry_s, filename=filename)
+    if url:
+        return Response(status_code=302, headers={**headers, "Location": url})
+    local_path = getattr(ctx.store, "path_of", None)
+    if local_path is not None:
+        if ctx.store.stat(key) is None:  # gone since fsck last looked
+            raise FilesMissing(
+                f"{rev.repo_id}:v{rev.version.number}: the bytes of '{f.path}' are missing "
+                "from the store; an admin can restore them by pushing the same files",
+                details={"missing": [f.path]},
+            )
+        return FileResponse(local_path(key), headers=headers, media_type="application/octet-stream")
+    headers["Accept-Ranges"] = "none"
+    return StreamingResponse(
+        ctx.store.open(key),
+        media_type="application/octet-stream",
+        headers={**headers, "Content-Length": str(f.size)},
+    )

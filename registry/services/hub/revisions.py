@@ -1,0 +1,129 @@
+"""Hub repos and revisions mapped onto loreg adapters and versions.
+
+A Hub repo ``ns/name`` is the adapter ``ns/name``. A revision is one of:
+
+* ``main`` (or ``latest``): the newest version;
+* ``vN``: version N;
+* an alias name (``prod``);
+* a commit id: the first 40 hex digits of the version digest (the client treats only
+  40-hex revisions as commit hashes, so only those hit its cache without a request);
+* the full digest, as 64 hex digits or ``sha256:<hex>``.
+
+``main`` always means the newest version, even if an alias of that name exists.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from sqlmodel import Session, col, select
+
+from loreg.errors import InvalidRefError
+from loreg.refs import validate_name
+from registry.auth import Principal
+from registry.errors import NotFound
+from registry.models import Adapter, Alias, Namespace, Version
+from registry.services import catalog
+from registry.services.hub.errors import RepoNotFound, RevisionNotFound
+
+#: The branch every Hub client asks for by default.
+MAIN = "main"
+_LATEST = frozenset({MAIN, "latest"})
+_NUMBER = re.compile(r"^v([0-9]{1,9})$")
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+_FULL_DIGEST = re.compile(r"^(?:sha256:)?([0-9a-f]{64})$")
+COMMIT_ID_LENGTH = 40
+
+
+def commit_id(version: Version) -> str:
+    """The version's Hub commit id: the first 40 hex digits of its digest."""
+    return version.digest.removeprefix("sha256:")[:COMMIT_ID_LENGTH]
+
+
+@dataclass(frozen=True)
+class HubRevision:
+    """A resolved revision: the namespace, adapter and version rows and the commit id."""
+
+    namespace: Namespace
+    adapter: Adapter
+    version: Version
+
+    @property
+    def commit(self) -> str:
+        """The version's 40-hex commit id."""
+        return commit_id(self.version)
+
+    @property
+    def repo_id(self) -> str:
+        """``namespace/name``."""
+        return f"{self.namespace.name}/{self.adapter.name}"
+
+
+def repo_not_found(namespace: str, name: str) -> RepoNotFound:
+    """The one answer for a repo that is missing, malformed or private to the caller."""
+    return RepoNotFound(
+        f"repository '{namespace}/{name}' not found: check the name, and that your token "
+        "(HF_TOKEN) may read its namespace"
+    )
+
+
+def get_repo(
+    session: Session, principal: Principal, namespace: str, name: str
+) -> tuple[Namespace, Adapter]:
+    """The adapter a Hub repo id names, if the caller may read it; else RepoNotFound."""
+    try:
+        validate_name(namespace, "namespace")
+        validate_name(name, "adapter name")
+        ns, adapter = catalog.get_adapter(session, principal, namespace, name)
+    except (InvalidRefError, NotFound) as exc:
+        raise repo_not_found(namespace, name) from exc
+    if adapter.kind != "adapter":
+        raise repo_not_found(namespace, name)
+    return ns, adapter
+
+
+def latest_version(session: Session, adapter: Adapter) -> Version | None:
+    """The adapter's newest version, None when it has none yet."""
+    return session.exec(
+        select(Version)
+        .where(Version.adapter_id == adapter.id)
+        .order_by(col(Version.number).desc())
+        .limit(1)
+    ).first()
+
+
+def find_version(session: Session, adapter: Adapter, revision: str) -> Version:
+    """The version a revision names on ``adapter``; RevisionNotFound otherwise."""
+    version = _lookup(session, adapter, revision)
+    if version is None:
+        raise RevisionNotFound(
+            f"revision '{revision}' not found: use main, vN, an alias, "
+            "or a commit id from list_repo_refs / list_repo_commits"
+        )
+    return version
+
+
+def _lookup(session: Session, adapter: Adapter, revision: str) -> Version | None:
+    query = select(Version).where(Version.adapter_id == adapter.id)
+    if revision in _LATEST:
+        return latest_version(session, adapter)
+    if match := _NUMBER.match(revision):
+        return session.exec(query.where(Version.number == int(match.group(1)))).first()
+    if _COMMIT.match(revision):
+        prefix = f"sha256:{revision}"
+        return session.exec(query.where(col(Version.digest).startswith(prefix))).first()
+    if match := _FULL_DIGEST.match(revision):
+        return session.exec(query.where(Version.digest == f"sha256:{match.group(1)}")).first()
+    alias = session.exec(
+        select(Alias).where(Alias.adapter_id == adapter.id, Alias.name == revision)
+    ).first()
+    return None if alias is None else session.get(Version, alias.version_id)
+
+
+def resolve_revision(
+    session: Session, principal: Principal, namespace: str, name: str, revision: str
+) -> HubRevision:
+    """The readable repo and the version ``revision`` names (RepoNotFound/RevisionNotFound)."""
+    ns, adapter = get_repo(session, principal, namespace, name)
+    return HubRevision(ns, adapter, find_version(session, adapter, revision))

@@ -12,6 +12,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from loreg.constants import INT8_FORMAT
+from registry.modelcard import Card, hub_metadata, render_card
 from workers.ops.compress import dequantize_int8, read_int8_state_dict
 from workers.ops.lora import LoraFactors, build_peft_state_dict, split_peft_state_dict
 
@@ -85,7 +86,12 @@ def parameter_count(modules: dict[str, LoraFactors]) -> int:
 
 
 def write_card(folder: Path, card: dict[str, Any]) -> None:
-    """A README.md model card: a readable summary plus the card as JSON."""
+    """A README.md model card: Hub-style YAML metadata, a readable summary, the card as JSON.
+
+    The metadata (registry.modelcard) names the base model, ``library_name`` (``peft``
+    for an adapter folder, ``transformers`` for a merged model), tags and the loreg
+    lineage, so the result looks right once exported to the Hub.
+    """
     lines = [f"# {card.get('title', 'loreg result')}", ""]
     for key in (
         "type",
@@ -105,7 +111,36 @@ def write_card(folder: Path, card: dict[str, Any]) -> None:
     if card.get("note"):
         lines += ["", card["note"]]
     lines += ["", "```json", json.dumps(card, indent=2, sort_keys=True, default=str), "```", ""]
-    (folder / "README.md").write_text("\n".join(lines))
+    body = "\n".join(lines)
+    (folder / "README.md").write_text(render_card(Card(card_metadata(folder, card), body)))
+
+
+def card_metadata(folder: Path, card: dict[str, Any]) -> dict[str, Any]:
+    """The Hub metadata of a result card: base model, library, tags, loreg lineage."""
+    config_path = folder / ADAPTER_CONFIG
+    is_adapter = config_path.is_file()
+    base_model = card.get("base_model")
+    if is_adapter and not base_model:
+        base_model = json.loads(config_path.read_text()).get("base_model_name_or_path")
+    tags = [str(card[k]) for k in ("type", "method") if isinstance(card.get(k), str)]
+    lineage: dict[str, Any] = {}
+    if isinstance(card.get("type"), str):
+        lineage["job"] = card["type"]
+    parents = [
+        {k: p[k] for k in ("ref", "weight") if k in p}
+        for p in card.get("parents", [])
+        if isinstance(p, dict) and "ref" in p
+    ]
+    if parents:
+        lineage["parents"] = parents
+    metadata = hub_metadata(
+        base_model=base_model if isinstance(base_model, str) else None,
+        tags=tags if is_adapter else ["merge", *tags],
+        loreg=lineage,
+    )
+    if not is_adapter:
+        metadata["library_name"] = "transformers"
+    return metadata
 
 
 def folder_size(folder: Path) -> int:

@@ -11,15 +11,18 @@ so no request leaves the machine and no stored token is used.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
 import secrets
 import subprocess
 import sys
+import threading
 import uuid
-from collections.abc import Iterator
-from contextlib import ExitStack
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -32,6 +35,7 @@ from loreg.cli.main import main as cli
 from registry.models import Adapter, Blob, Mirror, Namespace, Version, VersionFile, utcnow
 from registry.services import mirrors
 from registry.storage.base import blob_key
+from tests.support.fixtures_worker import JobStack
 from tests.support.servers import RunningRegistry, ServerThread
 from tests.support.tiny import save_adapter
 from workers.runner import run_job
@@ -60,9 +64,10 @@ class _Held:
         pass
 
 
-@pytest.fixture
-def upstream(tmp_path) -> Iterator[RunningRegistry]:
-    """The upstream hub: a loreg on SQLite + local store; namespace ``up-org`` is private."""
+@contextmanager
+def _upstream_hub(tmp_path: Path, wrap: Callable[[Any], Any] | None = None):
+    """A loreg on SQLite + local store serving as the upstream hub (``wrap``: around its
+    app); its namespace ``up-org`` is private."""
     from registry.app import create_app
     from registry.serve import prepare
     from registry.settings import Settings
@@ -77,10 +82,18 @@ def upstream(tmp_path) -> Iterator[RunningRegistry]:
         ctx, token = prepare(settings)
         assert token is not None
         stack.callback(ctx.engine.dispose)
-        server = stack.enter_context(ServerThread(create_app(context=ctx)))
+        app = create_app(context=ctx)
+        server = stack.enter_context(ServerThread(wrap(app) if wrap else app))
         up = RunningRegistry(server.url, token, settings, ctx, "sqlite_local")
         with _sdk(up, tmp_path) as reg:
             reg.api.post("/v1/namespaces", {"name": "up-org", "private": True})
+        yield up
+
+
+@pytest.fixture
+def upstream(tmp_path) -> Iterator[RunningRegistry]:
+    """The upstream hub (see :func:`_upstream_hub`)."""
+    with _upstream_hub(tmp_path) as up:
         yield up
 
 
@@ -395,3 +408,72 @@ def test_files_the_registry_does_not_store_are_left_out_and_reported(
     assert "not a kind of file" in left_out["train.exe"]
     mirrored = down.resolve(result["ref"])
     assert _file_hashes(mirrored) == {p: hashlib.sha256(b).hexdigest() for p, b in kept.items()}
+
+
+class StalledLink:
+    """ASGI wrapper of the upstream: counts file GETs; the GET of ``stall`` waits until
+    :attr:`released` (a transfer that hangs mid-job, so the worker can be killed in it)."""
+
+    def __init__(self, app: Any, stall: str):
+        self.app = app
+        self.stall = stall
+        self.gets: Counter[str] = Counter()
+        self.reached = threading.Event()
+        self.released = threading.Event()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] == "GET" and "/resolve/" in scope["path"]:
+            name = scope["path"].rsplit("/", 1)[-1]
+            self.gets[name] += 1
+            if name == self.stall:
+                self.reached.set()
+                while not self.released.is_set():
+                    await asyncio.sleep(0.05)
+        await self.app(scope, receive, send)
+
+
+def test_a_worker_killed_mid_transfer_is_retried_and_ends_with_one_version(
+    worker_stack: JobStack, tmp_path
+):
+    stack = worker_stack
+    links: list[StalledLink] = []
+
+    def stalled(app: Any) -> StalledLink:
+        links.append(StalledLink(app, "adapter_model.safetensors"))
+        return links[0]
+
+    with _upstream_hub(tmp_path, wrap=stalled) as up:
+        link = links[0]
+        try:
+            pushed = _push_upstream(up, tmp_path, seed=1)
+            stack.env.update(
+                LOREG_HUB_URL=f"{up.url}/hf",
+                LOREG_HUB_TOKEN=up.admin_token,
+                LOREG_MIRROR_POLL_S="0",
+                HF_HUB_OFFLINE="0",
+                TRANSFORMERS_OFFLINE="0",
+                HF_HOME=str(tmp_path / "hf-home"),
+                HF_HUB_DISABLE_TELEMETRY="1",
+            )
+            first = stack.start_worker()
+            job_id = stack.submit_ok(
+                {"type": "mirror_import", "params": {"repo": REPO}, "output": "some-lora"}
+            )["id"]
+            assert link.reached.wait(60), stack.worker_logs()
+            first.kill()  # mid-transfer: the weights are on their way
+            assert stack.versions_of_job(job_id) == []
+            link.released.set()
+
+            stack.start_worker()  # same data dir: the same Hugging Face cache
+            job = stack.wait(job_id, timeout=120)
+            assert job["status"] == "succeeded", (job, stack.worker_logs())
+            assert job["attempts"] >= 2
+            assert stack.versions_named("some-lora") == [1]
+            assert stack.versions_of_job(job_id) == [("some-lora", 1)]
+            mirrored = stack.resolve(job["result"]["ref"])
+            assert _file_hashes(mirrored) == _file_hashes(pushed)
+            # the files the first attempt finished came from the cache, not the upstream
+            assert link.gets["adapter_config.json"] == 1, link.gets
+            assert link.gets["adapter_model.safetensors"] == 2, link.gets
+        finally:
+            link.released.set()

@@ -5,7 +5,10 @@ Settings come from the environment (``LOREG_*``, see
 The worker consumes ``gpu`` and ``cpu`` by default and runs ``--concurrency``
 jobs at once in child processes. Its main process also runs a
 :class:`registry.services.reconciler.Reconciler` thread (started once the worker
-is ready, stopped at shutdown).
+is ready, stopped at shutdown), the store scrub when ``LOREG_FSCK_INTERVAL`` is set,
+and the mirror scheduler (``LOREG_MIRROR_POLL_S``, default 60 s; see
+:mod:`registry.services.mirrors`). A worker that runs ``mirror_import`` jobs must not
+have ``HF_HUB_OFFLINE`` set.
 """
 
 from __future__ import annotations

@@ -156,7 +156,8 @@ def _refresh(session: Session, mirror: Mirror) -> None:
     session.add(mirror)
 
 
-def _visible_namespaces(session: Session, principal: Principal) -> set[str]:
+def _hidden_namespaces(session: Session, principal: Principal) -> set[str]:
+    """Private namespaces the caller cannot read."""
     private = session.exec(select(Namespace.name).where(Namespace.private)).all()
     return {name for name in private if not principal.can(name, "read")}
 
@@ -168,15 +169,18 @@ def list_mirrors(
     query = select(Mirror).order_by(col(Mirror.id))
     if namespace:
         query = query.where(Mirror.namespace == namespace)
-    hidden = _visible_namespaces(session, principal)
+    hidden = _hidden_namespaces(session, principal)
     found = [m for m in session.exec(query).all() if m.namespace not in hidden]
     for mirror in found:
         _refresh(session, mirror)
     return found
 
 
-def get_mirror(session: Session, principal: Principal, mirror_id: int, scope: str) -> Mirror:
-    """The mirror if the caller holds ``scope`` on its target namespace (404 if not visible)."""
+def get_mirror(
+    session: Session, principal: Principal, mirror_id: int, scope: str | None = None
+) -> Mirror:
+    """The mirror if the caller may see it (404 if not) and holds ``scope`` on its target
+    namespace (None: seeing it is enough, as in the list)."""
     mirror = session.get(Mirror, mirror_id)
     if mirror is None:
         raise NotFound(f"mirror {mirror_id} not found")
@@ -184,7 +188,8 @@ def get_mirror(session: Session, principal: Principal, mirror_id: int, scope: st
     private = bool(ns and ns.private)
     if private and not principal.can(mirror.namespace, "read"):
         raise NotFound(f"mirror {mirror_id} not found")
-    require_scope(principal, mirror.namespace, private, scope)
+    if scope is not None:
+        require_scope(principal, mirror.namespace, private, scope)
     _refresh(session, mirror)
     return mirror
 

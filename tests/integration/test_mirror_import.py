@@ -27,6 +27,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from sqlmodel import Session, select
 
@@ -387,9 +388,15 @@ def test_bad_mirror_requests_are_4xx_naming_the_problem(registry_server, down):
     assert r.status_code == 409 and "already mirrors" in r.text, r.text
     r = down.api._http.post("/v1/mirrors", json={"repo": "no slash", "name": "x"})
     assert r.status_code == 422, r.text
-    anonymous = down.api._http.get("/v1/mirrors", headers={"Authorization": ""})
-    assert anonymous.status_code == 200
+    mirror_id = down.mirrors()[0]["id"]
+    with httpx.Client(base_url=registry_server.url) as anonymous:
+        assert [m["id"] for m in anonymous.get("/v1/mirrors").json()] == [mirror_id]
+        assert anonymous.get(f"/v1/mirrors/{mirror_id}").status_code == 200
+        assert anonymous.delete(f"/v1/mirrors/{mirror_id}").status_code == 401
+        assert anonymous.post(f"/v1/mirrors/{mirror_id}/sync").status_code == 401
+        assert anonymous.post("/v1/mirrors/sync").json() == []
     assert down.api._http.delete("/v1/mirrors/999").status_code == 404
+    assert down.api._http.get("/v1/mirrors/0").status_code == 422
 
 
 @SQLITE_ONLY

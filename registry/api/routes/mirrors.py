@@ -65,7 +65,7 @@ def get_mirror(
     mirror_id: MirrorId, session: SessionDep, principal: PrincipalDep, ctx: ContextDep
 ) -> dict[str, Any]:
     """One mirror and its last sync."""
-    return _view(ctx, mirrors.get_mirror(session, principal, mirror_id, "read"))
+    return _view(ctx, mirrors.get_mirror(session, principal, mirror_id))
 
 
 @router.delete(

@@ -23,7 +23,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 import registry
 from loreg.errors import InvalidRefError
 from registry.api.hub_errors import hub_error_response, is_hub_request
-from registry.api.routes import admin, base_models, catalog, hub_read, jobs, lineage, uploads
+from registry.api.routes import (
+    admin,
+    base_models,
+    catalog,
+    hub_read,
+    jobs,
+    lineage,
+    mirrors,
+    uploads,
+)
 from registry.db import database_unavailable
 from registry.errors import RegistryError, ServiceUnavailable
 from registry.schemas import ERROR_RESPONSES
@@ -225,7 +234,7 @@ def create_app(settings: Settings | None = None, context: Context | None = None)
         description="Registry and artifact store for LoRA adapters. See docs/http-api.md.",
     )
     app.state.ctx = ctx
-    for module in (catalog, uploads, base_models, jobs, lineage, admin, hub_read):
+    for module in (catalog, uploads, base_models, jobs, mirrors, lineage, admin, hub_read):
         app.include_router(module.router)
     generate_openapi = app.openapi
 

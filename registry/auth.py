@@ -100,6 +100,20 @@ class Principal:
             grants=grants,
         )
 
+    @classmethod
+    def for_mirror(cls, mirror_id: int, namespace: str) -> Principal:
+        """The principal the mirror scheduler submits a mirror's sync job as.
+
+        Named ``mirror:<id>``; it writes the mirror's target namespace only. Who may
+        mirror into that namespace was checked when the mirror was added.
+        """
+        return cls(
+            token_id=JOB_TOKEN_ID,
+            name=f"mirror:{mirror_id}",
+            default_namespace=namespace,
+            grants={namespace: SCOPE_LEVELS[Scope.WRITE]},
+        )
+
 
 ANONYMOUS = Principal()
 

@@ -1,7 +1,8 @@
 """The ``POST /v1/jobs`` body: one model per job type, chosen by ``type``.
 
 Each job type's ``params`` is a model (:class:`CombineParams`,
-:class:`CompressParams`, :class:`MergeParams`, :class:`TrainParams`) whose fields
+:class:`CompressParams`, :class:`MergeParams`, :class:`TrainParams`,
+:class:`MirrorImportParams`) whose fields
 carry their types, bounds and defaults, so ``/openapi.json`` documents them and
 pydantic checks them. The checks that need only the params are here too (a
 ``rank`` that ``svd`` requires, a ``density`` that ``svd`` has no use for); the
@@ -33,6 +34,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticKnownError
 
+from loreg.errors import ValidationFailedError
+from loreg.hub_refs import MAX_REPO_ID, MAX_REVISION, validate_repo_id, validate_revision
 from loreg.vocabulary import (
     DENSITY_METHODS,
     FULL_RANK_METHODS,
@@ -272,6 +275,37 @@ class TrainParams(JobParams):
     )
 
 
+class MirrorImportParams(JobParams):
+    """Params of a ``mirror_import`` job: the upstream Hub model repo and revision to copy.
+
+    The upstream is the server's ``LOREG_HUB_URL``; ``output`` (and ``namespace``) name
+    the adapter that gets a new version.
+    """
+
+    job_type: ClassVar[JobType] = JobType.MIRROR_IMPORT
+    problems: ClassVar[dict[str, str]] = {
+        "repo": "params.repo (an upstream model repo id, org/name) is required",
+        "revision": "params.revision must be a branch, tag or commit name",
+    }
+
+    repo: str = Field(max_length=MAX_REPO_ID, description="Upstream model repo id (org/name).")
+    revision: str | None = Field(
+        None,
+        max_length=MAX_REVISION,
+        description="Branch, tag or commit upstream (default: the repo's default branch).",
+    )
+
+    @model_validator(mode="after")
+    def _names(self) -> MirrorImportParams:
+        """A model repo id and a plain revision name (the same rules as the CLI's)."""
+        try:
+            validate_repo_id(self.repo)
+            validate_revision(self.revision)
+        except ValidationFailedError as exc:
+            raise InvalidJob(f"params: {exc}") from None
+        return self
+
+
 class JobInput(StrictBody):
     """One input adapter of a job, with its weight (combine)."""
 
@@ -320,11 +354,19 @@ class TrainJob(JobBody):
     params: TrainParams = Field(default_factory=dict, validate_default=True)
 
 
+class MirrorImportJob(JobBody):
+    """Body of a ``mirror_import`` job (no inputs: the upstream is in ``params``)."""
+
+    type: Literal[JobType.MIRROR_IMPORT]
+    params: MirrorImportParams = Field(default_factory=dict, validate_default=True)
+
+
 _BODIES: dict[JobType, type[JobBody]] = {
     JobType.COMBINE: CombineJob,
     JobType.COMPRESS: CompressJob,
     JobType.MERGE: MergeJob,
     JobType.TRAIN: TrainJob,
+    JobType.MIRROR_IMPORT: MirrorImportJob,
 }
 
 
@@ -336,7 +378,9 @@ class _Kind(StrictBody):
     type: JobType
 
 
-AnyJob = Annotated[CombineJob | CompressJob | MergeJob | TrainJob, Field(discriminator="type")]
+AnyJob = Annotated[
+    CombineJob | CompressJob | MergeJob | TrainJob | MirrorImportJob, Field(discriminator="type")
+]
 
 
 class JobRequest(RootModel[AnyJob]):

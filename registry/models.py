@@ -206,8 +206,26 @@ class Alias(SQLModel, table=True):
     updated_at: datetime = _ts()
 
 
+class UpstreamCommit(SQLModel, table=True):
+    """A commit of a repo on an upstream Hub: the lineage parent of a version mirrored from it.
+
+    One row per ``(hub_url, repo_id, commit)``; ``lineage_edges.parent_upstream_id``
+    points here. It is a fact about the upstream, so it holds no permissions of its own.
+    """
+
+    __tablename__ = "upstream_commits"
+    __table_args__ = (sa.UniqueConstraint("hub_url", "repo_id", "commit"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    hub_url: str = Field(max_length=512)
+    repo_id: str = Field(max_length=256)
+    commit: str = Field(max_length=64)
+    created_at: datetime = _ts()
+
+
 class LineageEdge(SQLModel, table=True):
-    """child (a version or base model) <- parent (a version or base model), relation, params."""
+    """child (a version or base model) <- parent (a version, a base model or an upstream
+    commit), relation, params."""
 
     __tablename__ = "lineage_edges"
 
@@ -221,6 +239,9 @@ class LineageEdge(SQLModel, table=True):
     relation: str = Field(max_length=32)
     parent_version_id: int | None = Field(default=None, foreign_key="versions.id", index=True)
     parent_base_model_id: int | None = Field(default=None, foreign_key="base_models.id")
+    parent_upstream_id: int | None = Field(
+        default=None, foreign_key="upstream_commits.id", index=True
+    )
     params: dict | None = _json()
     created_at: datetime = _ts()
 
@@ -301,3 +322,33 @@ class Job(SQLModel, table=True):
     started_at: datetime | None = _ts(nullable=True)
     heartbeat_at: datetime | None = _ts(nullable=True)
     finished_at: datetime | None = _ts(nullable=True)
+
+
+class Mirror(SQLModel, table=True):
+    """An upstream Hub repo kept in sync with a loreg adapter (``loreg mirror add``).
+
+    ``direction`` is ``import`` (upstream -> loreg); ``interval_s`` null means
+    "synced only when asked". ``next_sync_at`` is the scheduler's claim: a pass
+    advances it with a conditional UPDATE before it submits a job, so several
+    scheduler loops submit one job per due mirror. ``last_*`` are copied from the
+    mirror's last job once it ends.
+    """
+
+    __tablename__ = "mirrors"
+    __table_args__ = (sa.UniqueConstraint("direction", "namespace", "name"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    direction: str = Field(default="import", max_length=16)
+    repo_id: str = Field(max_length=256)
+    revision: str | None = Field(default=None, max_length=128)
+    namespace: str = Field(max_length=64, index=True)
+    name: str = Field(max_length=64)
+    interval_s: int | None = Field(default=None)
+    next_sync_at: datetime | None = _ts(nullable=True, index=True)
+    last_job_id: str | None = Field(default=None, max_length=32)
+    last_status: str | None = Field(default=None, max_length=16)
+    last_commit: str | None = Field(default=None, max_length=64)
+    last_error: str | None = Field(default=None, max_length=4096)
+    last_synced_at: datetime | None = _ts(nullable=True)
+    created_by: str | None = Field(default=None, max_length=128)
+    created_at: datetime = _ts()

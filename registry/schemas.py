@@ -563,3 +563,57 @@ class RepairReport(BaseModel):
     """``POST /v1/admin/repair-json``: the stored JSON values rewritten."""
 
     repaired: list[str] = Field(description='"<table>.<column> id=<n>: <problem>" each')
+
+
+# --- Mirrors ------------------------------------------------------------------------
+
+#: Longest sync interval a mirror may have (a year), and the shortest.
+MAX_MIRROR_INTERVAL_S = 366 * 24 * 3600
+MIN_MIRROR_INTERVAL_S = 1
+
+
+class MirrorRequest(StrictBody):
+    """Body of ``POST /v1/mirrors``: keep ``namespace/name`` in sync with an upstream repo."""
+
+    repo: str = Field(min_length=3, max_length=200, description="upstream model repo, org/name")
+    revision: str | None = Field(
+        default=None, max_length=128, description="branch, tag or commit (default branch if null)"
+    )
+    namespace: str | None = Field(default=None, max_length=64)
+    name: str = Field(min_length=1, max_length=64, description="the target adapter")
+    interval_s: int | None = Field(
+        default=None,
+        ge=MIN_MIRROR_INTERVAL_S,
+        le=MAX_MIRROR_INTERVAL_S,
+        description="seconds between scheduled syncs; null: only when asked",
+    )
+
+
+class MirrorView(BaseModel):
+    """A mirror: ``GET /v1/mirrors`` (each), ``POST /v1/mirrors`` (201), ``DELETE``."""
+
+    id: int
+    direction: Literal["import"] = Field(description="import: upstream -> loreg")
+    upstream: str = Field(description="hf://org/name[@revision]")
+    repo: str
+    revision: str | None
+    hub_url: str = Field(description="the upstream hub (the server's LOREG_HUB_URL)")
+    namespace: str
+    name: str
+    interval_s: int | None
+    next_sync_at: Timestamp | None
+    last_job_id: str | None
+    last_status: JobStatus | None = Field(description="status of the last sync job")
+    last_commit: str | None = Field(description="upstream commit of the last successful sync")
+    last_error: str | None
+    last_synced_at: Timestamp | None
+    created_by: str | None
+    created_at: Timestamp
+
+
+class MirrorSync(BaseModel):
+    """One mirror's sync: the job submitted now, or the one still in flight."""
+
+    mirror: MirrorView
+    submitted: bool = Field(description="false when an earlier sync job is still queued or running")
+    job: JobView

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from sqlmodel import Session
 
 from registry import migrate
-from registry.services import fsck
+from registry.services import fsck, mirrors
 from registry.services.context import Context
 from registry.services.reconciler import Reconciler
 from registry.services.tokens import bootstrap
@@ -89,6 +89,13 @@ def start_job_recovery(ctx: Context) -> Reconciler | None:
     if ctx.settings.redis_url:
         return None
     return Reconciler(ctx, ctx.dispatcher.enqueue).start()
+
+
+def start_mirror_scheduler(ctx: Context) -> mirrors.MirrorScheduler | None:
+    """Embedded mode: submit due mirror syncs from this process (workers do it otherwise)."""
+    if ctx.settings.redis_url:
+        return None
+    return mirrors.start_periodic(ctx, ctx.dispatcher.enqueue)
 
 
 def uvicorn_config(app: Any, settings: Settings, *, log_level: str = "warning") -> uvicorn.Config:
@@ -164,9 +171,12 @@ def serve(
     server = uvicorn.Server(uvicorn_config(create_app(context=ctx), settings, log_level=log_level))
     recovery = start_job_recovery(ctx)
     scrubber = fsck.start_periodic(ctx) if not settings.redis_url else None  # else: workers
+    scheduler = start_mirror_scheduler(ctx)
     try:
         server.run(sockets=[sock])
     finally:
+        if scheduler is not None:
+            scheduler.stop()
         if scrubber is not None:
             scrubber.stop()
         if recovery is not None:

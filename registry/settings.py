@@ -15,6 +15,10 @@ take the client's words (:func:`loreg.constants.parse_flag`): ``1/true/yes/on`` 
 ``LOREG_S3_PUBLIC_ENDPOINT_URL`` is the S3 endpoint as clients reach it, when that
 differs from ``LOREG_S3_ENDPOINT_URL`` (the API's own route, e.g. ``http://minio:9000``
 inside a Compose network): presigned download and upload URLs are signed for it.
+
+``LOREG_HUB_URL`` (default ``https://huggingface.co``) and ``LOREG_HUB_TOKEN`` (a
+secret, never shown in ``repr``) are the upstream Hub that ``mirror_import`` jobs
+read through the stock ``huggingface_hub`` client.
 """
 
 from __future__ import annotations
@@ -193,6 +197,12 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("LOREG_KEEPALIVE_TIMEOUT_S", "LOREG_KEEPALIVE_TIMEOUT"),
     )
     limit_concurrency: int = Field(1000, ge=2)
+    #: The upstream Hugging Face Hub of mirror jobs (another loreg's ``/hf`` works too).
+    hub_url: str = Field("https://huggingface.co", min_length=1, max_length=512)
+    #: Token sent to ``hub_url`` by mirror jobs (none when unset: public repos only).
+    hub_token: str | None = Field(None, repr=False)
+    #: Seconds between passes of the mirror scheduler (0: mirrors sync only when asked).
+    mirror_poll_s: SecondsOrOff = 60.0
 
     def __init__(self, _given_as: Mapping[str, str] | None = None, **values: Any) -> None:
         """Validate ``values``; ``_given_as`` maps fields read from the environment to
@@ -213,6 +223,13 @@ class Settings(BaseSettings):
     @classmethod
     def _driver(cls, url: str) -> str:
         return normalize_database_url(url)
+
+    @field_validator("hub_url")
+    @classmethod
+    def _hub_url(cls, url: str) -> str:
+        if not url.startswith(("http://", "https://")):
+            raise ConfigError(f"hub_url (LOREG_HUB_URL) must be an http(s) URL, got {url!r}")
+        return url.rstrip("/")
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:

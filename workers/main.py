@@ -5,7 +5,10 @@ Settings come from the environment (``LOREG_*``, see
 The worker consumes ``gpu`` and ``cpu`` by default and runs ``--concurrency``
 jobs at once in child processes. Its main process also runs a
 :class:`registry.services.reconciler.Reconciler` thread (started once the worker
-is ready, stopped at shutdown).
+is ready, stopped at shutdown), the store scrub when ``LOREG_FSCK_INTERVAL`` is set,
+and the mirror scheduler (``LOREG_MIRROR_POLL_S``, default 60 s; see
+:mod:`registry.services.mirrors`). A worker that runs ``mirror_import`` jobs must not
+have ``HF_HUB_OFFLINE`` set.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from celery import Celery, signals
 from registry.queue import QUEUES, CelerySender
 from registry.services.context import Context
 from registry.services.fsck import PeriodicFsck
+from registry.services.mirrors import MirrorScheduler
 from registry.services.reconciler import Reconciler
 from registry.settings import Settings
 from workers.celery_app import make_celery
@@ -83,11 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _run_while_up(
-    name: str, settings: Settings, make: Callable[[Context], PeriodicFsck | Reconciler]
-) -> None:
+Periodic = PeriodicFsck | Reconciler | MirrorScheduler
+
+
+def _run_while_up(name: str, settings: Settings, make: Callable[[Context], Periodic]) -> None:
     """Run ``make(ctx)``'s periodic thread in the worker's main process while it is up."""
-    state: dict[str, PeriodicFsck | Reconciler] = {}
+    state: dict[str, Periodic] = {}
 
     def start(**_kwargs) -> None:
         if name not in state:
@@ -117,6 +122,21 @@ def install_fsck(settings: Settings) -> None:
     _run_while_up("fsck", settings, lambda ctx: PeriodicFsck(ctx, settings.fsck_interval_s))
 
 
+def install_mirror_scheduler(app: Celery, settings: Settings) -> None:
+    """Submit due mirror syncs from the worker's main process (``LOREG_MIRROR_POLL_S``).
+
+    Every worker runs one; each due mirror is claimed by a conditional UPDATE, so
+    one job is submitted per mirror and due time however many workers run
+    (:mod:`registry.services.mirrors`).
+    """
+    sender = CelerySender(settings, app)
+    _run_while_up(
+        "mirror-scheduler",
+        settings,
+        lambda ctx: MirrorScheduler(ctx, sender.send, settings.mirror_poll_s),
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run a worker until it is stopped (SIGTERM: finish running jobs, then exit)."""
     args = build_parser().parse_args(argv)
@@ -141,6 +161,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         install_reconciler(app, settings, args.reconcile_interval)
     if settings.fsck_interval_s > 0:
         install_fsck(settings)
+    if settings.mirror_poll_s > 0:
+        install_mirror_scheduler(app, settings)
     code = app.start(
         [
             "worker",

@@ -106,14 +106,21 @@ def is_transient(exc: BaseException) -> bool:
 
 @dataclass
 class JobOutput:
-    """What a handler produced: a folder to publish as an adapter or a base model."""
+    """What a handler produced: a folder to publish as an adapter or a base model.
 
-    folder: Path
+    Or nothing to publish: ``unchanged`` is then the job's result as it stands (a
+    mirror sync whose upstream commit is already registered), and ``folder`` is None.
+    """
+
+    folder: Path | None
     kind: str = "adapter"
     lineage: list[dict[str, Any]] = field(default_factory=list)
     card: dict[str, Any] = field(default_factory=dict)
     base_model: str | None = None
     description: str | None = None
+    unchanged: dict[str, Any] | None = None
+    #: Added to the published result (what a mirror left out, the upstream commit ...).
+    extra_result: dict[str, Any] = field(default_factory=dict)
 
 
 class JobContext:
@@ -371,13 +378,24 @@ class Heartbeat:
 
 
 def publish_output(ctx: Context, job: Job, output: JobOutput) -> dict[str, Any]:
-    """Publish a handler's folder with lineage, as the job; idempotent on the job id."""
+    """Publish a handler's folder with lineage, as the job; idempotent on the job id.
+
+    An output with nothing to publish (``unchanged``) is the result as it stands.
+    """
+    if output.unchanged is not None:
+        return output.unchanged
+    if output.folder is None:
+        raise ValueError("a job output without a folder must say its result (unchanged)")
+    return {**_publish_folder(ctx, job, output, output.folder), **output.extra_result}
+
+
+def _publish_folder(ctx: Context, job: Job, output: JobOutput, folder: Path) -> dict[str, Any]:
     kind = ArtifactKind(output.kind)
     spec = publish.PublishSpec(
         kind=kind,
         namespace=job.namespace if kind != ArtifactKind.BASE_MODEL else None,
         name=job.output,
-        files=publish.folder_files(output.folder),
+        files=publish.folder_files(folder),
         base_model=output.base_model,
         description=output.description,
         metadata={"job_id": job.id, "card": output.card},
@@ -476,7 +494,8 @@ def run_job(ctx: Context, job_id: str, *, worker: str | None = None) -> str:
                 jc.log(traceback.format_exc(limit=5))
             return _end(ctx, jc, JobStatus.FAILED, error=message)
         jc.log(f"succeeded: {result.get('ref')}")
-        jc.message = f"published {result.get('ref')}"
+        done = "nothing new: already registered as" if result.get("skipped") else "published"
+        jc.message = f"{done} {result.get('ref')}"
         return _end(ctx, jc, JobStatus.SUCCEEDED, result=result)
 
 

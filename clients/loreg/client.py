@@ -42,6 +42,7 @@ from loreg.http import ApiClient, default_timeout, quote_path
 from loreg.jobs import job_request, wait_for_job
 from loreg.loading import adapter_name_for, load_adapter, unload_adapter, use_adapter
 from loreg.manifest import sha256_file
+from loreg.mirrors import import_job_request, mirror_request
 from loreg.progress import Progress
 from loreg.refs import (
     DEFAULT_NAMESPACE,
@@ -697,6 +698,50 @@ class Registry:
         Raises :class:`loreg.jobs.JobTimeoutError` after ``timeout`` seconds.
         """
         return wait_for_job(lambda: self.job(job_id), timeout=timeout, poll=poll)
+
+    # ------------------------------------------------------------- mirrors
+    def mirror_import(
+        self, upstream: str, target: str, *, revision: str | None = None
+    ) -> dict[str, Any]:
+        """Import ``hf://org/repo[@revision]`` from the server's upstream Hub as a new
+        version of ``target`` (``[namespace/]name``): a ``mirror_import`` job.
+
+        Returns the job's view; :meth:`wait_job` waits for it. The job publishes
+        nothing (result ``skipped``) when that upstream commit is already mirrored.
+        """
+        return self.api.post("/v1/jobs", import_job_request(upstream, target, revision))
+
+    def add_mirror(
+        self,
+        upstream: str,
+        target: str,
+        *,
+        revision: str | None = None,
+        every: str | int | None = None,
+    ) -> dict[str, Any]:
+        """Keep ``target`` in sync with ``upstream`` (``every``: ``6h``, seconds; None: only
+        when :meth:`sync_mirrors` asks). Returns the mirror's view (``id``, ...)."""
+        return self.api.post(
+            "/v1/mirrors", mirror_request(upstream, target, revision=revision, every=every)
+        )
+
+    def mirrors(self, namespace: str | None = None) -> builtins.list[dict[str, Any]]:
+        """Mirrors visible to the caller, with their last sync (status, commit, time)."""
+        return self.api.get("/v1/mirrors", params={"namespace": namespace} if namespace else None)
+
+    def remove_mirror(self, mirror_id: int) -> dict[str, Any]:
+        """Stop mirroring (versions already mirrored stay); returns the removed mirror."""
+        return self.api.delete(f"/v1/mirrors/{int(mirror_id)}")
+
+    def sync_mirrors(self, mirror_id: int | None = None) -> builtins.list[dict[str, Any]]:
+        """Submit sync jobs: for one mirror now, or (None) for every due scheduled mirror.
+
+        Returns ``[{"mirror", "submitted", "job"}]`` (``submitted`` False: a sync job of
+        that mirror is still queued or running, and ``job`` is that one).
+        """
+        if mirror_id is None:
+            return self.api.post("/v1/mirrors/sync", {})
+        return [self.api.post(f"/v1/mirrors/{int(mirror_id)}/sync", {})]
 
     # ------------------------------------------------------------- models
     def adapter_name(self, ref: str | Ref) -> str:

@@ -22,6 +22,7 @@ class JobType(StrEnum):
     COMPRESS = "compress"
     MERGE = "merge"
     TRAIN = "train"
+    MIRROR_IMPORT = "mirror_import"
 
 
 class JobStatus(StrEnum):
@@ -51,10 +52,12 @@ class ArtifactKind(StrEnum):
 
 
 class LineageNodeKind(StrEnum):
-    """What a lineage node points at (a version of an adapter or dataset, or a base model)."""
+    """What a lineage node points at (a version of an adapter or dataset, a base model, or a
+    commit of an upstream Hub repo that a version was mirrored from)."""
 
     VERSION = "version"
     BASE_MODEL = "base_model"
+    UPSTREAM = "upstream"
     UNKNOWN = "unknown"
 
 
@@ -72,6 +75,13 @@ class JobRelation(StrEnum):
     """Lineage relations only the registry's own jobs record (a client cannot declare them)."""
 
     MERGED_INTO = "merged_into"
+
+
+class MirrorDirection(StrEnum):
+    """Which way a mirror copies: from an upstream Hub into loreg (``export``: not yet)."""
+
+    IMPORT = "import"
+    EXPORT = "export"
 
 
 class Scope(StrEnum):
@@ -193,6 +203,7 @@ __all__ = [
     "JobType",
     "LineageNodeKind",
     "MajoritySign",
+    "MirrorDirection",
     "Precision",
     "Preset",
     "Queue",

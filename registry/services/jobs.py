@@ -31,9 +31,10 @@ from registry.job_params import (
     CompressParams,
     JobInput,
     JobRequest,
+    MirrorImportParams,
     TrainParams,
 )
-from registry.models import BaseModelFile, BaseModelRecord, Job, Namespace
+from registry.models import Adapter, BaseModelFile, BaseModelRecord, Job, Namespace
 from registry.services import audit, catalog, job_state
 
 __all__ = [
@@ -151,6 +152,17 @@ def _check_train(
         stored["continue_from"] = parent["ref"]
 
 
+def _check_mirror_target(session: Session, namespace: str, name: str) -> None:
+    """A mirror's target is an adapter (or a name not taken yet), not a dataset."""
+    found = session.exec(
+        select(Adapter)
+        .join(Namespace, col(Namespace.id) == Adapter.namespace_id)
+        .where(Namespace.name == namespace, Adapter.name == name)
+    ).first()
+    if found is not None and found.kind != ArtifactKind.ADAPTER:
+        raise InvalidJob(f"output {namespace}/{name} is a {found.kind}, not an adapter")
+
+
 def default_queue(job_type: str, params: dict[str, Any]) -> str:
     """``gpu`` for work that is dense in the model size, ``cpu`` for low-rank work.
 
@@ -196,6 +208,10 @@ def submit_job(session: Session, principal: Principal, request: JobRequest) -> J
                 "a train job takes no inputs: use params.dataset and params.continue_from"
             )
         _check_train(session, principal, req.params, params)
+    elif isinstance(req.params, MirrorImportParams):
+        if req.inputs:
+            raise InvalidJob("a mirror_import job takes no inputs: the upstream is params.repo")
+        _check_mirror_target(session, namespace, req.output)
     else:
         resolved = _resolve_inputs(session, principal, req.inputs)
         base = _same_base(resolved)

@@ -5,6 +5,11 @@ An edge is ``child <- parent`` with a relation (``trained_from``,
 A parent version in a private namespace the caller cannot read is shown
 without its ref or digest (``"private": true``): its existence in the chain is
 a fact about the child, its name is not the caller's to know.
+
+A version mirrored from an upstream Hub (``mirrored_from``) has an ``upstream``
+parent: a row of ``upstream_commits``, shown as ``{"kind": "upstream", "ref":
+"hf://<repo>@<commit>", "digest": null}`` (the edge's params name the hub URL,
+repo, commit and requested revision). It has no parents of its own.
 """
 
 from __future__ import annotations
@@ -14,14 +19,23 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
+from loreg.hub_refs import format_upstream
 from loreg.refs import format_ref
+from loreg.vocabulary import LineageNodeKind
 from registry.auth import Principal
-from registry.models import Adapter, BaseModelRecord, LineageEdge, Namespace, Version
+from registry.models import (
+    Adapter,
+    BaseModelRecord,
+    LineageEdge,
+    Namespace,
+    UpstreamCommit,
+    Version,
+)
 from registry.services.repair import render
 
 MAX_ANCESTRY_EDGES = 2000
 
-Node = tuple[str, int]  # ("version" | "base_model", id)
+Node = tuple[str, int]  # ("version" | "base_model" | "upstream", id)
 
 
 def node_of(row: Version | BaseModelRecord) -> Node:
@@ -34,6 +48,12 @@ def node_of(row: Version | BaseModelRecord) -> Node:
 def _node_view(session: Session, node: Node, principal: Principal | None) -> dict[str, Any]:
     kind, node_id = node
     # nodes come from rows and foreign keys, so every lookup below finds its row
+    if kind == LineageNodeKind.UPSTREAM:
+        up = session.get(UpstreamCommit, node_id)
+        assert up is not None
+        ref = format_upstream(up.repo_id, up.commit)
+        kind_word = LineageNodeKind.UPSTREAM.value
+        return {"kind": kind_word, "ref": ref, "digest": None, "private": False}
     if kind == "base_model":
         bm = session.get(BaseModelRecord, node_id)
         assert bm is not None
@@ -56,6 +76,8 @@ def _node_view(session: Session, node: Node, principal: Principal | None) -> dic
 
 def _edges(session: Session, node: Node) -> list[LineageEdge]:
     kind, node_id = node
+    if kind == LineageNodeKind.UPSTREAM:
+        return []  # the upstream's own history is the upstream's
     column = LineageEdge.child_version_id if kind == "version" else LineageEdge.child_base_model_id
     query = select(LineageEdge).where(column == node_id).order_by(col(LineageEdge.id))
     return list(session.exec(query))
@@ -64,6 +86,8 @@ def _edges(session: Session, node: Node) -> list[LineageEdge]:
 def _parent(edge: LineageEdge) -> Node:
     if edge.parent_version_id is not None:
         return ("version", edge.parent_version_id)
+    if edge.parent_upstream_id is not None:
+        return (LineageNodeKind.UPSTREAM.value, edge.parent_upstream_id)
     assert edge.parent_base_model_id is not None  # every writer sets one parent
     return ("base_model", edge.parent_base_model_id)
 

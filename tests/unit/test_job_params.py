@@ -124,7 +124,7 @@ def test_params_that_are_no_object_are_an_invalid_request(params) -> None:
         (
             {"type": "nope", "output": "x"},
             ("type",),
-            "Input should be 'combine', 'compress', 'merge' or 'train'",
+            "Input should be 'combine', 'compress', 'merge', 'train' or 'mirror_import'",
         ),
         ({"type": "combine"}, ("output",), "Field required"),
         (
@@ -166,7 +166,7 @@ def test_the_schema_documents_each_job_types_params() -> None:
     defs = schema["$defs"]
     for job_type, model in mapping.items():
         params = defs[model.rsplit("/", 1)[1]]["properties"]["params"]["$ref"].rsplit("/", 1)[1]
-        assert params == f"{job_type.capitalize()}Params"
+        assert params == "".join(word.capitalize() for word in job_type.split("_")) + "Params"
         assert defs[params]["additionalProperties"] is False
     combine = defs["CombineParams"]["properties"]
     assert set(combine) == {"method", "rank", "density", "seed", "majority_sign_method"}

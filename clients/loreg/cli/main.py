@@ -68,6 +68,11 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("cache", "loreg.cli.cache:setup_cache", "the local cache of pulled files"),
     ("worker", "loreg.cli.server:setup_worker", "run a job worker (needs LOREG_REDIS_URL)"),
     ("job", "loreg.cli.jobs:setup_job", "jobs: combine, compress, merge, train on workers"),
+    (
+        "mirror",
+        "loreg.cli.mirrors:setup_mirror",
+        "mirror adapters from an upstream Hugging Face Hub: import, add, ls, rm, sync",
+    ),
 )
 
 

@@ -16,7 +16,9 @@ from loreg.vocabulary import ArtifactKind, JobRelation, Relation
 from registry.models import LineageEdge
 
 #: The keys of a lineage edge as an upload session's spec keeps it (:meth:`ParentLink.to_spec`).
-_SPEC_KEYS = frozenset({"relation", "parent_version_id", "parent_base_model_id", "params"})
+_SPEC_KEYS = frozenset(
+    {"relation", "parent_version_id", "parent_base_model_id", "parent_upstream_id", "params"}
+)
 
 
 def parse_relation(text: str) -> Relation | JobRelation:
@@ -36,8 +38,9 @@ def parse_relation(text: str) -> Relation | JobRelation:
 class ParentLink:
     """One lineage edge to write: ``relation`` to a parent already resolved to its row id.
 
-    Exactly one of ``version_id`` (an adapter or dataset version) and
-    ``base_model_id`` is set. The caller vouches that it may read the parent:
+    Exactly one of ``version_id`` (an adapter or dataset version), ``base_model_id``
+    and ``upstream_id`` (an :class:`~registry.models.UpstreamCommit`, the parent of a
+    mirrored version) is set. The caller vouches that it may read the parent:
     nothing resolves or checks it again.
     """
 
@@ -45,18 +48,25 @@ class ParentLink:
     version_id: int | None = None
     base_model_id: int | None = None
     params: dict[str, Any] = field(default_factory=dict)
+    upstream_id: int | None = None
 
     def __post_init__(self) -> None:
         """Coerce ``relation`` to its enum (a plain string is accepted); refuse an edge
         with no parent or two."""
-        if (self.version_id is None) == (self.base_model_id is None):
-            raise ValueError("a lineage parent is a version or a base model: give exactly one id")
+        ids = (self.version_id, self.base_model_id, self.upstream_id)
+        given = [i for i in ids if i is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "a lineage parent is a version, a base model or an upstream commit: "
+                "give exactly one id"
+            )
         object.__setattr__(self, "relation", parse_relation(self.relation))
 
     @classmethod
     def from_spec(cls, data: Mapping[str, Any]) -> ParentLink:
-        """A link from its JSON form (``relation``, ``parent_version_id`` or
-        ``parent_base_model_id``, ``params``), as :meth:`to_spec` writes it."""
+        """A link from its JSON form (``relation``, ``parent_version_id``,
+        ``parent_base_model_id`` or ``parent_upstream_id``, ``params``), as
+        :meth:`to_spec` writes it."""
         unknown = set(data) - _SPEC_KEYS
         if unknown:
             raise ValueError(f"unknown lineage edge fields: {', '.join(sorted(unknown))}")
@@ -64,17 +74,21 @@ class ParentLink:
             relation=parse_relation(data["relation"]),
             version_id=data.get("parent_version_id"),
             base_model_id=data.get("parent_base_model_id"),
+            upstream_id=data.get("parent_upstream_id"),
             params=dict(data.get("params") or {}),
         )
 
     def to_spec(self) -> dict[str, Any]:
         """The JSON form an upload session keeps until its commit writes the edge."""
-        return {
+        spec: dict[str, Any] = {
             "relation": self.relation.value,
             "parent_version_id": self.version_id,
             "parent_base_model_id": self.base_model_id,
             "params": self.params,
         }
+        if self.upstream_id is not None:
+            spec["parent_upstream_id"] = self.upstream_id
+        return spec
 
     def edge(
         self, *, child_version_id: int | None = None, child_base_model_id: int | None = None
@@ -86,6 +100,7 @@ class ParentLink:
             relation=self.relation.value,
             parent_version_id=self.version_id,
             parent_base_model_id=self.base_model_id,
+            parent_upstream_id=self.upstream_id,
             params=self.params,
         )
 

@@ -121,6 +121,8 @@ class JobOutput:
     unchanged: dict[str, Any] | None = None
     #: Added to the published result (what a mirror left out, the upstream commit ...).
     extra_result: dict[str, Any] = field(default_factory=dict)
+    #: Tags of the version (``metadata.tags``; the Hub card's ``tags``).
+    tags: list[str] = field(default_factory=list)
 
 
 class JobContext:
@@ -398,7 +400,11 @@ def _publish_folder(ctx: Context, job: Job, output: JobOutput, folder: Path) -> 
         files=publish.folder_files(folder),
         base_model=output.base_model,
         description=output.description,
-        metadata={"job_id": job.id, "card": output.card},
+        metadata={
+            "job_id": job.id,
+            "card": output.card,
+            **({"tags": output.tags} if output.tags else {}),
+        },
         job_id=job.id,
         lineage=[publish.ParentLink.from_spec(edge) for edge in output.lineage],
     )

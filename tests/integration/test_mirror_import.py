@@ -124,7 +124,9 @@ def _sdk(server: RunningRegistry, tmp_path: Path) -> loreg.Registry:
 def _push_upstream(upstream: RunningRegistry, tmp_path: Path, seed: int) -> dict[str, Any]:
     """Publish a tiny adapter as the next version of ``up-org/some-lora``; its resolve view."""
     folder = save_adapter(tmp_path / f"adapter-{seed}", seed=seed)
-    (folder / "README.md").write_text(f"# some-lora, seed {seed}\n")
+    (folder / "README.md").write_text(
+        f"---\ntags:\n- medical\n- seed-{seed}\n---\n# some-lora\n\nA tiny LoRA, seed {seed}.\n"
+    )
     with _sdk(upstream, tmp_path) as reg:
         ref = reg.push(folder, "some-lora", namespace="up-org").ref
         return reg.resolve(ref)
@@ -207,6 +209,9 @@ def test_import_publishes_the_upstream_commit_once_with_mirrored_from_lineage(
 
     mirrored = down.resolve("acme/some-lora-v1")
     assert _file_hashes(mirrored) == _file_hashes(pushed)  # every file, the same bytes
+    # the upstream card's metadata fills tags and description
+    assert mirrored["description"] == "A tiny LoRA, seed 1."
+    assert mirrored["metadata"]["tags"] == ["medical", "seed-1"]
     folder = down.pull("acme/some-lora-v1")
     for f in pushed["files"]:
         assert hashlib.sha256((folder / f["path"]).read_bytes()).hexdigest() == f["sha256"]

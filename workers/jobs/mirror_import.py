@@ -14,7 +14,9 @@ is the job's ``namespace/output``.
    into ``<data_dir>/hf-cache`` at the pinned commit. What is left out is listed in
    the result (``left_out``: path and reason). No ``adapter_model.safetensors`` (say,
    only ``adapter_model.bin``) fails the job with that reason.
-4. The runner publishes the files as they are (same bytes) with a ``mirrored_from``
+4. The upstream card's metadata (``README.md``, registry.modelcard) gives the
+   version its tags, description and (when the config names none) base model.
+5. The runner publishes the files as they are (same bytes) with a ``mirrored_from``
    edge to the upstream commit (params: ``upstream_url``, ``repo``, ``revision``,
    ``commit``), the job id as idempotency key.
 
@@ -33,6 +35,7 @@ from loreg.errors import InvalidRefError
 from loreg.hub_refs import format_upstream
 from loreg.vocabulary import ArtifactKind, Relation
 from registry.errors import RegistryError
+from registry.modelcard import ImportedFacts, imported_facts
 from registry.services.upstreams import mirrored_version, upstream_commit_id
 from registry.validation.content import file_kind
 from registry.validation.paths import is_pickle_path, validate_file_path
@@ -43,6 +46,8 @@ from workers.runner import JobContext, JobOutput
 
 #: Folder of the Hugging Face client's cache under the worker's data dir.
 HF_CACHE = "hf-cache"
+#: The model card, whose YAML metadata fills tags, description and base model.
+CARD = "README.md"
 
 
 def select_files(paths: tuple[str, ...]) -> tuple[list[str], list[dict[str, str]]]:
@@ -132,6 +137,7 @@ def run(jc: JobContext) -> JobOutput:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.symlink_to(local.resolve())  # the cached bytes, published as they are
         jc.report(0.1 + 0.8 * (n + 1) / len(kept), f"downloaded {path}")
+    facts = _card_facts(out / CARD)
     card = {
         "title": f"{jc.job.output}: mirror of {format_upstream(repo, snapshot.commit)}",
         "type": "mirror_import",
@@ -148,10 +154,19 @@ def run(jc: JobContext) -> JobOutput:
             }
         ],
         card=card,
-        base_model=_base_model(out / ADAPTER_CONFIG),
-        description=f"Mirror of {format_upstream(repo)} ({settings.hub_url})",
+        base_model=_base_model(out / ADAPTER_CONFIG) or facts.base_model,
+        description=facts.description or f"Mirror of {format_upstream(repo)} ({settings.hub_url})",
+        tags=facts.tags,
         extra_result={"skipped": False, "upstream": described, "left_out": left_out},
     )
+
+
+def _card_facts(card_path: Path) -> ImportedFacts:
+    """Tags, description and base model from the upstream's model card, if it has one."""
+    try:
+        return imported_facts(card_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError):
+        return ImportedFacts()
 
 
 def _base_model(config_path: Path) -> str | None:

@@ -241,3 +241,41 @@ print(json.dumps([
         tmp_path / "hf-other",
     )
     assert client == ["RepositoryNotFoundError", "RepositoryNotFoundError"]
+
+
+def test_main_is_the_latest_even_over_an_alias_named_main(registry_server, published, admin_api):
+    v1, v2 = published["v1"], published["v2"]
+    r = admin_api.put("/v1/adapters/default/medical/aliases/main", json={"version": 1})
+    assert r.status_code == 200, r.text
+    info = admin_api.get(f"/hf/api/models/{REPO}/revision/main").json()
+    assert info["sha"] == _digest_commit(v2)
+    refs = admin_api.get(f"/hf/api/models/{REPO}/refs").json()
+    assert [b["name"] for b in refs["branches"]] == ["main", "prod"]  # no second "main"
+    assert refs["branches"][0]["targetCommit"] == _digest_commit(v2)
+    for rev, want in (("latest", v2), ("v1", v1), (_digest_commit(v1)[:12], None)):
+        r = admin_api.get(f"/hf/api/models/{REPO}/revision/{rev}")
+        if want is None:  # a short prefix is not a commit id: unknown revision
+            assert r.status_code == 404 and r.headers["X-Error-Code"] == "RevisionNotFound"
+        else:
+            assert r.json()["sha"] == _digest_commit(want), rev
+
+
+def test_commits_are_paged_with_link_headers(registry_server, published, tmp_path, monkeypatch):
+    from registry.services.hub import read
+
+    monkeypatch.setattr(read, "COMMITS_PAGE_SIZE", 1)  # the server runs in this process
+    page = httpx.get(
+        f"{registry_server.url}/hf/api/models/{REPO}/commits/main",
+        headers={"Authorization": f"Bearer {registry_server.admin_token}"},
+    )
+    assert len(page.json()) == 1 and 'rel="next"' in page.headers["Link"]
+    out = run_hf(
+        """
+from huggingface_hub import HfApi
+print(json.dumps([c.title for c in HfApi().list_repo_commits("default/medical")]))
+""",
+        registry_server.url + "/hf",
+        registry_server.admin_token,
+        tmp_path / "hf-home",
+    )
+    assert out == ["v2", "v1"]  # the client followed the Link to the second page

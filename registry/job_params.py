@@ -306,6 +306,35 @@ class MirrorImportParams(JobParams):
         return self
 
 
+class MirrorExportParams(JobParams):
+    """Params of a ``mirror_export`` job: the upstream Hub model repo to publish a version to.
+
+    The one input is the version; the upstream is the server's ``LOREG_HUB_URL``. The
+    repo is created when missing (``private`` then says how); an upstream that already
+    holds the same files gets no commit.
+    """
+
+    job_type: ClassVar[JobType] = JobType.MIRROR_EXPORT
+    problems: ClassVar[dict[str, str]] = {
+        "repo": "params.repo (an upstream model repo id, org/name) is required",
+        "private": "params.private must be true or false",
+    }
+
+    repo: str = Field(max_length=MAX_REPO_ID, description="Upstream model repo id (org/name).")
+    private: bool | None = Field(
+        None, strict=True, description="Visibility of the upstream repo if it is created."
+    )
+
+    @model_validator(mode="after")
+    def _names(self) -> MirrorExportParams:
+        """A model repo id (the same rules as the CLI's)."""
+        try:
+            validate_repo_id(self.repo)
+        except ValidationFailedError as exc:
+            raise InvalidJob(f"params: {exc}") from None
+        return self
+
+
 class JobInput(StrictBody):
     """One input adapter of a job, with its weight (combine)."""
 
@@ -361,12 +390,20 @@ class MirrorImportJob(JobBody):
     params: MirrorImportParams = Field(default_factory=dict, validate_default=True)
 
 
+class MirrorExportJob(JobBody):
+    """Body of a ``mirror_export`` job (one input: the version to publish upstream)."""
+
+    type: Literal[JobType.MIRROR_EXPORT]
+    params: MirrorExportParams = Field(default_factory=dict, validate_default=True)
+
+
 _BODIES: dict[JobType, type[JobBody]] = {
     JobType.COMBINE: CombineJob,
     JobType.COMPRESS: CompressJob,
     JobType.MERGE: MergeJob,
     JobType.TRAIN: TrainJob,
     JobType.MIRROR_IMPORT: MirrorImportJob,
+    JobType.MIRROR_EXPORT: MirrorExportJob,
 }
 
 
@@ -379,7 +416,8 @@ class _Kind(StrictBody):
 
 
 AnyJob = Annotated[
-    CombineJob | CompressJob | MergeJob | TrainJob | MirrorImportJob, Field(discriminator="type")
+    CombineJob | CompressJob | MergeJob | TrainJob | MirrorImportJob | MirrorExportJob,
+    Field(discriminator="type"),
 ]
 
 

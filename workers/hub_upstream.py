@@ -19,12 +19,14 @@ Errors become the runner's: a missing repo or revision, or a refused token, fail
 the job with a message that says what to check (:class:`JobInputError`); 5xx,
 429 and network errors are transient (:class:`TransientJobError`, retried).
 
-Export (loreg -> upstream) is the next slice: it adds an ``upload`` here on the
-same client settings, and a ``mirror_export`` job beside ``mirror_import``.
+Export (loreg -> upstream, the ``mirror_export`` job) uses :meth:`Upstream.publish`
+on the same settings: one commit per exported version, none when the upstream's
+``main`` already holds exactly these files.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -81,6 +83,58 @@ class Upstream:
         files = tuple(sorted(s.rfilename for s in info.siblings or ()))
         return UpstreamSnapshot(repo_id, revision, info.sha, files)
 
+    def publish(
+        self, repo_id: str, folder: Path, message: str, *, private: bool | None = None
+    ) -> tuple[str, bool]:
+        """Make ``main`` of ``repo_id`` hold exactly the files of ``folder``: one commit.
+
+        Creates the repo if missing. Returns (the upstream commit, whether it was
+        skipped because ``main`` already held these files). ``.gitattributes`` upstream
+        is never deleted (the Hub needs it).
+        """
+        from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
+
+        api = HfApi(endpoint=self.hub_url, token=self.token)
+        what = format_upstream(repo_id)
+        with self._errors(what, None):
+            api.create_repo(repo_id, repo_type="model", exist_ok=True, private=private)
+            remote = self._remote_files(api, repo_id)
+        local = {
+            p.relative_to(folder).as_posix(): _file_ids(p)
+            for p in sorted(folder.rglob("*"))
+            if p.is_file()
+        }
+        changed = [path for path, ids in local.items() if remote.get(path) not in ids]
+        stale = [p for p in remote if p not in local and p != ".gitattributes"]
+        if not changed and not stale:
+            with self._errors(what, None):
+                sha = api.repo_info(repo_id, repo_type="model").sha
+            return sha or "", True
+        operations: list[Any] = [
+            CommitOperationAdd(path_in_repo=path, path_or_fileobj=str(folder / path))
+            for path in changed
+        ]
+        operations += [CommitOperationDelete(path_in_repo=path) for path in stale]
+        with self._errors(what, None):
+            info = api.create_commit(
+                repo_id, operations=operations, commit_message=message, repo_type="model"
+            )
+        return info.oid, False
+
+    def _remote_files(self, api: Any, repo_id: str) -> dict[str, str]:
+        """``main``'s files upstream: path -> sha256 (LFS) or git blob hash; {} if empty."""
+        from huggingface_hub import errors as hf
+
+        try:
+            entries = list(api.list_repo_tree(repo_id, recursive=True, repo_type="model"))
+        except (hf.RevisionNotFoundError, hf.RemoteEntryNotFoundError):
+            return {}  # a repo with no commit yet
+        out = {}
+        for entry in entries:
+            if hasattr(entry, "size"):  # a file (folders have no size)
+                out[entry.path] = entry.lfs.sha256 if entry.lfs else entry.blob_id
+        return out
+
     def download(self, snapshot: UpstreamSnapshot, path: str) -> Path:
         """One file of the snapshot, from the cache or the hub (at the pinned commit)."""
         from huggingface_hub import hf_hub_download
@@ -134,6 +188,17 @@ class Upstream:
                     f"upstream {self.hub_url} unreachable ({type(exc).__name__}: {exc})"
                 ) from exc
             raise
+
+
+def _file_ids(path: Path) -> tuple[str, str]:
+    """A file's sha256 and its git blob hash: how the Hub names LFS and regular files."""
+    sha256 = hashlib.sha256()
+    git = hashlib.sha1(b"blob %d\x00" % path.stat().st_size, usedforsecurity=False)
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            sha256.update(chunk)
+            git.update(chunk)
+    return sha256.hexdigest(), git.hexdigest()
 
 
 def _http_error(exc: Any, what: str, hub_url: str) -> Exception:

@@ -42,7 +42,7 @@ from loreg.http import ApiClient, default_timeout, quote_path
 from loreg.jobs import job_request, wait_for_job
 from loreg.loading import adapter_name_for, load_adapter, unload_adapter, use_adapter
 from loreg.manifest import sha256_file
-from loreg.mirrors import import_job_request, mirror_request
+from loreg.mirrors import export_job_request, import_job_request, mirror_request
 from loreg.progress import Progress
 from loreg.refs import (
     DEFAULT_NAMESPACE,
@@ -710,6 +710,17 @@ class Registry:
         nothing (result ``skipped``) when that upstream commit is already mirrored.
         """
         return self.api.post("/v1/jobs", import_job_request(upstream, target, revision))
+
+    def mirror_export(
+        self, ref: str, upstream: str, *, private: bool | None = None
+    ) -> dict[str, Any]:
+        """Publish version ``ref`` to ``hf://org/repo`` on the server's upstream Hub: one
+        commit on ``main`` (a ``mirror_export`` job; none when upstream already holds it).
+
+        ``private`` sets the visibility of the upstream repo if the job creates it.
+        Returns the job's view; :meth:`wait_job` waits for it.
+        """
+        return self.api.post("/v1/jobs", export_job_request(ref, upstream, private=private))
 
     def add_mirror(
         self,

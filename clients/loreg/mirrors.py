@@ -74,6 +74,32 @@ def import_job_request(upstream: str, target: str, revision: str | None = None) 
     return body
 
 
+def export_job_request(ref: str, upstream: str, *, private: bool | None = None) -> dict[str, Any]:
+    """The ``POST /v1/jobs`` body of a ``mirror_export`` of version ``ref`` to ``upstream``.
+
+    ``upstream`` is ``hf://org/repo`` (no revision: an export commits to ``main``). The
+    job's ``output`` is the exported adapter's name (nothing is published in loreg).
+    """
+    repo, revision = parse_upstream(upstream, None)
+    if revision is not None:
+        raise ValidationFailedError(
+            f"export target {upstream!r}: drop '@{revision}' (an export commits to main)"
+        )
+    parsed = parse_ref(ref)
+    params: dict[str, Any] = {"repo": repo}
+    if private is not None:
+        params["private"] = private
+    body: dict[str, Any] = {
+        "type": JobType.MIRROR_EXPORT.value,
+        "inputs": [{"ref": ref}],
+        "params": params,
+        "output": parsed.name,
+    }
+    if parsed.namespace is not None:
+        body["namespace"] = parsed.namespace
+    return body
+
+
 def mirror_request(
     upstream: str,
     target: str,

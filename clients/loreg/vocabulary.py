@@ -23,6 +23,7 @@ class JobType(StrEnum):
     MERGE = "merge"
     TRAIN = "train"
     MIRROR_IMPORT = "mirror_import"
+    MIRROR_EXPORT = "mirror_export"
 
 
 class JobStatus(StrEnum):

@@ -31,6 +31,7 @@ from registry.job_params import (
     CompressParams,
     JobInput,
     JobRequest,
+    MirrorExportParams,
     MirrorImportParams,
     TrainParams,
 )
@@ -212,6 +213,10 @@ def submit_job(session: Session, principal: Principal, request: JobRequest) -> J
         if req.inputs:
             raise InvalidJob("a mirror_import job takes no inputs: the upstream is params.repo")
         _check_mirror_target(session, namespace, req.output)
+    elif isinstance(req.params, MirrorExportParams):
+        resolved = _resolve_inputs(session, principal, req.inputs)
+        if len(resolved) != 1:
+            raise InvalidJob("a mirror_export job takes exactly one input: the version to export")
     else:
         resolved = _resolve_inputs(session, principal, req.inputs)
         base = _same_base(resolved)

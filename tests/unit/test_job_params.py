@@ -124,7 +124,8 @@ def test_params_that_are_no_object_are_an_invalid_request(params) -> None:
         (
             {"type": "nope", "output": "x"},
             ("type",),
-            "Input should be 'combine', 'compress', 'merge', 'train' or 'mirror_import'",
+            "Input should be 'combine', 'compress', 'merge', 'train', 'mirror_import' or "
+            "'mirror_export'",
         ),
         ({"type": "combine"}, ("output",), "Field required"),
         (

@@ -6,7 +6,13 @@ import pytest
 
 from loreg.errors import ValidationFailedError
 from loreg.hub_refs import format_upstream, parse_upstream
-from loreg.mirrors import format_interval, import_job_request, parse_interval, parse_target
+from loreg.mirrors import (
+    export_job_request,
+    format_interval,
+    import_job_request,
+    parse_interval,
+    parse_target,
+)
 
 
 @pytest.mark.parametrize(
@@ -76,3 +82,18 @@ def test_the_import_job_body() -> None:
         "output": "x",
         "namespace": "acme",
     }
+
+
+def test_the_export_job_body() -> None:
+    assert export_job_request("acme/medical-v3", "hf://org/medical", private=True) == {
+        "type": "mirror_export",
+        "inputs": [{"ref": "acme/medical-v3"}],
+        "params": {"repo": "org/medical", "private": True},
+        "output": "medical",
+        "namespace": "acme",
+    }
+    assert export_job_request("medical@prod", "hf://org/medical")["params"] == {
+        "repo": "org/medical"
+    }
+    with pytest.raises(ValidationFailedError, match="an export commits to main"):
+        export_job_request("medical-v1", "hf://org/medical@dev")

@@ -1,10 +1,11 @@
-"""``loreg mirror import|add|ls|rm|sync``: adapters copied from an upstream Hugging Face Hub.
+"""``loreg mirror import|export|add|ls|rm|sync``: adapters copied to and from an upstream Hub.
 
 ``loreg mirror import hf://some-org/some-lora@main --as acme/some-lora`` submits a
 ``mirror_import`` job on the server (the upstream is the server's
 ``LOREG_HUB_URL``); ``loreg mirror add hf://org/repo --as ns/name --every 6h``
-records a mirror the server syncs on its own; ``loreg mirror sync [ID]`` submits
-sync jobs now (one mirror, or every due one).
+records a mirror the server syncs on its own; ``loreg mirror export acme/medical-v3
+--to hf://acme/medical`` publishes a version upstream (a ``mirror_export`` job);
+``loreg mirror sync [ID]`` submits sync jobs now (one mirror, or every due one).
 """
 
 from __future__ import annotations
@@ -34,13 +35,24 @@ def _upstream_args(cmd: Any) -> None:
 
 
 def setup_mirror(mirror: argparse.ArgumentParser, add: Callable[..., Any]) -> None:
-    """Subcommands of ``loreg mirror``: import, add, ls, rm, sync."""
+    """Subcommands of ``loreg mirror``: import, export, add, ls, rm, sync."""
     sub = mirror.add_subparsers(dest="mirror_command", metavar="COMMAND", required=True)
     imp = add(sub, "import", _cmd_import, "import an upstream repo once (a mirror_import job)")
     _upstream_args(imp)
     imp.add_argument("--wait", action="store_true", help="wait until the job finishes")
     imp.add_argument("--timeout", type=float, help="seconds to wait at most (with --wait)")
     imp.add_argument("--poll", type=float, default=1.0, help="seconds between checks")
+    exp = add(sub, "export", _cmd_export, "publish a version to an upstream repo (one commit)")
+    exp.add_argument("ref", metavar="REF", help="the version to export, e.g. acme/medical-v3")
+    exp.add_argument(
+        "--to", dest="upstream", required=True, metavar="hf://ORG/REPO", help="upstream repo"
+    )
+    exp.add_argument(
+        "--private", action="store_true", default=None, help="create the upstream repo private"
+    )
+    exp.add_argument("--wait", action="store_true", help="wait until the job finishes")
+    exp.add_argument("--timeout", type=float, help="seconds to wait at most (with --wait)")
+    exp.add_argument("--poll", type=float, default=1.0, help="seconds between checks")
     add_cmd = add(sub, "add", _cmd_add, "keep an adapter in sync with an upstream repo")
     _upstream_args(add_cmd)
     add_cmd.add_argument(
@@ -62,6 +74,18 @@ def _cmd_import(args: argparse.Namespace, registry: Registry) -> int:
     def human(out: TextIO) -> None:
         out.write(f"submitted job {job['id']} (mirror_import into {job.get('namespace')}/")
         out.write(f"{job.get('output')}, {job.get('status')})\n")
+        out.write(f"  follow it: loreg job wait {job['id']}\n")
+
+    return emit(args, job, human)
+
+
+def _cmd_export(args: argparse.Namespace, registry: Registry) -> int:
+    job = registry.mirror_export(args.ref, args.upstream, private=args.private)
+    if args.wait:
+        return _finish(args, registry.wait_job(job["id"], timeout=args.timeout, poll=args.poll))
+
+    def human(out: TextIO) -> None:
+        out.write(f"submitted job {job['id']} (mirror_export of {args.ref} to {args.upstream})\n")
         out.write(f"  follow it: loreg job wait {job['id']}\n")
 
     return emit(args, job, human)

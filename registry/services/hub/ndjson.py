@@ -43,6 +43,7 @@ _WHITESPACE = frozenset(b" \t\r")
 _MAX_LITERAL = 64
 _MAX_DEPTH = 8
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+_HEX4 = re.compile(rb"[0-9a-fA-F]{4}")
 #: The most bytes :meth:`CommitBodyParser.feed` keeps between calls (an escape cut in two).
 MAX_CARRY = 12
 
@@ -285,10 +286,10 @@ class CommitBodyParser:
             return -(end + 1)
         point = self._hex4(buf[end + 2 : end + 6])
         if 0xD800 <= point < 0xDC00:  # a surrogate pair: \uD8xx\uDCxx
+            if not b"\\u".startswith(buf[end + 6 : end + 8]):  # what came of the next "\\u"
+                raise self._error("a lone UTF-16 surrogate in a string")
             if end + 12 > n:
                 return -(end + 1)
-            if buf[end + 6 : end + 8] != b"\\u":
-                raise self._error("a lone UTF-16 surrogate in a string")
             low = self._hex4(buf[end + 8 : end + 12])
             if not 0xDC00 <= low < 0xE000:
                 raise self._error("a lone UTF-16 surrogate in a string")
@@ -301,10 +302,9 @@ class CommitBodyParser:
         return end + 6
 
     def _hex4(self, digits: bytes) -> int:
-        try:
-            return int(digits.decode("ascii"), 16)
-        except (UnicodeDecodeError, ValueError):
-            raise self._error("an invalid \\u escape in a string") from None
+        if not _HEX4.fullmatch(digits):
+            raise self._error("an invalid \\u escape in a string")
+        return int(digits, 16)
 
     # ------------------------------------------------------------------ strings
 
@@ -458,14 +458,15 @@ class CommitBodyParser:
 
     def _emit(self) -> None:
         value, self._done = self._done, _NOTHING
-        op = self._operation(value)
-        if isinstance(op, CommitHeader):
-            if self._seen_header:
+        is_header = isinstance(value, dict) and value.get("key") == "header"
+        if is_header == self._seen_header:
+            if isinstance(value, dict) and isinstance(value.get("value"), dict):
+                self._drop(value["value"].get("content"))
+            if is_header:
                 raise self._error("a second header line")
-            self._seen_header = True
-        elif not self._seen_header:
-            raise self._error("the first line must be the header ({'key': 'header', ...})")
-        self.ops.append(op)
+            raise self._error('the first line must be the header ({"key": "header", ...})')
+        self._seen_header = True
+        self.ops.append(self._operation(value))
 
     def _operation(self, line: Any) -> CommitOp:
         if not isinstance(line, dict) or not isinstance(line.get("value"), dict):

@@ -264,6 +264,10 @@ def test_a_commit_is_a_delta_on_the_newest_version(hub: Hub, folder: Path, tmp_p
             operations=[CommitOperationDelete("nothing-here.txt")],
         )
         out["branch"] = attempt(api.create_branch, "default/delta", branch="dev")
+        out["pr"] = attempt(
+            api.create_commit, repo_id="default/delta", commit_message="pr",
+            operations=[notes], create_pr=True,
+        )
         out["on_v1"] = attempt(
             api.upload_file, repo_id="default/delta", path_or_fileobj=b"x",
             path_in_repo="x.txt", revision="v1",
@@ -281,6 +285,7 @@ def test_a_commit_is_a_delta_on_the_newest_version(hub: Hub, folder: Path, tmp_p
     assert out["stale"]["status"] == 412 and "parentCommit" in out["stale"]["message"]
     assert out["gone"]["error"] == "RemoteEntryNotFoundError", out["gone"]
     assert out["branch"]["status"] == 400 and "one branch, 'main'" in out["branch"]["message"]
+    assert out["pr"]["status"] == 400 and "pull requests" in out["pr"]["message"]
     assert out["on_v1"]["status"] == 400 and "'main' only" in out["on_v1"]["message"]
     assert hub.versions("default", "delta") == 3
 
@@ -332,12 +337,13 @@ def test_clients_without_xet_upload_regular_or_through_lfs_batch(hub: Hub, folde
     assert _loose_blobs(hub, "viabatch") == {_sha(extra)}
 
 
-def test_lfs_batch_actions_by_backend(hub: Hub, tmp_path):
+def test_lfs_batch_actions_by_backend(hub: Hub, adapter_files):
     writer = httpx.Client(
         base_url=hub.url, timeout=60, headers={"Authorization": f"Bearer {hub.writer}"}
     )
     writer.post("/hf/api/repos/create", json={"name": "rawbatch"})
-    small, large = secrets.token_bytes(1000), secrets.token_bytes(7 * MiB)
+    small = f"notes {secrets.token_hex(16)}\n".encode() * 20
+    large = secrets.token_bytes(7 * MiB)
     body = {
         "operation": "upload",
         "transfers": ["basic", "multipart"],
@@ -381,6 +387,28 @@ def test_lfs_batch_actions_by_backend(hub: Hub, tmp_path):
     # uploaded by this caller: asked again, no actions
     again = writer.post("/hf/default/rawbatch.git/info/lfs/objects/batch", json=body).json()
     assert "actions" not in {o["oid"]: o for o in again["objects"]}[_sha(small)]
+
+    # a commit of lfsFile lines only: blobs of a public version and the one just sent
+    r, _ = publish(hub.api, "rawbase", adapter_files)
+    assert r.status_code == 201, r.text
+    lines = [{"key": "header", "value": {"summary": "by oid"}}] + [
+        {"key": "lfsFile", "value": {"path": p, "algo": "sha256", "oid": _sha(b), "size": len(b)}}
+        for p, b in {**adapter_files, "notes.md": small}.items()
+    ]
+    ndjson = b"".join(json.dumps(line).encode() + b"\n" for line in lines)
+    url = "/hf/api/models/default/rawbatch/commit/main"
+    ok = writer.post(url, content=ndjson, headers={"Content-Type": "application/x-ndjson"})
+    assert ok.status_code == 200, ok.text
+    assert (
+        ok.json()["commitUrl"] == f"{hub.url}/hf/default/rawbatch/commit/{ok.json()['commitOid']}"
+    )
+    assert _tree(hub.resolve("default/rawbatch").json())["notes.md"] == _sha(small)
+    # an oid nobody sent: refused, nothing published
+    unknown = {"path": "x.md", "algo": "sha256", "oid": _sha(b"never sent"), "size": 10}
+    bad = ndjson + json.dumps({"key": "lfsFile", "value": unknown}).encode()
+    r = writer.post(url, content=bad, headers={"Content-Type": "application/x-ndjson"})
+    assert r.status_code == 409 and "x.md" in r.json()["error"], r.text
+    assert hub.versions("default", "rawbatch") == 1
     plain.close()
     writer.close()
 

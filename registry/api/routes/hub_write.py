@@ -25,7 +25,11 @@ from registry.api.hub_errors import header_text
 from registry.auth import Principal
 from registry.services.context import Context
 from registry.services.hub import commits, lfs, preupload, repos
-from registry.services.hub.access import check_commit_revision, writable_repo
+from registry.services.hub.access import (
+    check_commit_revision,
+    refuse_pull_request,
+    writable_repo,
+)
 from registry.services.hub.errors import HubBadRequest
 from registry.services.hub.ndjson import CommitBodyParser
 from registry.services.publish import store_received_blob
@@ -117,6 +121,7 @@ def preupload_files(
     ctx: ContextDep,
 ) -> dict[str, Any]:
     """How each file of a coming commit travels (``regular``), or ``loreg push``'s refusal."""
+    refuse_pull_request(request.query_params.get("create_pr"))
     mode = request.headers.get(preupload.UPLOAD_MODE_HEADER)
     return preupload.preupload(session, ctx, principal, namespace, name, revision, body, mode)
 
@@ -145,6 +150,7 @@ async def create_commit(
     The NDJSON body is parsed as it streams in; file contents are decoded into temp
     files, never held in memory. Identical content answers the existing version's commit.
     """
+    refuse_pull_request(request.query_params.get("create_pr"))
     await run_in_threadpool(_check_commit_target, ctx, principal, namespace, name, revision)
     tmp_root = ctx.settings.data_dir / "tmp"
     tmp_root.mkdir(parents=True, exist_ok=True)

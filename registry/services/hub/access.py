@@ -39,3 +39,12 @@ def check_commit_revision(revision: str) -> None:
             f"not on {revision!r}; upload without --revision, then point an alias at the new "
             "version with `loreg alias set`"
         )
+
+
+def refuse_pull_request(create_pr: str | None) -> None:
+    """400 for ``?create_pr=1``: loreg has no pull requests (a commit publishes at once)."""
+    if create_pr not in (None, "", "0", "false"):
+        raise HubBadRequest(
+            "loreg does not serve pull requests: each commit to main publishes a version "
+            "at once; upload without create_pr"
+        )

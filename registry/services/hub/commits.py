@@ -33,6 +33,7 @@ from registry.services.hub.errors import EntryNotFound, ParentCommitMismatch
 from registry.services.hub.ndjson import AddFile, AddStoredFile, CommitHeader, CommitOp, DeletePath
 from registry.services.hub.revisions import COMMIT_ID_LENGTH, commit_id, latest_version
 from registry.services.publish import PublishFile, PublishSpec, publish_server_side
+from registry.services.publish.checks import ADAPTER_CONFIG
 from registry.services.publish.specs import StoredBlob
 from registry.validation.paths import validate_file_path
 
@@ -125,15 +126,22 @@ def _check_parent(header: CommitHeader, parent: Parent) -> None:
 def _spec(
     namespace: str, name: str, tree: dict[str, PublishFile], header: CommitHeader, parent: Parent
 ) -> PublishSpec:
+    """The publish spec of the new tree.
+
+    The parent's metadata is carried over; its base model too while the adapter's
+    config is the parent's (a new config names its own base model).
+    """
     metadata = dict(parent.metadata)
     if header.summary:
         metadata["hub_commit"] = header.summary[:MAX_SUMMARY]
+    config = tree.get(ADAPTER_CONFIG)
+    same_config = config is not None and config.source == parent.files.get(ADAPTER_CONFIG)
     return PublishSpec(
         kind=ArtifactKind.ADAPTER,
         namespace=namespace,
         name=name,
         files=[tree[p] for p in sorted(tree)],
-        base_model=parent.base_model,
+        base_model=parent.base_model if same_config else None,
         description=header.description[:MAX_DESCRIPTION] or None,
         metadata=metadata,
     )

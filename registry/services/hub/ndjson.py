@@ -27,7 +27,6 @@ from typing import Any, BinaryIO
 
 from registry.errors import InvalidRequest, PayloadTooLarge
 
-_SPECIAL = re.compile(rb'["\\]')
 _ESCAPES = {
     ord('"'): b'"',
     ord("\\"): b"\\",
@@ -263,11 +262,13 @@ class CommitBodyParser:
 
     def _scan_string(self, buf: bytes, i: int, n: int) -> int:
         """Read string bytes from ``i``; returns the next index, or ``-(i+1)`` to wait."""
-        m = _SPECIAL.search(buf, i)
-        end = m.start() if m else n
+        quote = buf.find(b'"', i)
+        end = buf.find(b"\\", i, n if quote < 0 else quote)  # memchr-fast, unlike a regex
+        if end < 0:
+            end = n if quote < 0 else quote
         if end > i:
             self._string_bytes(buf[i:end])
-        if m is None:
+        if end == n:
             return n
         if buf[end] == 0x22:
             self._end_string()

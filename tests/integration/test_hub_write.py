@@ -158,6 +158,16 @@ def test_create_repo_then_upload_folder_publishes_one_version(hub: Hub, folder: 
     assert again.status_code == 409 and again.json()["url"] == url
     # a repo with no version yet: listed, no version to resolve, repo_info with sha null
     assert hub.versions("default", "card") == 0
+    listed = {a["name"]: a for a in hub.api.get("/v1/adapters").json()}
+    assert listed["card"]["latest_version"] is None
+    # the card check answers JSON whatever it gets (the client parses it before the status)
+    card = writer.post("/hf/api/validate-yaml", json={"content": CARD, "repoType": "model"})
+    assert card.status_code == 200 and card.json() == {}
+    open_card = writer.post("/hf/api/validate-yaml", json={"content": "---\nlicense: mit\n"})
+    assert (
+        open_card.status_code == 400 and "never closes" in open_card.json()["errors"][0]["message"]
+    )
+    assert writer.post("/hf/api/validate-yaml", content=b"\xff").status_code == 400
     assert hub.resolve("default/card").status_code == 404
     assert writer.get("/hf/api/models/default/card").json()["sha"] is None
 

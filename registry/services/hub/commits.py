@@ -32,9 +32,8 @@ from registry.services.hub.access import check_commit_revision, writable_repo
 from registry.services.hub.errors import EntryNotFound, ParentCommitMismatch
 from registry.services.hub.ndjson import AddFile, AddStoredFile, CommitHeader, CommitOp, DeletePath
 from registry.services.hub.revisions import COMMIT_ID_LENGTH, commit_id, latest_version
-from registry.services.publish import PublishFile, PublishSpec, publish_server_side
+from registry.services.publish import PublishFile, PublishSpec, StoredBlob, publish_server_side
 from registry.services.publish.checks import ADAPTER_CONFIG
-from registry.services.publish.specs import StoredBlob
 from registry.validation.paths import validate_file_path
 
 #: Longest commit summary kept in the version's metadata (``hub_commit``).

@@ -159,3 +159,8 @@ def test_limits_hold_for_lines_and_files(tmp_path):
         parser.feed(big)
     parser.discard()
     assert not any(tmp_path.iterdir()), "the half-decoded file is removed"
+    deletions = _lines(HEADER, *[{"key": "deletedFile", "value": {"path": "x"}}] * 11)
+    with pytest.raises(PayloadTooLarge, match="at most 10 operations"):
+        CommitBodyParser(tmp_path, max_line_bytes=MiB, max_file_bytes=MiB, max_ops=10).feed(
+            deletions
+        )

@@ -159,6 +159,7 @@ async def create_commit(
         tmp,
         max_line_bytes=ctx.settings.max_json_body_bytes,
         max_file_bytes=ctx.settings.max_file_bytes,
+        max_ops=2 * ctx.settings.max_files_per_version,
     )
     try:
         try:

@@ -163,14 +163,18 @@ class CommitBodyParser:
     """Push-style parser: :meth:`feed` chunks as they arrive, then :meth:`close`.
 
     Decoded files go to ``tmp_dir`` (the caller removes it). ``max_line_bytes``
-    bounds the bytes of a line outside its ``content`` strings; ``max_file_bytes``
-    each decoded file.
+    bounds the bytes of a line outside its ``content`` strings, ``max_file_bytes``
+    each decoded file and ``max_ops`` the operation lines (so the list of operations
+    stays small however long the body).
     """
 
-    def __init__(self, tmp_dir: Path, *, max_line_bytes: int, max_file_bytes: int):
+    def __init__(
+        self, tmp_dir: Path, *, max_line_bytes: int, max_file_bytes: int, max_ops: int = 10_000
+    ):
         self._tmp = tmp_dir
         self._max_line = max_line_bytes
         self._max_file = max_file_bytes
+        self._max_ops = max_ops
         self._carry = b""
         self._line = 1
         self._line_bytes = 0
@@ -467,6 +471,8 @@ class CommitBodyParser:
                 raise self._error("a second header line")
             raise self._error('the first line must be the header ({"key": "header", ...})')
         self._seen_header = True
+        if len(self.ops) > self._max_ops:
+            raise PayloadTooLarge(f"a commit holds at most {self._max_ops} operations")
         self.ops.append(self._operation(value))
 
     def _operation(self, line: Any) -> CommitOp:

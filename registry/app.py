@@ -22,12 +22,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import registry
 from loreg.errors import InvalidRefError
-from registry.api.hub_errors import hub_error_response, is_hub_request
+from registry.api.hub_errors import HUB_PREFIX, hub_error_response, is_hub_request
 from registry.api.routes import (
     admin,
     base_models,
     catalog,
     hub_read,
+    hub_write,
     jobs,
     lineage,
     mirrors,
@@ -42,6 +43,8 @@ from registry.settings import Settings
 log = logging.getLogger("loreg.registry")
 
 _BLOB_UPLOAD = re.compile(r"^/v1/uploads/[^/]+/blobs/[^/]+$")
+_HUB_LFS_PUT = re.compile(r"^/hf/[^/]+/[^/]+\.git/info/lfs/objects/upload/[^/]+/[^/]+$")
+_HUB_COMMIT = re.compile(r"^/hf/api/models/[^/]+/[^/]+/commit/[^/]+$")
 _HTTP_CODES = {
     400: "bad_request",
     401: "unauthorized",
@@ -135,28 +138,35 @@ class RegistryApp(FastAPI):
 class BodySizeLimit:
     """Refuse request bodies over a limit with 413, by Content-Length or while streaming.
 
-    Blob uploads (``PUT /v1/uploads/{id}/blobs/{sha}``) get the file-size limit;
-    every other request the JSON-body limit.
+    Blob uploads (``PUT /v1/uploads/{id}/blobs/{sha}`` and the Hub's LFS PUT) get the
+    file-size limit; a Hub commit, whose body carries a file base64-encoded, the
+    limit of one such file (:func:`hub_commit_limit`); every other request the
+    JSON-body limit.
     """
 
     def __init__(self, app: ASGIApp, json_limit: int, file_limit: int):
         self.app = app
         self.json_limit = json_limit
         self.file_limit = file_limit
+        self.commit_limit = hub_commit_limit(json_limit, file_limit)
+
+    def limit_of(self, method: str, path: str) -> int:
+        """The body limit of a request."""
+        if method == "PUT" and (_BLOB_UPLOAD.match(path) or _HUB_LFS_PUT.match(path)):
+            return self.file_limit
+        if method == "POST" and _HUB_COMMIT.match(path):
+            return self.commit_limit
+        return self.json_limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        is_blob = scope["method"] == "PUT" and _BLOB_UPLOAD.match(scope["path"])
-        limit = self.file_limit if is_blob else self.json_limit
+        limit = self.limit_of(scope["method"], scope["path"])
         for name, value in scope.get("headers", []):
             if name == b"content-length" and value.isdigit() and int(value) > limit:
-                await _error(
-                    413,
-                    "payload_too_large",
-                    f"request body is {int(value)} bytes; the limit is {limit}",
-                )(scope, receive, send)
+                message = f"request body is {int(value)} bytes; the limit is {limit}"
+                await _too_large(scope, message)(scope, receive, send)
                 return
         received = 0
 
@@ -181,9 +191,26 @@ class BodySizeLimit:
             await self.app(scope, limited_receive, tracking_send)
         except _BodyTooLarge:
             if not response_started:
-                await _error(
-                    413, "payload_too_large", f"request body exceeds the limit of {limit} bytes"
-                )(scope, receive, send)
+                message = f"request body exceeds the limit of {limit} bytes"
+                await _too_large(scope, message)(scope, receive, send)
+
+
+def _too_large(scope: Scope, message: str) -> JSONResponse:
+    """The 413 answer, in the Hub's error form for a Hub call."""
+    if scope["path"].startswith(HUB_PREFIX):
+        return hub_error_response(413, message)
+    return _error(413, "payload_too_large", message)
+
+
+def hub_commit_limit(json_limit: int, file_limit: int) -> int:
+    """The body limit of a Hub commit: one file of the file-size limit, base64-encoded
+    (4 bytes per 3), plus a JSON body's worth of other lines.
+
+    The stock client puts at most ~100 MiB of file content in one commit, but a
+    single file may be larger; bigger commits are refused with 413. Each decoded
+    file is held to the file-size limit again by the commit's parser.
+    """
+    return (file_limit + 2) // 3 * 4 + json_limit
 
 
 class _BodyTooLarge(StarletteHTTPException):
@@ -234,7 +261,7 @@ def create_app(settings: Settings | None = None, context: Context | None = None)
         description="Registry and artifact store for LoRA adapters. See docs/http-api.md.",
     )
     app.state.ctx = ctx
-    for module in (catalog, uploads, base_models, jobs, mirrors, lineage, admin, hub_read):
+    for module in (catalog, uploads, base_models, jobs, mirrors, lineage, admin, hub_write, hub_read):
         app.include_router(module.router)
     generate_openapi = app.openapi
 

@@ -1,4 +1,9 @@
-"""Short-lived download URLs: S3 presigned GETs, or HMAC-signed API URLs for the local store."""
+"""Short-lived URLs: S3 presigned GETs, or HMAC-signed API URLs for the local store.
+
+Signed API URLs authorize a request by themselves (no token): blob downloads, and
+the Hub write side's LFS upload and completion URLs (:func:`signed_query`), which
+the stock client calls without its ``Authorization`` header.
+"""
 
 from __future__ import annotations
 
@@ -37,3 +42,27 @@ def check_blob_signature(ctx: Context, sha256: str, expires: int, signature: str
     # compare bytes: compare_digest refuses str with non-ASCII characters (TypeError)
     if not hmac.compare_digest(expected.encode(), signature.encode("utf-8", "replace")):
         raise NotFound("invalid download URL signature")
+
+
+def _purpose_signature(secret: str, purpose: str, parts: tuple[str, ...], expires: int) -> str:
+    message = ":".join((purpose, *parts, str(expires))).encode()
+    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+
+
+def signed_query(ctx: Context, purpose: str, *parts: str, expires_in: int) -> str:
+    """``expires=...&signature=...`` authorizing ``purpose`` on ``parts`` for ``expires_in`` s.
+
+    ``purpose`` keeps a signature for one kind of request from authorizing another.
+    """
+    expires = int(time.time()) + expires_in
+    sig = _purpose_signature(ctx.settings.secret_key, purpose, parts, expires)
+    return f"expires={expires}&signature={sig}"
+
+
+def check_signed(ctx: Context, purpose: str, *parts: str, expires: int, signature: str) -> None:
+    """Raise NotFound unless ``signature`` is :func:`signed_query`'s for these and not expired."""
+    if expires < int(time.time()):
+        raise NotFound("this upload URL expired: ask for a new one (the LFS batch call)")
+    expected = _purpose_signature(ctx.settings.secret_key, purpose, parts, expires)
+    if not hmac.compare_digest(expected.encode(), signature.encode("utf-8", "replace")):
+        raise NotFound("invalid upload URL signature")

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import os
 import re
-import tempfile
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -14,8 +10,9 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from sqlmodel import Session
 
+from registry.api.blob_body import received_blob
 from registry.api.deps import BaseUrlDep, ContextDep, PrincipalDep, SessionDep
-from registry.errors import BlobMismatch, InvalidRequest, PayloadTooLarge
+from registry.errors import InvalidRequest
 from registry.schemas import (
     BlobStored,
     CommitResult,
@@ -91,36 +88,13 @@ async def upload_blob(
     size, present = await run_in_threadpool(lookup)
     if present:
         return {"sha256": sha, "size": size, "present": True}
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) != size:
-        raise BlobMismatch(f"blob {sha}: body is {declared} bytes, the manifest declared {size}")
-    tmp_dir = ctx.settings.data_dir / "tmp"
-    tmp_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp_path = tempfile.mkstemp(dir=tmp_dir, prefix="upload-")
-    try:
-        h = hashlib.sha256()
-        received = 0
-        with os.fdopen(fd, "wb") as out:
-            async for chunk in request.stream():
-                received += len(chunk)
-                if received > size:
-                    raise PayloadTooLarge(f"blob {sha}: more than the declared {size} bytes sent")
-                h.update(chunk)
-                out.write(chunk)
-        if received != size or h.hexdigest() != sha:
-            raise BlobMismatch(
-                f"blob {sha}: received {received} bytes hashing to {h.hexdigest()}; "
-                f"expected {size} bytes"
-            )
+    async with received_blob(request, ctx.settings.data_dir / "tmp", sha, size) as tmp_path:
 
         def store() -> dict[str, Any]:
             with open(tmp_path, "rb") as f:
                 return publish.store_received_blob(ctx, upload_id, sha, size, f)
 
         return await run_in_threadpool(store)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_path)
 
 
 @router.post(

@@ -7,7 +7,7 @@ refusal of a Hub call that the client should recognise carries one of these code
 
 from __future__ import annotations
 
-from registry.errors import NotFound
+from registry.errors import Conflict, NotFound, RegistryError
 
 
 class HubNotFound(NotFound):
@@ -40,3 +40,21 @@ class EntryNotFound(HubNotFound):
     def __init__(self, message: str, *, commit: str | None = None):
         super().__init__(message)
         self.commit = commit
+
+
+class ParentCommitMismatch(Conflict):
+    """A commit's ``parentCommit`` is not the head of its revision any more (412).
+
+    The stock client sends it only when asked (``create_commit(parent_commit=...)``),
+    to commit on top of exactly that state.
+    """
+
+    status = 412
+    code = "precondition_failed"
+
+
+class HubBadRequest(RegistryError):
+    """A Hub call loreg does not serve as asked (another repo type, a branch, ...): 400."""
+
+    status = 400
+    code = "bad_request"

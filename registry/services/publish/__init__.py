@@ -18,13 +18,22 @@ which runs the same three phases in-process (:mod:`.server_side`).
 from __future__ import annotations
 
 from registry.services.publish.server_side import publish_server_side
-from registry.services.publish.specs import ParentLink, PublishFile, PublishSpec, folder_files
+from registry.services.publish.specs import (
+    ParentLink,
+    PublishFile,
+    PublishSpec,
+    StoredBlob,
+    folder_files,
+)
 from registry.services.publish.uploads import (
     complete_blob,
+    complete_upload_blob,
     create_upload,
     declared_size,
+    find_open_upload,
     held_by,
     needs_bytes,
+    open_blob_upload,
     open_upload,
     store_received_blob,
 )
@@ -34,13 +43,17 @@ __all__ = [
     "ParentLink",
     "PublishFile",
     "PublishSpec",
+    "StoredBlob",
     "commit_upload",
     "complete_blob",
+    "complete_upload_blob",
     "create_upload",
     "declared_size",
     "folder_files",
+    "find_open_upload",
     "held_by",
     "needs_bytes",
+    "open_blob_upload",
     "open_upload",
     "publish_server_side",
     "store_received_blob",

@@ -106,6 +106,42 @@ def _check_required_files(kind: ArtifactKind, paths: set[str]) -> None:
         raise InvalidManifest("a base model needs config.json and at least one .safetensors file")
 
 
+def check_declared_file(ctx: Context, path: str, size: int, head: bytes) -> str:
+    """Refuse one file from its name, size and first bytes alone, as a publish would.
+
+    For callers that see a file before its upload (the Hub's preupload call sends
+    the first 512 bytes): the path rules, pickle names, the allow-list of kinds, the
+    size limit, and a pickle format found in ``head``. Only what ``head`` proves is
+    refused; the commit checks the whole file again. Returns the normalised path.
+    """
+    path = validate_file_path(path)
+    refuse_pickle(path)
+    file_type = file_kind(path)
+    if size > ctx.settings.max_file_bytes:
+        raise PayloadTooLarge(
+            f"file '{path}' is {size} bytes; the limit is {ctx.settings.max_file_bytes}"
+        )
+    # complete=True: a header-less pickle is refused only once its STOP is in ``head``
+    refuse_pickle_content(path, file_type, head, complete=True)
+    return path
+
+
+def refuse_pickle_content(path: str, file_type: str, head: bytes, *, complete: bool) -> None:
+    """PickleRefused when ``head`` (a file's first bytes) is a pickle-bearing format.
+
+    Safetensors files are skipped (their header parser checks them); ``complete``
+    says ``head`` is the whole file.
+    """
+    if file_type == SAFETENSORS:
+        return
+    found = pickle_content(head, complete=complete, opcodes=file_type not in (JSON, JSONL))
+    if found is not None:
+        raise PickleRefused(
+            f"file '{path}' is {found}, which can run code when loaded; "
+            "only safetensors weights and plain-text files are accepted"
+        )
+
+
 # --------------------------------------------------------------------------- content
 
 
@@ -199,14 +235,7 @@ def check_contents(ctx: Context, upload: UploadSession) -> None:
                 _header(ctx, f)  # its header is parsed and checked in full
             continue
         head = ctx.store.read_range(key, 0, HEAD_BYTES) if size else b""
-        found = pickle_content(
-            head, complete=size <= HEAD_BYTES, opcodes=file_type not in (JSON, JSONL)
-        )
-        if found is not None:
-            raise PickleRefused(
-                f"file '{path}' is {found}, which can run code when loaded; "
-                "only safetensors weights and plain-text files are accepted"
-            )
+        refuse_pickle_content(path, file_type, head, complete=size <= HEAD_BYTES)
         if kind == ArtifactKind.DATASET and path.endswith(".jsonl"):
             continue  # validate_jsonl reads it as chat records
         chunks = ctx.store.open(key, chunk_size=HASH_CHUNK) if size else iter(())

@@ -14,20 +14,21 @@ from typing import Any
 from sqlmodel import Session
 
 from registry.auth import Principal
+from registry.errors import MissingBlob
 from registry.schemas import FileEntry, UploadRequest
 from registry.services.context import Context
 from registry.services.publish.checks import HASH_CHUNK
-from registry.services.publish.specs import PublishFile, PublishSpec
+from registry.services.publish.specs import PublishFile, PublishSpec, StoredBlob
 from registry.services.publish.uploads import negotiate, store_received_blob
 from registry.services.publish.versions import commit_upload
 
 
 @dataclass(frozen=True)
 class _Staged:
-    """A file ready to publish: a local copy, its size and sha256."""
+    """A file ready to publish: a local copy (None for a stored blob), its size and sha256."""
 
     path: str
-    local: Path
+    local: Path | None
     size: int
     sha256: str
 
@@ -44,10 +45,14 @@ def _hash_file(path: Path) -> tuple[int, str]:
 
 @contextmanager
 def _staged(files: Sequence[PublishFile]) -> Iterator[list[_Staged]]:
-    """Every file as a local file with its size and sha256 (streams copied to a temp dir)."""
+    """Every file as a local file with its size and sha256 (streams copied to a temp dir);
+    a stored blob as its sha256 and size alone."""
     with tempfile.TemporaryDirectory(prefix="loreg-publish-") as tmp:
         staged = []
         for n, f in enumerate(files):
+            if isinstance(f.source, StoredBlob):
+                staged.append(_Staged(f.path, None, f.source.size, f.source.sha256))
+                continue
             if isinstance(f.source, Path):
                 local = f.source
             else:
@@ -76,7 +81,8 @@ def publish_server_side(
     model. The errors are the HTTP flow's (:class:`registry.errors.RegistryError`
     subclasses; a spec field out of the request schema's bounds is a pydantic
     ``ValidationError``). Blobs the store already holds and the caller may reuse
-    are not sent again.
+    are not sent again. A :class:`StoredBlob` file is never read: the caller must
+    be allowed to reuse it, or the publish is refused with ``MissingBlob``.
 
     What an HTTP client cannot set: ``spec.job_id`` (a second publish with the same
     id returns the first one's result, ``created`` False) and ``spec.lineage``
@@ -102,9 +108,22 @@ def publish_server_side(
             )
             session.commit()
         missing = {b["sha256"] for b in upload["blobs"] if not b["present"]}
+        _refuse_unsendable(staged, missing)
         for f in staged:
-            if f.sha256 in missing:
+            if f.sha256 in missing and f.local is not None:
                 with open(f.local, "rb") as fileobj:
                     store_received_blob(ctx, upload["upload_id"], f.sha256, f.size, fileobj)
                 missing.discard(f.sha256)
         return commit_upload(ctx, principal, upload["upload_id"], base_url)
+
+
+def _refuse_unsendable(staged: Sequence[_Staged], missing: set[str]) -> None:
+    """MissingBlob for stored blobs the caller may not reuse and whose bytes it did not give."""
+    have_bytes = {f.sha256 for f in staged if f.local is not None}
+    lacking = sorted({f.path for f in staged if f.sha256 in missing - have_bytes})
+    if lacking:
+        raise MissingBlob(
+            f"{len(lacking)} file(s) name content that was never uploaded by you or is not "
+            f"readable to you: {', '.join(lacking)}; upload the bytes first",
+            details=lacking,
+        )

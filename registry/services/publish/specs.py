@@ -106,15 +106,30 @@ class ParentLink:
 
 
 @dataclass(frozen=True)
+class StoredBlob:
+    """A blob the store already holds, named by its sha256 (64 lowercase hex) and size.
+
+    Publishing it sends no bytes, so the caller must be allowed to reuse it
+    (:func:`registry.services.publish.held_by`: a version it can read holds it, or
+    it uploaded the bytes itself); otherwise the publish is refused with
+    :class:`registry.errors.MissingBlob`.
+    """
+
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True)
 class PublishFile:
     """One file to publish: its path in the version and its bytes.
 
     ``source`` is a local file (read twice: hashed, then stored if the store lacks
-    it) or a binary stream (read once, from where it stands, into a temporary file).
+    it), a binary stream (read once, from where it stands, into a temporary file)
+    or a :class:`StoredBlob` already in the store (nothing is read).
     """
 
     path: str
-    source: Path | BinaryIO
+    source: Path | BinaryIO | StoredBlob
 
 
 def folder_files(folder: Path) -> list[PublishFile]:

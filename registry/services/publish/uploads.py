@@ -93,13 +93,8 @@ def _upload_instructions(
             "headers": put.headers,
             "complete_url": complete_url,
         }
-    part_size = max(settings.multipart_part_size_bytes, math.ceil(size / MAX_S3_PARTS))
-    mp_id = store.create_multipart(key)
-    multipart[sha] = mp_id
-    parts = [
-        {"part_number": n, "url": store.presign_part(key, mp_id, n, expires_in=expiry).url}
-        for n in range(1, math.ceil(size / part_size) + 1)
-    ]
+    part_size, urls = start_multipart(ctx, upload_id, sha, size, multipart)
+    parts = [{"part_number": n, "url": url} for n, url in enumerate(urls, start=1)]
     return {
         "method": "multipart",
         "url": None,
@@ -108,6 +103,27 @@ def _upload_instructions(
         "parts": parts,
         "complete_url": complete_url,
     }
+
+
+def start_multipart(
+    ctx: Context, upload_id: str, sha: str, size: int, multipart: dict[str, str]
+) -> tuple[int, list[str]]:
+    """Start an S3 multipart upload of a blob into the upload's staging key.
+
+    Records its id in ``multipart`` (the session's, so gc can abort it) and returns the
+    part size and one presigned URL per part, in part order (the last part may be short).
+    """
+    store, settings = ctx.store, ctx.settings
+    key = staging_key(upload_id, sha)
+    part_size = max(settings.multipart_part_size_bytes, math.ceil(size / MAX_S3_PARTS))
+    mp_id = store.create_multipart(key)
+    multipart[sha] = mp_id
+    expiry = settings.upload_expiry_s
+    urls = [
+        store.presign_part(key, mp_id, n, expires_in=expiry).url
+        for n in range(1, math.ceil(size / part_size) + 1)
+    ]
+    return part_size, urls
 
 
 def held_by(session: Session, principal: Principal, shas: Iterable[str]) -> set[str]:
@@ -241,6 +257,40 @@ def negotiate(
     return {"upload_id": upload.id, "expires_at": upload.expires_at.isoformat(), "blobs": blobs}
 
 
+def open_blob_upload(
+    session: Session,
+    ctx: Context,
+    principal: Principal,
+    namespace: str,
+    name: str,
+    sizes: dict[str, int],
+) -> tuple[UploadSession | None, set[str]]:
+    """An upload session for loose blobs (sha256 -> size), with no manifest yet.
+
+    For publishers that send bytes before they name the files (the Hub's LFS batch
+    API). Returns the session (None when nothing needs sending; added to ``session``,
+    not committed) and the blobs the caller need not send (:func:`held_by`, still
+    stored). The caller checked its write scope on ``namespace``. Blobs received
+    through the session become the caller's to reuse in a later publish; the session
+    itself is never committed and expires like any other.
+    """
+    present = set(_reusable(session, ctx, principal, sizes))
+    missing = {sha: size for sha, size in sizes.items() if sha not in present}
+    if not missing:
+        return None, present
+    files = [{"path": f"blobs/{sha}", "sha256": sha, "size": size} for sha, size in missing.items()]
+    upload = UploadSession(
+        kind=ArtifactKind.ADAPTER.value,
+        namespace=namespace,
+        name=name,
+        spec={"files": files, "present": [], "loose_blobs": True},
+        created_by=principal.name,
+        expires_at=utcnow() + timedelta(seconds=ctx.settings.upload_expiry_s),
+    )
+    session.add(upload)
+    return upload, present
+
+
 # --------------------------------------------------------------------------- phase 2
 
 
@@ -258,6 +308,24 @@ def open_upload(session: Session, principal: Principal, upload_id: str) -> Uploa
         raise NotFound(f"upload '{upload_id}' not found")
     if upload.created_by != principal.name and not principal.can(upload.namespace or "*", "admin"):
         raise NotFound(f"upload '{upload_id}' not found")
+    return _check_open(upload)
+
+
+def find_open_upload(session: Session, upload_id: str) -> UploadSession:
+    """The upload session if it is open, whoever created it.
+
+    Only for requests that a signed URL authorizes instead of a token.
+    """
+    check_upload_id(upload_id)
+    upload = session.get(UploadSession, upload_id)
+    if upload is None:
+        raise NotFound(f"upload '{upload_id}' not found")
+    return _check_open(upload)
+
+
+def _check_open(upload: UploadSession) -> UploadSession:
+    """The session if it is still open and not expired, else UploadExpired."""
+    upload_id = upload.id
     if upload.status == "committed":
         raise UploadExpired(f"upload '{upload_id}' was already committed: start a new upload")
     if upload.status != "open":
@@ -323,7 +391,19 @@ def complete_blob(
     parts: list[tuple[int, str]] | None,
 ) -> dict[str, Any]:
     """Verify a blob sent to S3 through presigned URLs and promote it; idempotent."""
-    upload = open_upload(session, principal, upload_id)
+    return complete_upload_blob(
+        session, ctx, open_upload(session, principal, upload_id), sha, parts
+    )
+
+
+def complete_upload_blob(
+    session: Session,
+    ctx: Context,
+    upload: UploadSession,
+    sha: str,
+    parts: list[tuple[int, str]] | None,
+) -> dict[str, Any]:
+    """:func:`complete_blob` on a session already opened (and authorized) by the caller."""
     size = declared_size(upload, sha)
     if not needs_bytes(session, upload, sha):
         return {"sha256": sha, "size": size, "present": True}

@@ -261,7 +261,17 @@ def create_app(settings: Settings | None = None, context: Context | None = None)
         description="Registry and artifact store for LoRA adapters. See docs/http-api.md.",
     )
     app.state.ctx = ctx
-    for module in (catalog, uploads, base_models, jobs, mirrors, lineage, admin, hub_write, hub_read):
+    for module in (
+        catalog,
+        uploads,
+        base_models,
+        jobs,
+        mirrors,
+        lineage,
+        admin,
+        hub_write,
+        hub_read,
+    ):
         app.include_router(module.router)
     generate_openapi = app.openapi
 

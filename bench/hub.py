@@ -151,6 +151,27 @@ def main() -> int:
                             f.write(chunk)
                     dest.unlink()
 
+                def client_stack(i: int) -> None:
+                    # the stock client's own HTTP stack on the presigned URL the HEAD returns:
+                    # what any Hub client pays, loreg or not
+                    import httpx2
+
+                    head = httpx2.head(
+                        f"{s3_server.url}/hf/default/big/resolve/main/adapter_model.safetensors",
+                        headers={"Authorization": f"Bearer {s3_token}"},
+                    )
+                    dest = work / f"stack-{i}.bin"
+                    with (
+                        httpx2.stream("GET", head.headers["Location"]) as r,
+                        open(dest, "wb") as f,
+                    ):
+                        for chunk in r.iter_bytes(chunk_size=10 * MiB):
+                            f.write(chunk)
+                    dest.unlink()
+
+                rows["httpx2 GET of the presigned URL (weights)"] = best_of(
+                    args.repeat, client_stack
+                )
                 rows["boto3 download_file (weights only)"] = best_of(args.repeat, managed)
                 rows["boto3 get_object stream (weights only)"] = best_of(args.repeat, stream)
             s3_ctx.engine.dispose()
@@ -171,7 +192,7 @@ def main() -> int:
     )
     print(f"{'method':<42}{'seconds':>10}{'MiB/s':>10}{'vs raw':>8}")
     for name, times in rows.items():
-        size = weights["size"] if name.startswith("boto3") else total
+        size = weights["size"] if "weights" in name else total
         tp = size / min(times) / MiB
         print(f"{name:<42}{min(times):>10.3f}{tp:>10.1f}{tp / raw_tp:>7.2f}x")
     hub_tp = total / min(rows["snapshot_download via /hf (S3 redirect)"]) / MiB

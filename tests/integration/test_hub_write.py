@@ -156,6 +156,8 @@ def test_create_repo_then_upload_folder_publishes_one_version(hub: Hub, folder: 
     assert r.json() == {"url": url}
     again = writer.post("/hf/api/repos/create", json={"name": "card", "organization": "default"})
     assert again.status_code == 409 and again.json()["url"] == url
+    anonymous = httpx.post(f"{hub.url}/hf/api/repos/create", json={"name": "anon"})
+    assert anonymous.status_code == 401 and "set HF_TOKEN" in anonymous.json()["error"]
     # a repo with no version yet: listed, no version to resolve, repo_info with sha null
     assert hub.versions("default", "card") == 0
     listed = {a["name"]: a for a in hub.api.get("/v1/adapters").json()}

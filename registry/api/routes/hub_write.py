@@ -3,12 +3,11 @@
 ``create_repo``, ``validate-yaml``, preupload, the commit (an NDJSON body parsed as
 it streams in), the LFS batch API with its upload, completion and verify URLs, and
 the calls loreg refuses with a message (``create_branch``, Xet write tokens). Like
-the read routes, they stay out of loreg's OpenAPI document (docs/hub-protocol.md).
+the read routes, they stay out of loreg's OpenAPI document (docs/hub-write.md).
 """
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -33,6 +32,7 @@ from registry.services.hub.access import (
 from registry.services.hub.errors import HubBadRequest
 from registry.services.hub.ndjson import CommitBodyParser
 from registry.services.publish import store_received_blob
+from registry.validation.json_values import loads_bounded
 
 router = APIRouter(prefix="/hf", tags=["hub"], include_in_schema=False)
 _REPO = "/api/models/{namespace}/{name}"
@@ -45,9 +45,9 @@ Signature = Annotated[str, Query(max_length=128)]
 async def json_body(request: Request) -> dict[str, Any]:
     """The request's JSON object body (whatever its content type), or a 400 saying so."""
     try:
-        body = json.loads(await request.body())
-    except (ValueError, UnicodeDecodeError):
-        raise HubBadRequest("the request body must be a JSON object") from None
+        body = loads_bounded(await request.body())
+    except ValueError as exc:
+        raise HubBadRequest(f"the request body must be a JSON object ({exc})") from None
     if not isinstance(body, dict):
         raise HubBadRequest("the request body must be a JSON object")
     return body
@@ -80,8 +80,8 @@ def create_repo(
 async def validate_yaml(request: Request) -> JSONResponse:
     """Model-card check before ``upload_folder``: always JSON, 400 with ``errors`` if invalid."""
     try:
-        body = json.loads(await request.body())
-    except (ValueError, UnicodeDecodeError):
+        body = loads_bounded(await request.body())
+    except ValueError:
         body = None
     problems = repos.validate_yaml(body if isinstance(body, dict) else {})
     if problems:

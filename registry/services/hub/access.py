@@ -14,6 +14,7 @@ from __future__ import annotations
 from sqlmodel import Session
 
 from registry.auth import Principal, require_scope
+from registry.errors import Unauthorized
 from registry.models import Adapter, Namespace
 from registry.services.hub.errors import HubBadRequest
 from registry.services.hub.revisions import MAIN, get_repo
@@ -27,8 +28,19 @@ def writable_repo(
 ) -> tuple[Namespace, Adapter]:
     """The repo if the caller may write it: RepoNotFound if unreadable, 401/403 if read-only."""
     ns, adapter = get_repo(session, principal, namespace, name)
-    require_scope(principal, ns.name, ns.private, "write")
+    require_write(principal, ns.name, ns.private)
     return ns, adapter
+
+
+def require_write(principal: Principal, namespace: str, private: bool) -> None:
+    """:func:`require_scope` ``write``, with a Hub client's hint when no token was sent."""
+    try:
+        require_scope(principal, namespace, private, "write")
+    except Unauthorized:
+        raise Unauthorized(
+            f"writing to namespace '{namespace}' needs a loreg token with 'write' scope: "
+            "set HF_TOKEN to it (or pass token=...)"
+        ) from None
 
 
 def check_commit_revision(revision: str) -> None:

@@ -19,11 +19,11 @@ from sqlmodel import Session, select
 from loreg.errors import InvalidRefError
 from loreg.refs import validate_adapter_name
 from loreg.vocabulary import ArtifactKind
-from registry.auth import Principal, require_scope
+from registry.auth import Principal
 from registry.errors import InvalidName
 from registry.models import Adapter, Namespace
 from registry.services import audit, catalog
-from registry.services.hub.access import writable_repo
+from registry.services.hub.access import require_write, writable_repo
 from registry.services.hub.errors import HubBadRequest
 
 #: The repo types the Hub client names; loreg serves models only.
@@ -92,13 +92,13 @@ def _namespace(
                 f"namespace '{name}' does not exist; loreg keeps privacy per namespace, so "
                 f"an admin creates it private first (`loreg namespace create {name} --private`)"
             )
-        require_scope(principal, name, False, "write")
+        require_write(principal, name, False)
         ns = Namespace(name=name, private=False)
         session.add(ns)
         session.flush()
         audit.record(session, principal, "namespace.create", namespace=name)
         return ns
-    require_scope(principal, ns.name, ns.private, "write")
+    require_write(principal, ns.name, ns.private)
     return ns
 
 

@@ -3,7 +3,7 @@
 ``create_repo``, ``validate-yaml``, preupload, the commit (an NDJSON body parsed as
 it streams in), the LFS batch API with its upload, completion and verify URLs, and
 the calls loreg refuses with a message (``create_branch``, Xet write tokens). Like
-the read routes, they stay out of loreg's OpenAPI document (docs/hub-write.md).
+the read routes, they stay out of loreg's OpenAPI document (docs/hub-protocol.md).
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import run_cli
-from tests.support.hf_snippets import hf_env
+from tests.support.hf_client import hf_env
 
 pytestmark = pytest.mark.e2e
 
@@ -26,7 +26,7 @@ HF = str(Path(sys.executable).parent / "hf")
 def _hf(served, home: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [HF, *args],
-        env=hf_env(served.url, served.token, home),
+        env=hf_env(f"{served.url}/hf", served.token, home),
         capture_output=True,
         text=True,
         timeout=300,

@@ -29,7 +29,7 @@ from sqlmodel import Session, col, select
 
 from registry.models import UploadBlob, UploadSession
 from tests.support.fixtures_registry import BACKENDS, make_settings
-from tests.support.hf_snippets import run_hf
+from tests.support.hf_client import run_snippet
 from tests.support.publish import publish, random_safetensors, start_upload
 from tests.support.servers import ServerThread
 
@@ -55,7 +55,7 @@ class Hub:
 
     def run(self, token: str, home: Path, code: str, **env: str) -> dict[str, Any]:
         """Run a client snippet as ``token``."""
-        return run_hf(self.url, token, home, code, **env)
+        return run_snippet(self.url, token, home, code, **env)
 
     def resolve(self, ref: str) -> httpx.Response:
         """``GET /v1/resolve/{ref}`` as admin."""

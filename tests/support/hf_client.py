@@ -2,8 +2,13 @@
 
 ``huggingface_hub`` reads ``HF_ENDPOINT``, ``HF_TOKEN``, ``HF_HOME`` and
 ``HF_HUB_OFFLINE`` when it is imported, exactly as a user's process would, so each
-call runs a fresh interpreter with that environment. The script prints one JSON
-value on its last line, which :func:`run_hf` returns.
+call runs a fresh interpreter with that environment (the test process itself keeps
+``HF_HUB_OFFLINE=1``), and no request leaves the machine. Two forms:
+
+* :func:`run_hf`: a script that prints one JSON value on its last line (``error_of``
+  and ``sha256_of`` are predefined);
+* :func:`run_snippet`: a snippet that fills the dict ``out``; ``attempt`` records a
+  call's result or its error (type, status, message) instead of raising.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +35,33 @@ def sha256_of(path):
 """
 
 
-def hf_env(endpoint: str, token: str | None, hf_home: Path, *, offline: bool = False) -> dict:
+_MARK = "@@HF_RESULT@@"
+_SNIPPET_PRELUDE = '''
+import json, sys
+from huggingface_hub import HfApi
+
+def attempt(fn, *args, **kwargs):
+    """fn's result (a commit's oid, a URL ...) or {"error", "status", "message"}."""
+    try:
+        value = fn(*args, **kwargs)
+    except Exception as exc:
+        response = getattr(exc, "response", None)
+        return {
+            "error": type(exc).__name__,
+            "status": getattr(response, "status_code", None),
+            "message": str(exc),
+        }
+    return getattr(value, "oid", None) or str(value)
+
+out = {}
+'''
+
+
+def hf_env(
+    endpoint: str, token: str | None, hf_home: Path, *, offline: bool = False, **extra: str
+) -> dict[str, str]:
     """The environment of a process whose Hugging Face client talks to ``endpoint`` only."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_"))}
     env.update(
         HF_ENDPOINT=endpoint,
         HF_HOME=str(hf_home),
@@ -39,6 +69,7 @@ def hf_env(endpoint: str, token: str | None, hf_home: Path, *, offline: bool = F
         HF_HUB_DISABLE_TELEMETRY="1",
         HF_HUB_DISABLE_PROGRESS_BARS="1",
         TRANSFORMERS_OFFLINE="1",
+        **extra,
     )
     if token is not None:
         env["HF_TOKEN"] = token
@@ -67,3 +98,24 @@ def run_hf(
         f"client script failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
     )
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def run_snippet(
+    url: str, token: str, home: Path, code: str, *, timeout: float = 180, **extra_env: str
+) -> dict[str, Any]:
+    """Run ``code`` against ``<url>/hf`` with ``out`` and ``attempt`` predefined; its ``out``."""
+    script = _SNIPPET_PRELUDE + textwrap.dedent(code) + f"\nprint({_MARK!r} + json.dumps(out))\n"
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        env=hf_env(f"{url}/hf", token, home, **extra_env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    for line in proc.stdout.splitlines():
+        if line.startswith(_MARK):
+            return json.loads(line[len(_MARK) :])
+    raise AssertionError(
+        f"the client snippet failed ({proc.returncode}):\n"
+        f"{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    )

@@ -1,4 +1,4 @@
-"""``hf upload`` (the stock Hugging Face CLI) against a real ``loreg serve``.
+"""``hf upload`` (the stock Hugging Face CLI) against a real ``loreg serve``, both modes.
 
 The CLI's default call (``create_repo(exist_ok=True)`` with no visibility, then
 ``upload_folder``) publishes a version that ``loreg pull`` downloads; the same
@@ -39,9 +39,16 @@ def _files(folder: Path) -> dict[str, bytes]:
     }
 
 
-def test_hf_upload_publishes_a_version_that_loreg_pulls(served, tmp_path):
+@pytest.fixture(params=["served", "served_production"])
+def served_any(request):
+    """The embedded default (SQLite + local store) and production (Postgres + S3)."""
+    return request.getfixturevalue(request.param)
+
+
+def test_hf_upload_publishes_a_version_that_loreg_pulls(served_any, tmp_path):
     from tests.support.tiny import save_adapter
 
+    served = served_any
     folder = save_adapter(tmp_path / "adapter", seed=4)
     (folder / "README.md").write_text("---\nlibrary_name: peft\n---\n# uploaded with hf\n")
     first = _hf(served, tmp_path / "hf", "upload", "default/hubcli", str(folder))

@@ -157,3 +157,24 @@ def test_folders_odd_names_and_revision_spellings(
     for rev in ("nope", "v9", "refs/heads/nope", "refs/tags/prod"):
         for call in ("info", "tree", "paths", "commits", "download"):
             assert out[f"{call}@{rev}"] == "raised RevisionNotFoundError", (call, rev)
+
+
+PUBLIC_URL = "https://loreg.example.com"
+
+
+def test_commit_pages_link_to_the_public_url(registry_server, published, admin_api, monkeypatch):
+    from registry.services.hub import read
+
+    # the server runs in this process; the public URL, as behind a reverse proxy, is set
+    # once the adapter is published (uploads would go to it too)
+    monkeypatch.setattr(read, "COMMITS_PAGE_SIZE", 1)
+    ctx = registry_server.ctx
+    monkeypatch.setattr(ctx, "settings", ctx.settings.with_overrides(public_url=PUBLIC_URL))
+    api = f"/hf/api/models/{REPO}/commits"
+    first = admin_api.get(f"{api}/refs%2Fheads%2Fmain")
+    assert [c["title"] for c in first.json()] == ["v2"]
+    assert first.headers["Link"] == f'<{PUBLIC_URL}{api}/refs%2Fheads%2Fmain?p=1>; rel="next"'
+    # the same page through the server's own address: what the link names, minus the host
+    second = admin_api.get(first.headers["Link"][1:].split(">")[0].removeprefix(PUBLIC_URL))
+    assert [c["title"] for c in second.json()] == ["v1"]
+    assert "Link" not in second.headers

@@ -7,12 +7,12 @@ out of loreg's OpenAPI document; the stock client is their contract test.
 from __future__ import annotations
 
 from typing import Annotated, Any
-from urllib.parse import parse_qs, unquote
+from urllib.parse import parse_qs, quote, unquote
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
 
-from registry.api.deps import ContextDep, PrincipalDep, SessionDep
+from registry.api.deps import BaseUrlDep, ContextDep, PrincipalDep, SessionDep
 from registry.errors import FilesMissing
 from registry.services.hub import read
 from registry.services.hub.read import HubFile
@@ -116,16 +116,23 @@ def list_commits(
     namespace: str,
     name: str,
     revision: str,
-    request: Request,
     response: Response,
     session: SessionDep,
     principal: PrincipalDep,
+    ctx: ContextDep,
+    base_url: BaseUrlDep,
     p: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> list[dict[str, Any]]:
-    """Versions as commits, newest first, paged by ``Link`` (``list_repo_commits``)."""
+    """Versions as commits, newest first, paged by ``Link`` (``list_repo_commits``).
+
+    The next page's URL is on the public URL when one is set (behind a proxy the
+    request's own host is an internal one the client cannot reach).
+    """
     items, more = read.commits(session, principal, namespace, name, revision, p)
     if more:
-        response.headers["Link"] = f'<{request.url.include_query_params(p=p + 1)}>; rel="next"'
+        base = (ctx.settings.public_url or base_url).rstrip("/")
+        path = f"/hf/api/models/{namespace}/{name}/commits/{quote(revision, safe='')}"
+        response.headers["Link"] = f'<{base}{path}?p={p + 1}>; rel="next"'
     return items
 
 

@@ -7,12 +7,12 @@ out of loreg's OpenAPI document; the stock client is their contract test.
 from __future__ import annotations
 
 from typing import Annotated, Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, quote, unquote
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
 
-from registry.api.deps import ContextDep, PrincipalDep, SessionDep
+from registry.api.deps import BaseUrlDep, ContextDep, PrincipalDep, SessionDep
 from registry.errors import FilesMissing
 from registry.services.hub import read
 from registry.services.hub.read import HubFile
@@ -39,18 +39,47 @@ def model_info_at(
     return read.repo_info(session, principal, namespace, name, revision)
 
 
+def sent_revision(request: Request, offset: int, revision: str, path: str) -> tuple[str, str]:
+    """The revision and path as the client sent them, when the revision holds a ``/``.
+
+    The client percent-encodes the whole revision (``refs%2Fheads%2Fprod``), but routes
+    match the decoded path, so ``.../refs%2Fheads%2Fprod/x`` arrives as revision
+    ``refs`` and path ``heads/prod/x``. The raw path's segment ``offset`` places after
+    ``hf`` tells them apart; anything that does not line up is left as routed.
+    """
+    raw = request.scope.get("raw_path") or b""
+    segments = raw.decode("latin-1").split("/")
+    if "hf" not in segments:
+        return revision, path
+    index = segments.index("hf") + offset
+    if index >= len(segments):
+        return revision, path
+    sent = unquote(segments[index]).split("/")
+    rest = path.split("/")
+    if len(sent) == 1 or sent[0] != revision or rest[: len(sent) - 1] != sent[1:]:
+        return revision, path
+    return "/".join(sent), "/".join(rest[len(sent) - 1 :])
+
+
+#: Where the revision is in the raw path, counted in segments from ``hf``.
+_TREE_OFFSET = 6  # hf/api/models/{namespace}/{name}/tree/{revision}
+_RESOLVE_OFFSET = 4  # hf/{namespace}/{name}/resolve/{revision}
+
+
 @router.get(_REPO + "/tree/{revision}")
 @router.get(_REPO + "/tree/{revision}/{path:path}")
 def list_tree(
     namespace: str,
     name: str,
     revision: str,
+    request: Request,
     session: SessionDep,
     principal: PrincipalDep,
     path: str = "",
     recursive: bool = False,
 ) -> list[dict[str, Any]]:
     """Entries under a folder of a revision (``list_repo_tree`` / ``list_repo_files``)."""
+    revision, path = sent_revision(request, _TREE_OFFSET, revision, path)
     return read.tree(session, principal, namespace, name, revision, path, recursive)
 
 
@@ -60,7 +89,7 @@ async def form_fields(request: Request) -> dict[str, list[str]]:
     return parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
 
 
-@router.post(_REPO + "/paths-info/{revision}")
+@router.post(_REPO + "/paths-info/{revision:path}")
 def paths_info(
     namespace: str,
     name: str,
@@ -82,21 +111,28 @@ def list_refs(
     return read.refs(session, principal, namespace, name)
 
 
-@router.get(_REPO + "/commits/{revision}")
+@router.get(_REPO + "/commits/{revision:path}")
 def list_commits(
     namespace: str,
     name: str,
     revision: str,
-    request: Request,
     response: Response,
     session: SessionDep,
     principal: PrincipalDep,
+    ctx: ContextDep,
+    base_url: BaseUrlDep,
     p: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> list[dict[str, Any]]:
-    """Versions as commits, newest first, paged by ``Link`` (``list_repo_commits``)."""
+    """Versions as commits, newest first, paged by ``Link`` (``list_repo_commits``).
+
+    The next page's URL is on the public URL when one is set (behind a proxy the
+    request's own host is an internal one the client cannot reach).
+    """
     items, more = read.commits(session, principal, namespace, name, revision, p)
     if more:
-        response.headers["Link"] = f'<{request.url.include_query_params(p=p + 1)}>; rel="next"'
+        base = (ctx.settings.public_url or base_url).rstrip("/")
+        path = f"/hf/api/models/{namespace}/{name}/commits/{quote(revision, safe='')}"
+        response.headers["Link"] = f'<{base}{path}?p={p + 1}>; rel="next"'
     return items
 
 
@@ -117,6 +153,7 @@ def resolve_file(
     name: str,
     revision: str,
     path: str,
+    request: Request,
     session: SessionDep,
     principal: PrincipalDep,
     ctx: ContextDep,
@@ -128,6 +165,7 @@ def resolve_file(
     does not follow a cross-origin redirect for its metadata. Local files honour
     ``Range`` so an interrupted download resumes.
     """
+    revision, path = sent_revision(request, _RESOLVE_OFFSET, revision, path)
     rev, f = read.file_at(session, principal, namespace, name, revision, path)
     headers = _file_headers(rev, f)
     key = blob_key(f.sha256)

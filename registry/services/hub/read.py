@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlmodel import Session, col, select
@@ -34,7 +34,13 @@ COMMITS_PAGE_SIZE = 100
 
 
 def hub_time(moment: datetime) -> str:
-    """A timestamp in the Hub's form (ISO 8601, UTC, milliseconds, ``Z``)."""
+    """A timestamp in the Hub's form (ISO 8601, UTC, milliseconds, ``Z``).
+
+    Postgres hands timestamps back in the session's time zone (whatever the server's
+    ``TimeZone`` is), SQLite as naive UTC: an aware one is converted to UTC first.
+    """
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 

@@ -1,0 +1,180 @@
+"""The stock client reads folders, odd file names and every revision spelling through ``/hf``.
+
+Both backends (the local store streams the bytes; S3 answers 302 to a presigned URL).
+One published adapter holds nested folders and a file name with the characters a
+URL quotes (space, ``#``, ``%``, ``+``, ``;``, ``=``, ``&``, non-ASCII); the client runs in
+one subprocess and reports every call's result or its exception's type.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+import loreg
+from tests.support.hf_client import run_hf
+
+REPO = "default/names"
+ODD = "docs/notes #1 100% a+b é;x=y&z.md"
+DEEP = "docs/deep/x.json"
+TOP = ["README.md", "adapter_config.json", "adapter_model.safetensors"]
+
+
+@pytest.fixture
+def published(registry_server, adapter_dir, tmp_path) -> dict:
+    """``default/names`` v1 (with folders and the odd name) and v2 (README only changed)."""
+    reg = loreg.Registry(
+        url=registry_server.url,
+        token=registry_server.admin_token,
+        cache_dir=tmp_path / "sdk-cache",
+        progress=False,
+    )
+    views = []
+    for note in ("one", "two"):
+        folder = tmp_path / f"adapter-{note}"
+        shutil.copytree(adapter_dir, folder)
+        (folder / "README.md").write_text(f"# names {note}\n")
+        (folder / "docs" / "deep").mkdir(parents=True)
+        (folder / ODD).write_text("odd name\n")
+        (folder / DEEP).write_text('{"deep": true}')
+        reg.push(folder, "names")
+        views.append(reg.resolve(f"names-v{len(views) + 1}"))
+    reg.set_alias("names-v1", "prod")
+    return {"v1": views[0], "v2": views[1]}
+
+
+SCRIPT = """
+from huggingface_hub import HfApi, hf_hub_download, snapshot_download
+api = HfApi()
+repo = "default/names"
+odd, DEEP, digest = os.environ["ODD"], os.environ["DEEP"], os.environ["DIGEST_V1"]
+out = {}
+
+def entries(items):
+    return [[type(e).__name__, e.path] for e in items]
+
+def call(key, fn, *args, **kwargs):
+    try:
+        out[key] = fn(*args, **kwargs)
+    except Exception as exc:
+        out[key] = "raised " + type(exc).__name__
+
+read = lambda path: open(path, encoding="utf-8").read()
+call("root", lambda: entries(api.list_repo_tree(repo)))
+call("recursive", lambda: entries(api.list_repo_tree(repo, recursive=True)))
+call("docs", lambda: entries(api.list_repo_tree(repo, path_in_repo="docs")))
+call("docs/deep", lambda: entries(api.list_repo_tree(repo, path_in_repo="docs/deep")))
+call("docs rec", lambda: entries(api.list_repo_tree(repo, path_in_repo="docs", recursive=True)))
+call("tree of a file", lambda: entries(api.list_repo_tree(repo, path_in_repo="README.md")))
+call("tree of nothing", lambda: entries(api.list_repo_tree(repo, path_in_repo="nope")))
+call("paths", lambda: entries(api.get_paths_info(repo, ["docs", odd, "nope", DEEP])))
+call("odd sha", lambda: [p.lfs.sha256 for p in api.get_paths_info(repo, [odd])])
+call("odd@prod", lambda: read(hf_hub_download(repo, odd, revision="prod")))
+call("odd@digest", lambda: read(hf_hub_download(repo, odd, revision=digest)))
+call("odd@hex64", lambda: read(hf_hub_download(repo, odd, revision=digest[7:])))
+call("deep@v2", lambda: read(hf_hub_download(repo, DEEP, revision="v2")))
+call("exists odd", lambda: api.file_exists(repo, odd))
+call("docs only", lambda: sorted(
+    os.path.relpath(os.path.join(d, f), folder)
+    for folder in [snapshot_download(repo, revision="prod", allow_patterns=["docs/*"])]
+    for d, _, fs in os.walk(folder) for f in fs
+))
+for rev in ("refs/heads/main", "refs/heads/prod", "refs/tags/v1"):
+    call("sha@" + rev, lambda: api.model_info(repo, revision=rev).sha)
+    call("files@" + rev, lambda: sorted(api.list_repo_files(repo, revision=rev)))
+    call("docs@" + rev, lambda: entries(api.list_repo_tree(repo, "docs", revision=rev)))
+    call("readme@" + rev, lambda: read(hf_hub_download(repo, "README.md", revision=rev)))
+    call("odd@" + rev, lambda: read(hf_hub_download(repo, odd, revision=rev)))
+    call("exists@" + rev, lambda: api.file_exists(repo, DEEP, revision=rev))
+    call("paths@" + rev, lambda: entries(api.get_paths_info(repo, [DEEP], revision=rev)))
+    call("commits@" + rev, lambda: [c.title for c in api.list_repo_commits(repo, revision=rev)])
+for rev in ("nope", "v9", "refs/heads/nope", "refs/tags/prod"):
+    call("info@" + rev, api.model_info, repo, revision=rev)
+    call("tree@" + rev, api.list_repo_files, repo, revision=rev)
+    call("paths@" + rev, api.get_paths_info, repo, ["README.md"], revision=rev)
+    call("commits@" + rev, api.list_repo_commits, repo, revision=rev)
+    call("download@" + rev, hf_hub_download, repo, "README.md", revision=rev)
+print(json.dumps(out))
+"""
+
+
+def _sha(view: dict, path: str) -> str:
+    return next(f["sha256"] for f in view["files"] if f["path"] == path)
+
+
+def test_folders_odd_names_and_revision_spellings(
+    registry_server, published, tmp_path, monkeypatch
+):
+    v1, v2 = published["v1"], published["v2"]
+    c1, c2 = (v["digest"].removeprefix("sha256:")[:40] for v in (v1, v2))
+    monkeypatch.setenv("ODD", ODD)
+    monkeypatch.setenv("DEEP", DEEP)
+    monkeypatch.setenv("DIGEST_V1", v1["digest"])
+    out = run_hf(SCRIPT, registry_server.url + "/hf", registry_server.admin_token, tmp_path / "hf")
+
+    # folder semantics as on the Hub: a listing shows one level, folders as RepoFolder
+    top = [["RepoFile", p] for p in TOP]
+    assert out["root"] == [["RepoFolder", "docs"], *top]
+    assert out["recursive"] == [
+        ["RepoFolder", "docs"],
+        ["RepoFolder", "docs/deep"],
+        *top,
+        ["RepoFile", DEEP],
+        ["RepoFile", ODD],
+    ]
+    assert out["docs"] == [["RepoFolder", "docs/deep"], ["RepoFile", ODD]]
+    assert out["docs/deep"] == [["RepoFile", DEEP]]
+    assert out["docs rec"] == [["RepoFolder", "docs/deep"], ["RepoFile", DEEP], ["RepoFile", ODD]]
+    assert out["tree of a file"] == "raised RemoteEntryNotFoundError"
+    assert out["tree of nothing"] == "raised RemoteEntryNotFoundError"
+    assert out["paths"] == [["RepoFolder", "docs"], ["RepoFile", ODD], ["RepoFile", DEEP]]
+    assert out["odd sha"] == [_sha(v2, ODD)]
+
+    # a name the client percent-encodes arrives intact, at every revision form
+    for key in ("odd@prod", "odd@digest", "odd@hex64"):
+        assert out[key] == "odd name\n", key
+    assert out["deep@v2"] == '{"deep": true}'
+    assert out["exists odd"] is True
+    assert out["docs only"] == [DEEP, ODD]
+
+    # the full ref names list_repo_refs gives (``ref``) work as revisions on every call
+    for rev, commit, readme in (
+        ("refs/heads/main", c2, "two"),
+        ("refs/heads/prod", c1, "one"),
+        ("refs/tags/v1", c1, "one"),
+    ):
+        assert out[f"sha@{rev}"] == commit, rev
+        assert out[f"files@{rev}"] == sorted([*TOP, DEEP, ODD]), rev
+        assert out[f"docs@{rev}"] == [["RepoFolder", "docs/deep"], ["RepoFile", ODD]], rev
+        assert out[f"readme@{rev}"] == f"# names {readme}\n", rev
+        assert out[f"odd@{rev}"] == "odd name\n", rev
+        assert out[f"exists@{rev}"] is True, rev
+        assert out[f"paths@{rev}"] == [["RepoFile", DEEP]], rev
+        assert out[f"commits@{rev}"] == (["v2", "v1"] if commit == c2 else ["v1"]), rev
+
+    # an unknown revision is RevisionNotFoundError on every revision-taking call
+    for rev in ("nope", "v9", "refs/heads/nope", "refs/tags/prod"):
+        for call in ("info", "tree", "paths", "commits", "download"):
+            assert out[f"{call}@{rev}"] == "raised RevisionNotFoundError", (call, rev)
+
+
+PUBLIC_URL = "https://loreg.example.com"
+
+
+def test_commit_pages_link_to_the_public_url(registry_server, published, admin_api, monkeypatch):
+    from registry.services.hub import read
+
+    # the server runs in this process; the public URL, as behind a reverse proxy, is set
+    # once the adapter is published (uploads would go to it too)
+    monkeypatch.setattr(read, "COMMITS_PAGE_SIZE", 1)
+    ctx = registry_server.ctx
+    monkeypatch.setattr(ctx, "settings", ctx.settings.with_overrides(public_url=PUBLIC_URL))
+    api = f"/hf/api/models/{REPO}/commits"
+    first = admin_api.get(f"{api}/refs%2Fheads%2Fmain")
+    assert [c["title"] for c in first.json()] == ["v2"]
+    assert first.headers["Link"] == f'<{PUBLIC_URL}{api}/refs%2Fheads%2Fmain?p=1>; rel="next"'
+    # the same page through the server's own address: what the link names, minus the host
+    second = admin_api.get(first.headers["Link"][1:].split(">")[0].removeprefix(PUBLIC_URL))
+    assert [c["title"] for c in second.json()] == ["v1"]
+    assert "Link" not in second.headers

@@ -80,6 +80,7 @@ call("docs only", lambda: sorted(
     for folder in [snapshot_download(repo, revision="prod", allow_patterns=["docs/*"])]
     for d, _, fs in os.walk(folder) for f in fs
 ))
+call("prs", lambda: api.list_repo_refs(repo, include_pull_requests=True).pull_requests)
 for rev in ("refs/heads/main", "refs/heads/prod", "refs/tags/v1"):
     call("sha@" + rev, lambda: api.model_info(repo, revision=rev).sha)
     call("files@" + rev, lambda: sorted(api.list_repo_files(repo, revision=rev)))
@@ -137,6 +138,8 @@ def test_folders_odd_names_and_revision_spellings(
     assert out["deep@v2"] == '{"deep": true}'
     assert out["exists odd"] is True
     assert out["docs only"] == [DEEP, ODD]
+
+    assert out["prs"] == []  # asked for, the list is there (the client reads it unguarded)
 
     # the full ref names list_repo_refs gives (``ref``) work as revisions on every call
     for rev, commit, readme in (

@@ -105,10 +105,14 @@ def paths_info(
 
 @router.get(_REPO + "/refs")
 def list_refs(
-    namespace: str, name: str, session: SessionDep, principal: PrincipalDep
+    namespace: str,
+    name: str,
+    session: SessionDep,
+    principal: PrincipalDep,
+    include_prs: bool = False,
 ) -> dict[str, Any]:
     """Branches (``main`` and aliases) and tags (version labels) (``list_repo_refs``)."""
-    return read.refs(session, principal, namespace, name)
+    return read.refs(session, principal, namespace, name, with_prs=include_prs)
 
 
 @router.get(_REPO + "/commits/{revision:path}")

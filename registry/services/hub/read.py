@@ -222,8 +222,14 @@ def _ref(name: str, kind: str, version: Version) -> dict[str, Any]:
     return {"name": name, "ref": f"refs/{kind}/{name}", "targetCommit": commit_id(version)}
 
 
-def refs(session: Session, principal: Principal, namespace: str, name: str) -> dict[str, Any]:
-    """``GET /api/models/{repo}/refs``: ``main`` and aliases as branches, ``vN`` as tags."""
+def refs(
+    session: Session, principal: Principal, namespace: str, name: str, *, with_prs: bool = False
+) -> dict[str, Any]:
+    """``GET /api/models/{repo}/refs``: ``main`` and aliases as branches, ``vN`` as tags.
+
+    ``with_prs`` (``?include_prs=1``) adds the ``pullRequests`` list the client then
+    reads; loreg has no pull requests, so it is empty.
+    """
     _, adapter = get_repo(session, principal, namespace, name)
     versions = session.exec(
         select(Version).where(Version.adapter_id == adapter.id).order_by(col(Version.number))
@@ -235,7 +241,10 @@ def refs(session: Session, principal: Principal, namespace: str, name: str) -> d
     ).all()
     branches += [_ref(a.name, "heads", by_id[a.version_id]) for a in aliases if a.name != MAIN]
     tags = [_ref(f"v{v.number}", "tags", v) for v in reversed(versions)]
-    return {"branches": branches, "converts": [], "tags": tags}
+    out: dict[str, Any] = {"branches": branches, "converts": [], "tags": tags}
+    if with_prs:
+        out["pullRequests"] = []
+    return out
 
 
 def commits(

@@ -181,3 +181,11 @@ def test_commit_pages_link_to_the_public_url(registry_server, published, admin_a
     second = admin_api.get(first.headers["Link"][1:].split(">")[0].removeprefix(PUBLIC_URL))
     assert [c["title"] for c in second.json()] == ["v1"]
     assert "Link" not in second.headers
+
+
+def test_paths_info_names_each_entry_once(registry_server, published, admin_api):
+    url = f"/hf/api/models/{REPO}/paths-info/prod"
+    form = admin_api.post(url, data={"paths": ["docs", ODD, "docs/", "/docs", "nope"]})
+    assert form.status_code == 200, form.text
+    # a folder named three ways is one entry
+    assert [[e["type"], e["path"]] for e in form.json()] == [["directory", "docs"], ["file", ODD]]

@@ -209,8 +209,7 @@ def paths_info(
     files = {f.path: f for f in version_files(session, rev.version)}
     folders = _folders(list(files.values()))
     out: list[dict[str, Any]] = []
-    for raw in dict.fromkeys(paths):
-        p = raw.strip("/")
+    for p in dict.fromkeys(raw.strip("/") for raw in paths):  # "docs/" is "docs": once
         if p in files:
             out.append(files[p].tree_entry())
         elif p in folders:

@@ -183,9 +183,17 @@ def test_commit_pages_link_to_the_public_url(registry_server, published, admin_a
     assert "Link" not in second.headers
 
 
-def test_paths_info_names_each_entry_once(registry_server, published, admin_api):
+def test_paths_info_takes_a_form_or_a_json_body(registry_server, published, admin_api):
     url = f"/hf/api/models/{REPO}/paths-info/prod"
     form = admin_api.post(url, data={"paths": ["docs", ODD, "docs/", "/docs", "nope"]})
-    assert form.status_code == 200, form.text
-    # a folder named three ways is one entry
-    assert [[e["type"], e["path"]] for e in form.json()] == [["directory", "docs"], ["file", ODD]]
+    as_json = admin_api.post(url, json={"paths": ["docs", ODD, "docs/", "/docs", "nope"]})
+    expected = [["directory", "docs"], ["file", ODD]]  # a folder named three ways is one entry
+    for answer in (form, as_json):
+        assert answer.status_code == 200, answer.text
+        assert [[e["type"], e["path"]] for e in answer.json()] == expected
+    one = admin_api.post(url, json={"paths": DEEP, "expand": False})
+    assert [e["path"] for e in one.json()] == [DEEP]
+    for bad in (b"{not json", b'{"paths": [1]}', b'["docs"]', b'{"path": ["docs"]}'):
+        r = admin_api.post(url, content=bad, headers={"Content-Type": "application/json"})
+        assert r.status_code == 400, (bad, r.text)
+        assert "paths-info" in r.headers["X-Error-Message"], bad

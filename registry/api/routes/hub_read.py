@@ -15,9 +15,11 @@ from fastapi.responses import FileResponse, StreamingResponse
 from registry.api.deps import BaseUrlDep, ContextDep, PrincipalDep, SessionDep
 from registry.errors import FilesMissing
 from registry.services.hub import read
+from registry.services.hub.errors import HubBadRequest
 from registry.services.hub.read import HubFile
 from registry.services.hub.revisions import HubRevision
 from registry.storage.base import blob_key
+from registry.validation.json_values import loads_bounded
 
 router = APIRouter(prefix="/hf", tags=["hub"], include_in_schema=False)
 _REPO = "/api/models/{namespace}/{name}"
@@ -83,10 +85,25 @@ def list_tree(
     return read.tree(session, principal, namespace, name, revision, path, recursive)
 
 
-async def form_fields(request: Request) -> dict[str, list[str]]:
-    """The fields of a form-encoded body (the client posts paths-info as a form)."""
+async def requested_paths(request: Request) -> list[str]:
+    """The ``paths`` of a paths-info body: a form (``huggingface_hub`` posts one) or a JSON
+    object ``{"paths": [...]}`` (``@huggingface/hub`` posts that); 400 for a bad JSON body.
+    """
     body = await request.body()
-    return parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type != "application/json":
+        fields = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+        return fields.get("paths", []) + fields.get("paths[]", [])
+    try:
+        data = loads_bounded(body)
+    except ValueError as exc:
+        raise HubBadRequest(f"the paths-info body is not valid JSON ({exc})") from None
+    paths = data.get("paths") if isinstance(data, dict) else None
+    if isinstance(paths, str):
+        paths = [paths]
+    if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+        raise HubBadRequest('the paths-info JSON body must be {"paths": ["<path>", ...]}')
+    return paths
 
 
 @router.post(_REPO + "/paths-info/{revision:path}")
@@ -96,10 +113,9 @@ def paths_info(
     revision: str,
     session: SessionDep,
     principal: PrincipalDep,
-    fields: Annotated[dict[str, list[str]], Depends(form_fields)],
+    paths: Annotated[list[str], Depends(requested_paths)],
 ) -> list[dict[str, Any]]:
     """Entries of the named paths that exist at a revision (``get_paths_info``)."""
-    paths = fields.get("paths", []) + fields.get("paths[]", [])
     return read.paths_info(session, principal, namespace, name, revision, paths)
 
 

@@ -45,8 +45,9 @@ def published(registry_server, adapter_dir, tmp_path) -> dict:
 
 
 SCRIPT = """
-from huggingface_hub import HfApi, hf_hub_download, snapshot_download
+from huggingface_hub import HfApi, HfFileSystem, hf_hub_download, snapshot_download
 api = HfApi()
+fs = HfFileSystem()
 repo = "default/names"
 odd, DEEP, digest = os.environ["ODD"], os.environ["DEEP"], os.environ["DIGEST_V1"]
 out = {}
@@ -80,6 +81,12 @@ call("docs only", lambda: sorted(
     for folder in [snapshot_download(repo, revision="prod", allow_patterns=["docs/*"])]
     for d, _, fs in os.walk(folder) for f in fs
 ))
+weights = repo + "@prod/adapter_model.safetensors"
+call("fs ls", lambda: fs.ls(repo + "/docs", detail=False))
+call("fs find", lambda: fs.find(repo + "@refs%2Fheads%2Fprod"))
+call("fs info", lambda: [fs.info(repo + "/" + odd)["size"], fs.isdir(repo + "/docs/deep")])
+call("fs range", lambda: fs.cat_file(weights, start=1000, end=1100).hex())
+call("fs tail", lambda: fs.cat_file(weights, start=-10).hex())
 call("prs", lambda: api.list_repo_refs(repo, include_pull_requests=True).pull_requests)
 for rev in ("refs/heads/main", "refs/heads/prod", "refs/tags/v1"):
     call("sha@" + rev, lambda: api.model_info(repo, revision=rev).sha)
@@ -105,7 +112,7 @@ def _sha(view: dict, path: str) -> str:
 
 
 def test_folders_odd_names_and_revision_spellings(
-    registry_server, published, tmp_path, monkeypatch
+    registry_server, published, adapter_files, tmp_path, monkeypatch
 ):
     v1, v2 = published["v1"], published["v2"]
     c1, c2 = (v["digest"].removeprefix("sha256:")[:40] for v in (v1, v2))
@@ -139,6 +146,13 @@ def test_folders_odd_names_and_revision_spellings(
     assert out["exists odd"] is True
     assert out["docs only"] == [DEEP, ODD]
 
+    # HfFileSystem: listings, and bounded Range reads of a file's middle and end
+    assert out["fs ls"] == [f"{REPO}/docs/deep", f"{REPO}/{ODD}"]
+    assert out["fs find"] == sorted(f"{REPO}@refs%2Fheads%2Fprod/{p}" for p in [*TOP, DEEP, ODD])
+    assert out["fs info"] == [len(b"odd name\n"), True]
+    weights = adapter_files["adapter_model.safetensors"]
+    assert out["fs range"] == weights[1000:1100].hex()
+    assert out["fs tail"] == weights[-10:].hex()
     assert out["prs"] == []  # asked for, the list is there (the client reads it unguarded)
 
     # the full ref names list_repo_refs gives (``ref``) work as revisions on every call

@@ -211,3 +211,34 @@ def test_paths_info_takes_a_form_or_a_json_body(registry_server, published, admi
         r = admin_api.post(url, content=bad, headers={"Content-Type": "application/json"})
         assert r.status_code == 400, (bad, r.text)
         assert "paths-info" in r.headers["X-Error-Message"], bad
+
+
+def test_a_repo_without_versions_says_so(registry_server, admin_api, tmp_path):
+    created = admin_api.post("/hf/api/repos/create", json={"name": "empty", "type": "model"})
+    assert created.status_code == 200, created.text
+    info = admin_api.get("/hf/api/models/default/empty")
+    assert info.status_code == 200 and info.json()["sha"] is None
+    out = run_hf(
+        """
+from huggingface_hub import HfApi, snapshot_download
+api = HfApi()
+out = {}
+for name, call in (
+    ("info@main", lambda: api.model_info("default/empty", revision="main")),
+    ("snapshot", lambda: snapshot_download("default/empty")),
+    ("files", lambda: api.list_repo_files("default/empty")),
+):
+    try:
+        call()
+    except Exception as exc:
+        out[name] = [type(exc).__name__, str(exc)]
+print(json.dumps(out))
+""",
+        registry_server.url + "/hf",
+        registry_server.admin_token,
+        tmp_path / "hf",
+    )
+    assert set(out) == {"info@main", "snapshot", "files"}
+    for name, (kind, message) in out.items():
+        assert kind == "RevisionNotFoundError", name
+        assert "has no version yet" in message, name

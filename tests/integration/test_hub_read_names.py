@@ -87,6 +87,12 @@ call("fs find", lambda: fs.find(repo + "@refs%2Fheads%2Fprod"))
 call("fs info", lambda: [fs.info(repo + "/" + odd)["size"], fs.isdir(repo + "/docs/deep")])
 call("fs range", lambda: fs.cat_file(weights, start=1000, end=1100).hex())
 call("fs tail", lambda: fs.cat_file(weights, start=-10).hex())
+def last(items):
+    return [[e.path, e.last_commit.oid, e.last_commit.title, str(e.last_commit.date)[:4]]
+            for e in items]
+call("expand", lambda: last(api.list_repo_tree(repo, expand=True)))
+call("expand@prod", lambda: last(api.list_repo_tree(repo, "docs", revision="prod", expand=True)))
+call("expand paths", lambda: last(api.get_paths_info(repo, ["README.md", "docs"], expand=True)))
 call("prs", lambda: api.list_repo_refs(repo, include_pull_requests=True).pull_requests)
 for rev in ("refs/heads/main", "refs/heads/prod", "refs/tags/v1"):
     call("sha@" + rev, lambda: api.model_info(repo, revision=rev).sha)
@@ -153,6 +159,13 @@ def test_folders_odd_names_and_revision_spellings(
     weights = adapter_files["adapter_model.safetensors"]
     assert out["fs range"] == weights[1000:1100].hex()
     assert out["fs tail"] == weights[-10:].hex()
+    # expand=true: each entry's lastCommit is the version that last changed it (v2 only
+    # changed the README), with a date the client parses
+    year = v1["created_at"][:4]
+    changed = {"README.md": [c2, "v2", year]}
+    assert out["expand"] == [[p, *changed.get(p, [c1, "v1", year])] for p in ["docs", *TOP]]
+    assert out["expand@prod"] == [[p, c1, "v1", year] for p in ["docs/deep", ODD]]
+    assert out["expand paths"] == [["README.md", c2, "v2", year], ["docs", c1, "v1", year]]
     assert out["prs"] == []  # asked for, the list is there (the client reads it unguarded)
 
     # the full ref names list_repo_refs gives (``ref``) work as revisions on every call
@@ -207,6 +220,9 @@ def test_paths_info_takes_a_form_or_a_json_body(registry_server, published, admi
         assert [[e["type"], e["path"]] for e in answer.json()] == expected
     one = admin_api.post(url, json={"paths": DEEP, "expand": False})
     assert [e["path"] for e in one.json()] == [DEEP]
+    assert "lastCommit" not in one.json()[0]
+    expanded = admin_api.post(url, json={"paths": [DEEP], "expand": True}).json()
+    assert expanded[0]["lastCommit"]["title"] == "v1"
     for bad in (b"{not json", b'{"paths": [1]}', b'["docs"]', b'{"path": ["docs"]}'):
         r = admin_api.post(url, content=bad, headers={"Content-Type": "application/json"})
         assert r.status_code == 400, (bad, r.text)

@@ -6,6 +6,7 @@ out of loreg's OpenAPI document; the stock client is their contract test.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Any
 from urllib.parse import parse_qs, quote, unquote
 
@@ -79,31 +80,46 @@ def list_tree(
     principal: PrincipalDep,
     path: str = "",
     recursive: bool = False,
+    expand: bool = False,
 ) -> list[dict[str, Any]]:
     """Entries under a folder of a revision (``list_repo_tree`` / ``list_repo_files``)."""
     revision, path = sent_revision(request, _TREE_OFFSET, revision, path)
-    return read.tree(session, principal, namespace, name, revision, path, recursive)
+    return read.tree(session, principal, namespace, name, revision, path, recursive, expand)
 
 
-async def requested_paths(request: Request) -> list[str]:
-    """The ``paths`` of a paths-info body: a form (``huggingface_hub`` posts one) or a JSON
-    object ``{"paths": [...]}`` (``@huggingface/hub`` posts that); 400 for a bad JSON body.
+@dataclass(frozen=True)
+class PathsQuery:
+    """What a paths-info body asks for."""
+
+    paths: list[str]
+    expand: bool = False
+
+
+_TRUE_WORDS = frozenset({"true", "1"})
+
+
+async def paths_query(request: Request) -> PathsQuery:
+    """The ``paths`` (and ``expand``) of a paths-info body: a form (``huggingface_hub`` posts
+    one) or a JSON object ``{"paths": [...]}`` (``@huggingface/hub`` posts that); 400 for a
+    bad JSON body.
     """
     body = await request.body()
     media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if media_type != "application/json":
         fields = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
-        return fields.get("paths", []) + fields.get("paths[]", [])
+        paths = fields.get("paths", []) + fields.get("paths[]", [])
+        expand = any(v.lower() in _TRUE_WORDS for v in fields.get("expand", []))
+        return PathsQuery(paths, expand)
     try:
         data = loads_bounded(body)
     except ValueError as exc:
         raise HubBadRequest(f"the paths-info body is not valid JSON ({exc})") from None
-    paths = data.get("paths") if isinstance(data, dict) else None
-    if isinstance(paths, str):
-        paths = [paths]
-    if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+    named = data.get("paths") if isinstance(data, dict) else None
+    if isinstance(named, str):
+        named = [named]
+    if not isinstance(named, list) or not all(isinstance(p, str) for p in named):
         raise HubBadRequest('the paths-info JSON body must be {"paths": ["<path>", ...]}')
-    return paths
+    return PathsQuery(named, data.get("expand") is True)
 
 
 @router.post(_REPO + "/paths-info/{revision:path}")
@@ -113,10 +129,10 @@ def paths_info(
     revision: str,
     session: SessionDep,
     principal: PrincipalDep,
-    paths: Annotated[list[str], Depends(requested_paths)],
+    query: Annotated[PathsQuery, Depends(paths_query)],
 ) -> list[dict[str, Any]]:
     """Entries of the named paths that exist at a revision (``get_paths_info``)."""
-    return read.paths_info(session, principal, namespace, name, revision, paths)
+    return read.paths_info(session, principal, namespace, name, revision, query.paths, query.expand)
 
 
 @router.get(_REPO + "/refs")

@@ -18,6 +18,7 @@ from sqlmodel import Session, col, select
 from registry.auth import Principal
 from registry.models import Alias, BlobFault, Version, VersionFile
 from registry.services import fsck
+from registry.services.hub import history
 from registry.services.hub.errors import EntryNotFound
 from registry.services.hub.revisions import (
     MAIN,
@@ -176,8 +177,12 @@ def tree(
     revision: str,
     path: str,
     recursive: bool,
+    expand: bool = False,
 ) -> list[dict[str, Any]]:
-    """``GET /api/models/{repo}/tree/{rev}[/{path}]``: the entries under a folder."""
+    """``GET /api/models/{repo}/tree/{rev}[/{path}]``: the entries under a folder.
+
+    ``expand`` adds each entry's ``lastCommit`` (the version that last changed it).
+    """
     rev = resolve_revision(session, principal, namespace, name, revision)
     files = version_files(session, rev.version)
     folders = _folders(files)
@@ -193,6 +198,21 @@ def tree(
 
     entries = [_folder_entry(rev, d) for d in sorted(folders) if wanted(d)]
     entries += [f.tree_entry() for f in files if wanted(f.path)]
+    return _with_last_commits(session, rev, entries) if expand else entries
+
+
+def _with_last_commits(
+    session: Session, rev: HubRevision, entries: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """``entries`` with the ``lastCommit`` ``{id, title, date}`` that last changed each."""
+    last = history.last_changes(session, rev)
+    for entry in entries:
+        version = last.get(entry["path"], rev.version)
+        entry["lastCommit"] = {
+            "id": commit_id(version),
+            "title": f"v{version.number}",
+            "date": hub_time(version.created_at),
+        }
     return entries
 
 
@@ -203,8 +223,12 @@ def paths_info(
     name: str,
     revision: str,
     paths: list[str],
+    expand: bool = False,
 ) -> list[dict[str, Any]]:
-    """``POST /api/models/{repo}/paths-info/{rev}``: entries of the named paths that exist."""
+    """``POST /api/models/{repo}/paths-info/{rev}``: entries of the named paths that exist.
+
+    ``expand`` adds each entry's ``lastCommit``, as :func:`tree` does.
+    """
     rev = resolve_revision(session, principal, namespace, name, revision)
     files = {f.path: f for f in version_files(session, rev.version)}
     folders = _folders(list(files.values()))
@@ -214,7 +238,7 @@ def paths_info(
             out.append(files[p].tree_entry())
         elif p in folders:
             out.append(_folder_entry(rev, p))
-    return out
+    return _with_last_commits(session, rev, out) if expand else out
 
 
 def _ref(name: str, kind: str, version: Version) -> dict[str, Any]:

@@ -4,10 +4,12 @@ For a token without a grant on the namespace and for an anonymous caller, every 
 call (info, info at a revision, tree, paths-info, refs, commits, the HEAD and the GET
 of a file, the whole download) raises exactly what it raises for a repo that does
 not exist: ``RepositoryNotFoundError`` with the same message, so nothing tells the
-two apart. Both backends; one client subprocess.
+two apart, while a public repo reads fine anonymously. Both backends; one client subprocess.
 """
 
 from __future__ import annotations
+
+import hashlib
 
 import loreg
 from tests.support.hf_client import run_hf
@@ -50,12 +52,15 @@ for who, token in (("other", os.environ["OTHER_TOKEN"]), ("anonymous", False)):
             except Exception as exc:
                 result = [type(exc).__name__, str(exc).replace(repo, "<repo>")]
             out[f"{who} {repo} {name}"] = result
+# the control: anonymous reads a public namespace's repo
+public = hf_hub_download("default/open", "adapter_config.json", token=False)
+out["public"] = [sorted(HfApi(token=False).list_repo_files("default/open")), sha256_of(public)]
 print(json.dumps(out))
 """
 
 
 def test_a_private_repo_reads_as_missing_for_every_call(
-    registry_server, admin_api, adapter_dir, tmp_path, monkeypatch
+    registry_server, admin_api, adapter_dir, adapter_files, tmp_path, monkeypatch
 ):
     assert admin_api.post("/v1/namespaces", json={"name": "secret", "private": True}).is_success
     other = admin_api.post(
@@ -70,9 +75,13 @@ def test_a_private_repo_reads_as_missing_for_every_call(
     )
     reg.push(adapter_dir, "plan", namespace="secret")
     reg.set_alias("secret/plan-v1", "prod")
+    reg.push(adapter_dir, "open")
     monkeypatch.setenv("OTHER_TOKEN", other)
     out = run_hf(SCRIPT, registry_server.url + "/hf", other, tmp_path / "hf")
 
+    public_files, config_sha = out.pop("public")
+    assert public_files == sorted(adapter_files)
+    assert config_sha == hashlib.sha256(adapter_files["adapter_config.json"]).hexdigest()
     calls = {key.rsplit(" ", 1)[1] for key in out}
     assert len(calls) == 12
     for who in ("other", "anonymous"):

@@ -12,6 +12,8 @@ from urllib.parse import parse_qs, quote, unquote
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
+from starlette.datastructures import Headers
+from starlette.types import Receive, Scope, Send
 
 from registry.api.deps import BaseUrlDep, ContextDep, PrincipalDep, SessionDep
 from registry.errors import FilesMissing
@@ -172,6 +174,22 @@ def list_commits(
     return items
 
 
+class LocalFileResponse(FileResponse):
+    """A file from the local store; a ``Range`` in a unit other than ``bytes`` is ignored.
+
+    RFC 9110 §14.2: a server MUST ignore a range unit it does not understand (and send
+    the whole file); Starlette would answer 400.
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve the file, with a foreign-unit ``Range`` header dropped first."""
+        value = Headers(scope=scope).get("range")
+        if value is not None and value.split("=", 1)[0].strip().lower() != "bytes":
+            kept = [(k, v) for k, v in scope["headers"] if k.lower() != b"range"]
+            scope = {**scope, "headers": kept}
+        await super().__call__(scope, receive, send)
+
+
 def _file_headers(rev: HubRevision, f: HubFile) -> dict[str, str]:
     etag = f'"{f.sha256}"'
     return {
@@ -217,7 +235,9 @@ def resolve_file(
                 "from the store; an admin can restore them by pushing the same files",
                 details={"missing": [f.path]},
             )
-        return FileResponse(local_path(key), headers=headers, media_type="application/octet-stream")
+        return LocalFileResponse(
+            local_path(key), headers=headers, media_type="application/octet-stream"
+        )
     headers["Accept-Ranges"] = "none"
     return StreamingResponse(
         ctx.store.open(key),

@@ -6,18 +6,23 @@ out of loreg's OpenAPI document; the stock client is their contract test.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Any
 from urllib.parse import parse_qs, quote, unquote
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
+from starlette.datastructures import Headers
+from starlette.types import Receive, Scope, Send
 
 from registry.api.deps import BaseUrlDep, ContextDep, PrincipalDep, SessionDep
 from registry.errors import FilesMissing
 from registry.services.hub import read
+from registry.services.hub.errors import HubBadRequest
 from registry.services.hub.read import HubFile
 from registry.services.hub.revisions import HubRevision
 from registry.storage.base import blob_key
+from registry.validation.json_values import loads_bounded
 
 router = APIRouter(prefix="/hf", tags=["hub"], include_in_schema=False)
 _REPO = "/api/models/{namespace}/{name}"
@@ -77,16 +82,46 @@ def list_tree(
     principal: PrincipalDep,
     path: str = "",
     recursive: bool = False,
+    expand: bool = False,
 ) -> list[dict[str, Any]]:
     """Entries under a folder of a revision (``list_repo_tree`` / ``list_repo_files``)."""
     revision, path = sent_revision(request, _TREE_OFFSET, revision, path)
-    return read.tree(session, principal, namespace, name, revision, path, recursive)
+    return read.tree(session, principal, namespace, name, revision, path, recursive, expand)
 
 
-async def form_fields(request: Request) -> dict[str, list[str]]:
-    """The fields of a form-encoded body (the client posts paths-info as a form)."""
+@dataclass(frozen=True)
+class PathsQuery:
+    """What a paths-info body asks for."""
+
+    paths: list[str]
+    expand: bool = False
+
+
+_TRUE_WORDS = frozenset({"true", "1"})
+
+
+async def paths_query(request: Request) -> PathsQuery:
+    """The ``paths`` (and ``expand``) of a paths-info body: a form (``huggingface_hub`` posts
+    one) or a JSON object ``{"paths": [...]}`` (``@huggingface/hub`` posts that); 400 for a
+    bad JSON body.
+    """
     body = await request.body()
-    return parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type != "application/json":
+        fields = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+        paths = fields.get("paths", []) + fields.get("paths[]", [])
+        expand = any(v.lower() in _TRUE_WORDS for v in fields.get("expand", []))
+        return PathsQuery(paths, expand)
+    try:
+        data = loads_bounded(body)
+    except ValueError as exc:
+        raise HubBadRequest(f"the paths-info body is not valid JSON ({exc})") from None
+    named = data.get("paths") if isinstance(data, dict) else None
+    if isinstance(named, str):
+        named = [named]
+    if not isinstance(named, list) or not all(isinstance(p, str) for p in named):
+        raise HubBadRequest('the paths-info JSON body must be {"paths": ["<path>", ...]}')
+    return PathsQuery(named, data.get("expand") is True)
 
 
 @router.post(_REPO + "/paths-info/{revision:path}")
@@ -96,19 +131,22 @@ def paths_info(
     revision: str,
     session: SessionDep,
     principal: PrincipalDep,
-    fields: Annotated[dict[str, list[str]], Depends(form_fields)],
+    query: Annotated[PathsQuery, Depends(paths_query)],
 ) -> list[dict[str, Any]]:
     """Entries of the named paths that exist at a revision (``get_paths_info``)."""
-    paths = fields.get("paths", []) + fields.get("paths[]", [])
-    return read.paths_info(session, principal, namespace, name, revision, paths)
+    return read.paths_info(session, principal, namespace, name, revision, query.paths, query.expand)
 
 
 @router.get(_REPO + "/refs")
 def list_refs(
-    namespace: str, name: str, session: SessionDep, principal: PrincipalDep
+    namespace: str,
+    name: str,
+    session: SessionDep,
+    principal: PrincipalDep,
+    include_prs: bool = False,
 ) -> dict[str, Any]:
     """Branches (``main`` and aliases) and tags (version labels) (``list_repo_refs``)."""
-    return read.refs(session, principal, namespace, name)
+    return read.refs(session, principal, namespace, name, with_prs=include_prs)
 
 
 @router.get(_REPO + "/commits/{revision:path}")
@@ -134,6 +172,22 @@ def list_commits(
         path = f"/hf/api/models/{namespace}/{name}/commits/{quote(revision, safe='')}"
         response.headers["Link"] = f'<{base}{path}?p={p + 1}>; rel="next"'
     return items
+
+
+class LocalFileResponse(FileResponse):
+    """A file from the local store; a ``Range`` in a unit other than ``bytes`` is ignored.
+
+    RFC 9110 §14.2: a server MUST ignore a range unit it does not understand (and send
+    the whole file); Starlette would answer 400.
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve the file, with a foreign-unit ``Range`` header dropped first."""
+        value = Headers(scope=scope).get("range")
+        if value is not None and value.split("=", 1)[0].strip().lower() != "bytes":
+            kept = [(k, v) for k, v in scope["headers"] if k.lower() != b"range"]
+            scope = {**scope, "headers": kept}
+        await super().__call__(scope, receive, send)
 
 
 def _file_headers(rev: HubRevision, f: HubFile) -> dict[str, str]:
@@ -181,7 +235,9 @@ def resolve_file(
                 "from the store; an admin can restore them by pushing the same files",
                 details={"missing": [f.path]},
             )
-        return FileResponse(local_path(key), headers=headers, media_type="application/octet-stream")
+        return LocalFileResponse(
+            local_path(key), headers=headers, media_type="application/octet-stream"
+        )
     headers["Accept-Ranges"] = "none"
     return StreamingResponse(
         ctx.store.open(key),

@@ -18,6 +18,7 @@ from sqlmodel import Session, col, select
 from registry.auth import Principal
 from registry.models import Alias, BlobFault, Version, VersionFile
 from registry.services import fsck
+from registry.services.hub import history
 from registry.services.hub.errors import EntryNotFound
 from registry.services.hub.revisions import (
     MAIN,
@@ -176,8 +177,12 @@ def tree(
     revision: str,
     path: str,
     recursive: bool,
+    expand: bool = False,
 ) -> list[dict[str, Any]]:
-    """``GET /api/models/{repo}/tree/{rev}[/{path}]``: the entries under a folder."""
+    """``GET /api/models/{repo}/tree/{rev}[/{path}]``: the entries under a folder.
+
+    ``expand`` adds each entry's ``lastCommit`` (the version that last changed it).
+    """
     rev = resolve_revision(session, principal, namespace, name, revision)
     files = version_files(session, rev.version)
     folders = _folders(files)
@@ -193,6 +198,21 @@ def tree(
 
     entries = [_folder_entry(rev, d) for d in sorted(folders) if wanted(d)]
     entries += [f.tree_entry() for f in files if wanted(f.path)]
+    return _with_last_commits(session, rev, entries) if expand else entries
+
+
+def _with_last_commits(
+    session: Session, rev: HubRevision, entries: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """``entries`` with the ``lastCommit`` ``{id, title, date}`` that last changed each."""
+    last = history.last_changes(session, rev)
+    for entry in entries:
+        version = last.get(entry["path"], rev.version)
+        entry["lastCommit"] = {
+            "id": commit_id(version),
+            "title": f"v{version.number}",
+            "date": hub_time(version.created_at),
+        }
     return entries
 
 
@@ -203,27 +223,36 @@ def paths_info(
     name: str,
     revision: str,
     paths: list[str],
+    expand: bool = False,
 ) -> list[dict[str, Any]]:
-    """``POST /api/models/{repo}/paths-info/{rev}``: entries of the named paths that exist."""
+    """``POST /api/models/{repo}/paths-info/{rev}``: entries of the named paths that exist.
+
+    ``expand`` adds each entry's ``lastCommit``, as :func:`tree` does.
+    """
     rev = resolve_revision(session, principal, namespace, name, revision)
     files = {f.path: f for f in version_files(session, rev.version)}
     folders = _folders(list(files.values()))
     out: list[dict[str, Any]] = []
-    for raw in dict.fromkeys(paths):
-        p = raw.strip("/")
+    for p in dict.fromkeys(raw.strip("/") for raw in paths):  # "docs/" is "docs": once
         if p in files:
             out.append(files[p].tree_entry())
         elif p in folders:
             out.append(_folder_entry(rev, p))
-    return out
+    return _with_last_commits(session, rev, out) if expand else out
 
 
 def _ref(name: str, kind: str, version: Version) -> dict[str, Any]:
     return {"name": name, "ref": f"refs/{kind}/{name}", "targetCommit": commit_id(version)}
 
 
-def refs(session: Session, principal: Principal, namespace: str, name: str) -> dict[str, Any]:
-    """``GET /api/models/{repo}/refs``: ``main`` and aliases as branches, ``vN`` as tags."""
+def refs(
+    session: Session, principal: Principal, namespace: str, name: str, *, with_prs: bool = False
+) -> dict[str, Any]:
+    """``GET /api/models/{repo}/refs``: ``main`` and aliases as branches, ``vN`` as tags.
+
+    ``with_prs`` (``?include_prs=1``) adds the ``pullRequests`` list the client then
+    reads; loreg has no pull requests, so it is empty.
+    """
     _, adapter = get_repo(session, principal, namespace, name)
     versions = session.exec(
         select(Version).where(Version.adapter_id == adapter.id).order_by(col(Version.number))
@@ -235,7 +264,10 @@ def refs(session: Session, principal: Principal, namespace: str, name: str) -> d
     ).all()
     branches += [_ref(a.name, "heads", by_id[a.version_id]) for a in aliases if a.name != MAIN]
     tags = [_ref(f"v{v.number}", "tags", v) for v in reversed(versions)]
-    return {"branches": branches, "converts": [], "tags": tags}
+    out: dict[str, Any] = {"branches": branches, "converts": [], "tags": tags}
+    if with_prs:
+        out["pullRequests"] = []
+    return out
 
 
 def commits(

@@ -177,6 +177,11 @@ def latest_version(session: Session, adapter: Adapter) -> Version | None:
 def find_version(session: Session, adapter: Adapter, revision: str) -> Version:
     """The version a revision names on ``adapter``; RevisionNotFound otherwise."""
     version = _lookup(session, adapter, revision)
+    if version is None and latest_version(session, adapter) is None:
+        raise RevisionNotFound(
+            f"revision '{revision}' not found: the repository has no version yet "
+            "(push one with loreg push or hf upload first)"
+        )
     if version is None:
         raise RevisionNotFound(
             f"revision '{revision}' not found: use main, vN, an alias, "

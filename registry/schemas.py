@@ -203,6 +203,12 @@ class DependencyCheck(BaseModel):
     error: str | None = Field(default=None, description="why it is unavailable (else null)")
 
 
+class Liveness(BaseModel):
+    """``GET /v1/livez``: the process is up (no dependency is checked)."""
+
+    status: Literal["ok"]
+
+
 class Health(BaseModel):
     """``GET /v1/health``: 200 when every dependency answers; else a 503 error whose
     ``details`` is this report."""

@@ -17,6 +17,7 @@ from registry.schemas import (
     FsckReport,
     GcReport,
     Health,
+    Liveness,
     RepairReport,
     TokenCreated,
     TokenRequest,
@@ -30,6 +31,12 @@ from registry.storage.base import blob_key
 
 router = APIRouter(prefix="/v1", tags=["admin"])
 _SHA = re.compile(r"^[0-9a-f]{64}$")
+
+
+@router.get("/livez", response_model=Liveness)
+async def livez() -> dict[str, str]:
+    """Liveness: the process answers HTTP. Touches no dependency (``/v1/health`` does)."""
+    return {"status": "ok"}
 
 
 @router.get(

@@ -1,0 +1,354 @@
+"""API hot-path benchmark: resolve under load on a production-mode ``loreg serve``.
+
+Starts ``loreg serve`` the way README.md's production section says (Postgres through
+``LOREG_DATABASE_URL``, blobs on S3 through ``LOREG_S3_*`` -- here a loopback
+moto_server -- and a broker URL), as a separate process with ``--workers`` 1 and 2,
+and drives it with wrk (Debian's package: ``apt-get install -y wrk``) on loopback:
+
+* seeds 1,000 versions of ``default/medical`` (alias ``prod``), then grows the
+  catalog to 100,000 versions over 1,000 adapters (each with a ``prod`` alias). One
+  version is published through the API; the others are bulk-inserted copies of its
+  rows (versions, files, lineage edges) with their own numbers and digests, so the
+  tables hold what publish writes;
+* for each scale and worker count, measures p50 / p99 / requests per second at 1 and
+  16 connections for ``GET /v1/livez`` (the stack's floor: no dependency touched) and
+  ``GET /v1/resolve/...`` by alias, by version number and by digest, anonymous and
+  with a bearer token; prints each resolve beside the floor of the same run.
+
+Run: ``.venv/bin/python bench/api.py [--scales 1000,100000] [--workers 1,2] [--duration 5]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
+os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+
+LOREG = str(Path(sys.executable).parent / "loreg")
+ADAPTERS_AT_SCALE = 1000
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
+
+
+@dataclass
+class Load:
+    """One wrk run: latency percentiles (ms) and throughput."""
+
+    p50: float
+    p99: float
+    rps: float
+    errors: int
+
+
+def parse_wrk(output: str) -> Load:
+    """The p50, p99 (ms), requests/s and non-2xx/socket error count of ``wrk --latency``."""
+
+    def latency(pct: str) -> float:
+        m = re.search(rf"^\s*{pct}%\s+([\d.]+)(us|ms|s)\s*$", output, re.MULTILINE)
+        if m is None:
+            raise ValueError(f"no {pct}% line in wrk output:\n{output}")
+        return float(m.group(1)) * _UNITS[m.group(2)]
+
+    rps = re.search(r"^Requests/sec:\s+([\d.]+)", output, re.MULTILINE)
+    if rps is None:
+        raise ValueError(f"no Requests/sec line in wrk output:\n{output}")
+    errors = 0
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
+    if non2xx:
+        errors += int(non2xx.group(1))
+    sock = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
+    )
+    if sock:
+        errors += sum(int(g) for g in sock.groups())
+    return Load(latency("50"), latency("99"), float(rps.group(1)), errors)
+
+
+def run_wrk(url: str, connections: int, duration: float, token: str | None) -> Load:
+    """Drive ``url`` with wrk (one thread) for ``duration`` seconds."""
+    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency"]
+    if token:
+        cmd += ["-H", f"Authorization: Bearer {token}"]
+    out = subprocess.run(cmd + [url], capture_output=True, text=True, check=True).stdout
+    return parse_wrk(out)
+
+
+@dataclass
+class Server:
+    """A running ``loreg serve`` process."""
+
+    url: str
+    token: str
+    process: subprocess.Popen
+
+    def stop(self) -> None:
+        """SIGTERM, then wait (kill after 20 s)."""
+        self.process.terminate()
+        try:
+            self.process.wait(20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def start_server(env: dict[str, str], data_dir: Path, workers: int, log: Path) -> Server:
+    """``loreg serve --json`` on a free port; waits for its announcement and /v1/livez."""
+    import httpx
+
+    cmd = [LOREG, "serve", "--data-dir", str(data_dir), "--port", "0", "--json"]
+    if workers != 1:
+        cmd += ["--workers", str(workers)]
+    out = open(log, "w")  # noqa: SIM115 - the process owns it
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=out, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line:
+        proc.wait(10)
+        raise RuntimeError(f"loreg serve exited: {log.read_text()[-2000:]}")
+    announced = json.loads(line)
+    token = announced["admin_token"] or (data_dir / "admin_token").read_text().strip()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(announced["url"] + "/v1/livez", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    else:
+        raise RuntimeError("server did not answer /v1/livez within 60 s")
+    return Server(announced["url"], token, proc)
+
+
+def _columns(conn, table: str) -> list[str]:
+    import sqlalchemy as sa
+
+    return [c["name"] for c in sa.inspect(conn).get_columns(table) if c["name"] != "id"]
+
+
+def _copy_rows(conn, table: str, overrides: dict[str, str], source: str, where: str) -> None:
+    """INSERT INTO table (cols) SELECT cols-with-overrides FROM source WHERE where."""
+    import sqlalchemy as sa
+
+    cols = _columns(conn, table)
+    select = ", ".join(overrides.get(c, f"t.{c}") for c in cols)
+    conn.execute(
+        sa.text(
+            f"INSERT INTO {table} ({', '.join(cols)}) SELECT {select} FROM {source} WHERE {where}"
+        )
+    )
+
+
+def copy_versions(conn, adapter_id: int, template_id: int, first: int, last: int) -> None:
+    """Versions ``first..last`` of an adapter, copies of version ``template_id``'s rows
+    (the version, its files and its lineage edges) with their own numbers and digests."""
+    digest = f"'sha256:' || encode(sha256(convert_to('{adapter_id}-' || g, 'UTF8')), 'hex')"
+    _copy_rows(
+        conn,
+        "versions",
+        {"adapter_id": str(adapter_id), "number": "g", "digest": digest, "job_id": "NULL"},
+        f"versions t, generate_series({first}, {last}) g",
+        f"t.id = {template_id}",
+    )
+    new = (
+        f"(SELECT id FROM versions WHERE adapter_id = {adapter_id} "
+        f"AND number BETWEEN {first} AND {last}) v"
+    )
+    for table, key in (("version_files", "version_id"), ("lineage_edges", "child_version_id")):
+        _copy_rows(conn, table, {key: "v.id"}, f"{table} t, {new}", f"t.{key} = {template_id}")
+
+
+def grow_catalog(engine, template_id: int, total: int, per_adapter: int) -> None:
+    """Add adapters ``a0001``... of ``per_adapter`` versions each, every one with a
+    ``prod`` alias on its middle version, until the catalog holds ``total`` versions."""
+    import sqlalchemy as sa
+
+    with engine.begin() as conn:
+        have = conn.execute(sa.text("SELECT count(*) FROM versions")).scalar_one()
+        template_adapter = conn.execute(
+            sa.text("SELECT adapter_id FROM versions WHERE id = :t"), {"t": template_id}
+        ).scalar_one()
+        i = conn.execute(sa.text("SELECT count(*) FROM adapters")).scalar_one()
+        while have < total:
+            name = f"a{i:04d}"
+            i += 1
+            _copy_rows(
+                conn, "adapters", {"name": f"'{name}'"}, "adapters t", f"t.id = {template_adapter}"
+            )
+            adapter_id = conn.execute(
+                sa.text(
+                    "SELECT id FROM adapters WHERE name = :n AND namespace_id = "
+                    "(SELECT namespace_id FROM adapters WHERE id = :a)"
+                ),
+                {"n": name, "a": template_adapter},
+            ).scalar_one()
+            count = min(per_adapter, total - have)
+            copy_versions(conn, adapter_id, template_id, 1, count)
+            conn.execute(
+                sa.text(
+                    "INSERT INTO aliases (adapter_id, name, version_id, updated_by, updated_at) "
+                    "SELECT :a, 'prod', id, 'bench', now() FROM versions "
+                    "WHERE adapter_id = :a AND number = :n"
+                ),
+                {"a": adapter_id, "n": max(1, count // 2)},
+            )
+            have += count
+        conn.execute(sa.text("ANALYZE"))
+
+
+def publish_template(url: str, token: str) -> None:
+    """Publish ``default/medical`` v1 through the API (the rows every copy is made from)."""
+    import httpx
+
+    from bench.resolve_profile import _adapter_files
+    from tests.support.publish import publish
+
+    with httpx.Client(
+        base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60
+    ) as api:
+        files = {**_adapter_files(), "README.md": b"# medical\n"}
+        r, _ = publish(api, "medical", files)
+        assert r.status_code == 201, r.text
+
+
+def load_average() -> str:
+    """The 1/5/15-minute load averages."""
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+@contextmanager
+def production_env(work: Path) -> Iterator[tuple[dict[str, str], str]]:
+    """The environment of a production-mode server (throw-away Postgres database, a
+    loopback moto_server bucket, the local Redis as broker), and the database URL."""
+    from tests.support.s3server import MotoServer
+    from tests.support.servers import temp_pg_database
+
+    with temp_pg_database() as db_url, MotoServer() as moto:
+        url = db_url.replace("+psycopg2", "")
+        env = {
+            **os.environ,
+            "LOREG_DATABASE_URL": url,
+            "LOREG_S3_BUCKET": "bench",
+            "LOREG_S3_ENDPOINT_URL": moto.endpoint_url,
+            "LOREG_S3_REGION": "us-east-1",
+            "LOREG_REDIS_URL": os.environ.get("LOREG_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14"),
+            "LOREG_NO_PROGRESS": "1",
+        }
+        yield env, db_url
+
+
+def main() -> int:
+    """Seed, serve, load; print one line per (scale, workers, endpoint, connections)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scales", default="1000,100000", help="catalog sizes (versions)")
+    parser.add_argument("--workers", default="1,2", help="worker counts of loreg serve")
+    parser.add_argument("--connections", default="1,16")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run")
+    parser.add_argument("--medical-versions", type=int, default=1000)
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        print("wrk not found: apt-get install -y wrk", file=sys.stderr)
+        return 2
+    import sqlalchemy as sa
+
+    scales = [int(x) for x in args.scales.split(",")]
+    workers = [int(x) for x in args.workers.split(",")]
+    connections = [int(x) for x in args.connections.split(",")]
+    print(
+        f"# bench/api.py  {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC  {platform.node()}  "
+        f"{platform.machine()}  {os.cpu_count()} cores  python {platform.python_version()}  "
+        f"load {load_average()}"
+    )
+    print(f"# command: {' '.join(sys.argv)}")
+    with ExitStack() as stack:
+        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="loreg-api-")))
+        env, db_url = stack.enter_context(production_env(work))
+        engine = sa.create_engine(db_url)
+        stack.callback(engine.dispose)
+        data_dir = work / "data"
+        server = start_server(env, data_dir, 1, work / "seed.log")
+        try:
+            publish_template(server.url, server.token)
+        finally:
+            server.stop()
+        token = (data_dir / "admin_token").read_text().strip()
+        with engine.begin() as conn:
+            template_id, adapter_id = conn.execute(
+                sa.text("SELECT id, adapter_id FROM versions")
+            ).one()
+            copy_versions(conn, adapter_id, template_id, 2, args.medical_versions)
+            conn.execute(
+                sa.text(
+                    "INSERT INTO aliases (adapter_id, name, version_id, updated_by, updated_at) "
+                    "SELECT :a, 'prod', id, 'bench', now() FROM versions "
+                    "WHERE adapter_id = :a AND number = :n"
+                ),
+                {"a": adapter_id, "n": args.medical_versions // 2},
+            )
+            digest = conn.execute(
+                sa.text("SELECT digest FROM versions WHERE adapter_id = :a AND number = :n"),
+                {"a": adapter_id, "n": args.medical_versions // 2},
+            ).scalar_one()
+            conn.execute(sa.text("ANALYZE"))
+        number = args.medical_versions // 2
+        paths = {
+            "livez (floor)": "/v1/livez",
+            "resolve by alias": "/v1/resolve/default/medical@prod",
+            "resolve by number": f"/v1/resolve/default/medical-v{number}",
+            "resolve by digest": f"/v1/resolve/default/medical@{digest}",
+        }
+        print(
+            f"{'versions':>8} {'wk':>2} {'endpoint':<18} {'token':<5} {'conn':>4} "
+            f"{'p50 ms':>7} {'p99 ms':>7} {'req/s':>8} {'x floor':>7} {'errors':>6}"
+        )
+        for scale in scales:
+            grow_catalog(engine, template_id, scale, 100)
+            for n_workers in workers:
+                server = start_server(
+                    env, data_dir, n_workers, work / f"serve-{scale}-{n_workers}.log"
+                )
+                try:
+                    for conns in connections:
+                        floor: Load | None = None
+                        for label, path in paths.items():
+                            for with_token in (False, True) if path != "/v1/livez" else (False,):
+                                load = run_wrk(
+                                    server.url + path,
+                                    conns,
+                                    args.duration,
+                                    token if with_token else None,
+                                )
+                                if floor is None:
+                                    floor = load
+                                ratio = floor.rps / load.rps if load.rps else float("inf")
+                                print(
+                                    f"{scale:>8} {n_workers:>2} {label:<18} "
+                                    f"{'yes' if with_token else 'no':<5} {conns:>4} "
+                                    f"{load.p50:>7.2f} {load.p99:>7.2f} {load.rps:>8.0f} "
+                                    f"{ratio:>7.2f} {load.errors:>6}",
+                                    flush=True,
+                                )
+                finally:
+                    server.stop()
+    print(f"# load average at the end: {load_average()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -21,10 +21,8 @@ from registry.models import (
     VersionFile,
     utcnow,
 )
-from registry.services import audit, fsck, lineage
+from registry.services import audit, fsck, lineage, manifests
 from registry.services.context import Context
-from registry.services.repair import render
-from registry.services.urls import blob_download_url
 
 _BASE_MODEL_NAME = re.compile(
     r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?$"
@@ -141,43 +139,26 @@ def version_view(
 
     ``principal`` decides which private lineage parents are named (none when None).
     A version with a file whose bytes fsck found missing answers 409 ``files_missing``.
+    The hot path (:mod:`registry.services.resolve`) renders the same object from a
+    cached manifest.
     """
-    rows = session.exec(
-        select(VersionFile, BlobFault.problem)
-        .outerjoin(BlobFault, col(BlobFault.sha256) == VersionFile.blob_sha256)
+    check_files_present(session, ns, adapter, version)
+    manifest = manifests.load_manifest(session, ns, adapter, version)
+    aliases = _aliases_of_version(session, version)
+    return manifests.resolve_view(ctx, manifest, aliases, principal, base_url)
+
+
+def check_files_present(
+    session: Session, ns: Namespace, adapter: Adapter, version: Version
+) -> None:
+    """409 ``files_missing`` when fsck marked any of the version's blobs as lost."""
+    faults = session.exec(
+        select(VersionFile.path, BlobFault.problem)
+        .join(BlobFault, col(BlobFault.sha256) == VersionFile.blob_sha256)
         .where(VersionFile.version_id == version.id)
-        .order_by(col(VersionFile.path))
     ).all()
     ref = format_ref(ns.name, adapter.name, version=version.number)
-    fsck.check_files_present(ref, [(f.path, problem) for f, problem in rows])
-    files = [f for f, _ in rows]
-    return {
-        "ref": ref,
-        "namespace": ns.name,
-        "name": adapter.name,
-        "version": version.number,
-        "digest": version.digest,
-        "files": [
-            {
-                "path": f.path,
-                "size": f.size,
-                "sha256": f.blob_sha256,
-                "url": blob_download_url(ctx, base_url, f.blob_sha256, f.path.rsplit("/", 1)[-1]),
-            }
-            for f in files
-        ],
-        "config": render(version.config),
-        "base_model": version.base_model,
-        "base_model_registered": version.base_model_id is not None,
-        "aliases": _aliases_of_version(session, version),
-        "description": version.description,
-        "metadata": render(version.meta) or {},
-        "lineage": lineage_of(session, version, principal),
-        "summary": render(version.summary) or {},
-        "size": version.size,
-        "created_at": version.created_at.isoformat(),
-        "created_by": version.created_by,
-    }
+    fsck.check_files_present(ref, [(path, problem) for path, problem in faults])
 
 
 def _adapter_summary(session: Session, ns: Namespace, adapter: Adapter) -> dict[str, Any]:

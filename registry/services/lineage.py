@@ -15,6 +15,7 @@ repo, commit and requested revision). It has no parents of its own.
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import dataclass
 from typing import Any
 
 from sqlmodel import Session, col, select
@@ -45,7 +46,31 @@ def node_of(row: Version | BaseModelRecord) -> Node:
     return ("base_model" if isinstance(row, BaseModelRecord) else "version", row.id)
 
 
-def _node_view(session: Session, node: Node, principal: Principal | None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class NodeFacts:
+    """A lineage node's full view and, for a version, its namespace and whether that
+    namespace is private: what :func:`shown_to` needs to decide what a caller sees."""
+
+    view: dict[str, Any]
+    namespace: str | None = None
+    private: bool = False
+
+
+_HIDDEN_VERSION = {"kind": "version", "ref": None, "digest": None, "private": True}
+
+
+def shown_to(facts: NodeFacts, principal: Principal | None) -> dict[str, Any]:
+    """The node as ``principal`` may see it: a private namespace's version it cannot read
+    is shown without ref or digest (``principal`` None reads no private namespace)."""
+    if facts.private and (
+        principal is None or facts.namespace is None or not principal.can(facts.namespace, "read")
+    ):
+        return dict(_HIDDEN_VERSION)
+    return dict(facts.view)
+
+
+def node_facts(session: Session, node: Node) -> NodeFacts:
+    """The full view of a node (ref, digest) with the facts that decide who may see it."""
     kind, node_id = node
     # nodes come from rows and foreign keys, so every lookup below finds its row
     if kind == LineageNodeKind.UPSTREAM:
@@ -53,25 +78,30 @@ def _node_view(session: Session, node: Node, principal: Principal | None) -> dic
         assert up is not None
         ref = format_upstream(up.repo_id, up.commit)
         kind_word = LineageNodeKind.UPSTREAM.value
-        return {"kind": kind_word, "ref": ref, "digest": None, "private": False}
+        return NodeFacts({"kind": kind_word, "ref": ref, "digest": None, "private": False})
     if kind == "base_model":
         bm = session.get(BaseModelRecord, node_id)
         assert bm is not None
-        return {"kind": "base_model", "ref": bm.name, "digest": bm.digest, "private": False}
+        return NodeFacts(
+            {"kind": "base_model", "ref": bm.name, "digest": bm.digest, "private": False}
+        )
     version = session.get(Version, node_id)
     assert version is not None
     adapter = session.get(Adapter, version.adapter_id)
     assert adapter is not None
     ns = session.get(Namespace, adapter.namespace_id)
     assert ns is not None
-    if ns.private and (principal is None or not principal.can(ns.name, "read")):
-        return {"kind": "version", "ref": None, "digest": None, "private": True}
-    return {
+    view = {
         "kind": "version",
         "ref": format_ref(ns.name, adapter.name, version=version.number),
         "digest": version.digest,
         "private": False,
     }
+    return NodeFacts(view, namespace=ns.name, private=ns.private)
+
+
+def _node_view(session: Session, node: Node, principal: Principal | None) -> dict[str, Any]:
+    return shown_to(node_facts(session, node), principal)
 
 
 def _edges(session: Session, node: Node) -> list[LineageEdge]:
@@ -92,18 +122,40 @@ def _parent(edge: LineageEdge) -> Node:
     return ("base_model", edge.parent_base_model_id)
 
 
+@dataclass(frozen=True)
+class ParentFacts:
+    """One direct lineage edge of a node, before deciding what a caller may see."""
+
+    relation: str
+    parent: NodeFacts
+    params: dict[str, Any]
+
+
+def parent_facts(session: Session, node: Node) -> list[ParentFacts]:
+    """The direct lineage edges of a node with the facts of each parent, in edge order.
+
+    Edges and the nodes they name never change once written, so this may be cached
+    per node; :func:`parents_view` turns it into what one caller sees.
+    """
+    return [
+        ParentFacts(edge.relation, node_facts(session, _parent(edge)), render(edge.params) or {})
+        for edge in _edges(session, node)
+    ]
+
+
+def parents_view(facts: list[ParentFacts], principal: Principal | None) -> list[dict[str, Any]]:
+    """``{relation, parent, params}`` per edge, as ``principal`` may see them."""
+    return [
+        {"relation": f.relation, "parent": shown_to(f.parent, principal), "params": f.params}
+        for f in facts
+    ]
+
+
 def parents_of(
     session: Session, node: Node, principal: Principal | None = None
 ) -> list[dict[str, Any]]:
     """The direct lineage edges of a node: ``{relation, parent, params}`` each."""
-    return [
-        {
-            "relation": edge.relation,
-            "parent": _node_view(session, _parent(edge), principal),
-            "params": render(edge.params) or {},
-        }
-        for edge in _edges(session, node)
-    ]
+    return parents_view(parent_facts(session, node), principal)
 
 
 def ancestry(

@@ -36,11 +36,14 @@ def make_engine(
     *,
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
     statement_timeout: float | None = None,
+    hot_path: bool = False,
 ) -> Engine:
     """An engine for Postgres or SQLite (WAL, foreign keys, busy timeout on SQLite).
 
     On Postgres every wait is bounded (see the module docstring); ``statement_timeout``
-    None means no statement bound (migrations), only the connect bound.
+    None means no statement bound (migrations), only the connect bound. ``hot_path``
+    makes the engine of single-statement reads: autocommit (no BEGIN/ROLLBACK round
+    trips) and no pre-ping (its caller retries once on a dropped connection).
     """
     if database_url.startswith("sqlite"):
         engine = sa.create_engine(
@@ -71,11 +74,12 @@ def make_engine(
         connect_args["options"] = f"-c statement_timeout={int(statement_timeout * 1000)}"
     engine = sa.create_engine(
         database_url,
-        pool_pre_ping=True,
+        pool_pre_ping=not hot_path,
         pool_size=10,
         max_overflow=20,
         pool_timeout=max(connect_timeout, 1.0) * 2,
         connect_args=connect_args,
+        **({"isolation_level": "AUTOCOMMIT"} if hot_path else {}),
     )
     if connection_class is not None:
 

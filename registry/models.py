@@ -201,7 +201,7 @@ class Alias(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     adapter_id: int = Field(foreign_key="adapters.id", index=True)
     name: str = Field(max_length=64)
-    version_id: int = Field(foreign_key="versions.id")
+    version_id: int = Field(foreign_key="versions.id", index=True)
     updated_by: str | None = Field(default=None, max_length=128)
     updated_at: datetime = _ts()
 

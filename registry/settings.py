@@ -188,6 +188,15 @@ class Settings(BaseSettings):
     retry_after_s: int = Field(
         5, ge=0, validation_alias=AliasChoices("LOREG_RETRY_AFTER_S", "LOREG_RETRY_AFTER")
     )
+    #: How long a worker process trusts a token it checked (0: check every request). A
+    #: token revoked elsewhere is refused by every process within this many seconds.
+    token_cache_s: float = Field(
+        10.0,
+        ge=0,
+        le=300,
+        allow_inf_nan=False,
+        validation_alias=AliasChoices("LOREG_TOKEN_CACHE_S", "LOREG_TOKEN_CACHE"),
+    )
     header_timeout_s: Seconds = Field(
         10.0, validation_alias=AliasChoices("LOREG_HEADER_TIMEOUT_S", "LOREG_HEADER_TIMEOUT")
     )

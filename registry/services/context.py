@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.engine import Engine
 
 from registry.db import make_engine
+from registry.services.caching import HotCaches
 from registry.settings import Settings
 from registry.storage.base import ObjectStore
 
@@ -50,6 +51,10 @@ class Context:
     settings: Settings
     engine: Engine
     store: ObjectStore
+    # the resolve hot path's engine: autocommit, no pre-ping (registry.services.resolve);
+    # the main engine when None (SQLite, or a context built by hand)
+    hot_engine: Engine | None = field(default=None, repr=False)
+    hot: HotCaches = field(default_factory=HotCaches, repr=False)
     # embedded mode's job executor, ``run_job(settings, job_id)`` in a child process: set by
     # the composition root (``registry.serve``); unused when a broker is configured
     run_job: Callable[[Settings, str], Any] | None = field(default=None, repr=False)
@@ -66,10 +71,17 @@ class Context:
                 self._dispatcher = make_dispatcher(self.settings, self.run_job)
             return self._dispatcher
 
+    @property
+    def read_engine(self) -> Engine:
+        """The engine of single-statement reads on the hot path."""
+        return self.hot_engine or self.engine
+
     def close(self) -> None:
-        """Dispose of the engine and stop the dispatcher."""
+        """Dispose of the engines and stop the dispatcher."""
         if self._dispatcher is not None:
             self._dispatcher.close()
+        if self.hot_engine is not None:
+            self.hot_engine.dispose()
         self.engine.dispose()
 
     @classmethod
@@ -80,14 +92,21 @@ class Context:
         create_bucket: bool = False,
         run_job: Callable[[Settings, str], Any] | None = None,
     ) -> Context:
-        """Build the engine and store from settings (see :func:`make_store`)."""
-        return cls(
-            run_job=run_job,
-            settings=settings,
-            engine=make_engine(
+        """Build the engines and store from settings (see :func:`make_store`)."""
+
+        def engine(hot_path: bool) -> Engine:
+            return make_engine(
                 settings.database_url,
                 connect_timeout=settings.db_connect_timeout_s,
                 statement_timeout=settings.db_statement_timeout_s,
-            ),
+                hot_path=hot_path,
+            )
+
+        sqlite = settings.database_url.startswith("sqlite")
+        return cls(
+            run_job=run_job,
+            settings=settings,
+            engine=engine(False),
+            hot_engine=None if sqlite else engine(True),
             store=make_store(settings, create_bucket=create_bucket),
         )

@@ -54,6 +54,9 @@ def _serve(stack: ExitStack, tmp_path, database_url: str) -> tuple[str, str]:
         db_connect_timeout_s=CONNECT_TIMEOUT,
         db_statement_timeout_s=STATEMENT_TIMEOUT,
         retry_after_s=3,
+        # every request checks its token in the database (no cached principal), so
+        # /v1/whoami is a request that needs the database
+        token_cache_s=0,
     )
     ctx, token = prepare(settings)
     stack.callback(ctx.engine.dispose)
@@ -92,6 +95,8 @@ def test_database_crash_answers_503_then_heals(cluster, tmp_path):
         try:
             _assert_database_unavailable(api.get("/v1/namespaces"), cluster.port)
             _assert_database_unavailable(api.get("/v1/whoami"), cluster.port)
+            # the resolve hot path (its own engine, no pre-ping) too
+            _assert_database_unavailable(api.get("/v1/resolve/default/nothing"), cluster.port)
             health = api.get("/v1/health")
             assert health.status_code == 503, health.text
             assert health.headers["Retry-After"] == "3"
@@ -109,8 +114,26 @@ def test_database_crash_answers_503_then_heals(cluster, tmp_path):
         # the API heals by itself: the very next request works
         assert api.get("/v1/namespaces").status_code == 200
         assert api.get("/v1/whoami").json()["authenticated"] is True
+        missing = api.get("/v1/resolve/default/nothing")  # the database answers again
+        assert missing.status_code == 404 and "nothing" in missing.text, missing.text
         health = api.get("/v1/health")
         assert health.status_code == 200 and health.json()["status"] == "ok"
+
+
+def test_resolve_after_a_database_restart_works_first_time(cluster, tmp_path):
+    """The hot path's engine sends no pre-ping: a pooled connection that died with the
+    server is dropped and the statement sent again, so the first resolve after the
+    database came back answers (here 404), not 503."""
+    with ExitStack() as stack:
+        url, token = _serve(stack, tmp_path, _new_database(cluster))
+        api = stack.enter_context(
+            httpx.Client(base_url=url, timeout=30, headers={"Authorization": f"Bearer {token}"})
+        )
+        assert api.get("/v1/resolve/default/nothing").status_code == 404  # pools a connection
+        cluster.crash()
+        cluster.start()
+        missing = api.get("/v1/resolve/default/nothing")
+        assert missing.status_code == 404 and "nothing" in missing.text, missing.text
 
 
 def test_blackholed_database_fails_in_bounded_time(cluster, tmp_path):

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request, Response, Security
+from fastapi.security import HTTPAuthorizationCredentials
+from starlette.concurrency import run_in_threadpool
 
-from registry.api.deps import BaseUrlDep, ContextDep, PrincipalDep, SessionDep
+from registry.api.deps import PrincipalDep, SessionDep, base_url, bearer_scheme
+from registry.auth import parse_bearer
 from registry.schemas import (
     AdapterDetail,
     AdapterSummary,
@@ -19,6 +22,8 @@ from registry.schemas import (
     error_responses,
 )
 from registry.services import catalog, tokens
+from registry.services import resolve as hot_resolve
+from registry.services.context import Context
 
 router = APIRouter(prefix="/v1", tags=["catalog"])
 
@@ -85,12 +90,20 @@ def get_adapter(
     response_model=ResolvedVersion,
     responses=error_responses(401, 404, 409, 422),
 )
-def resolve(
-    ref: str, session: SessionDep, principal: PrincipalDep, ctx: ContextDep, base: BaseUrlDep
-) -> dict[str, Any]:
-    """Resolve a ref to a version manifest with short-lived download URLs."""
-    ns, adapter, version = catalog.resolve_ref(session, principal, ref)
-    return catalog.version_view(session, ctx, ns, adapter, version, base, principal)
+async def resolve(
+    ref: str,
+    request: Request,
+    _credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)],
+) -> Response:
+    """Resolve a ref to a version manifest with short-lived download URLs.
+
+    The hot path (registry.services.resolve): one indexed query, the rest cached;
+    the answer is the ``ResolvedVersion`` object, serialised once per cache entry.
+    """
+    ctx: Context = request.app.state.ctx
+    token = parse_bearer(request.headers.get("authorization"))
+    body = await run_in_threadpool(hot_resolve.resolve_json, ctx, token, ref, base_url(request))
+    return Response(body, media_type="application/json")
 
 
 @router.put(

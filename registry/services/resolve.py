@@ -1,0 +1,229 @@
+"""The resolve hot path: ``GET /v1/resolve/{ref}`` in one indexed query.
+
+What can change between two requests is read from the database every time, in one
+statement (:func:`lookup`): which version the ref selects now (an alias may have
+moved, a new version may be the latest), the namespace's privacy, the aliases on the
+version and whether fsck marked one of its blobs lost. So a moved alias is seen by
+the very next request on every worker and process, with no invalidation protocol.
+
+What cannot change is cached in the process: the version's :class:`~registry.services.
+manifests.Manifest` (keyed by the version's identity, so a reused row id is a miss),
+the caller's principal (for ``LOREG_TOKEN_CACHE_S`` seconds: a revoked token stops
+working within that bound) and the serialised answer (for a tenth of the download
+URLs' lifetime, so every URL handed out keeps at least 90% of it).
+
+Anything unusual -- no row, a blob marked lost -- goes to the general path
+(:func:`registry.services.catalog.resolve_ref`), which raises the same errors as
+before with the same messages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from pydantic import TypeAdapter
+from sqlmodel import Session
+
+from loreg.refs import Ref
+from registry.auth import Principal, check_visible, hash_token
+from registry.models import Adapter, Alias, BlobFault, Namespace, Version, VersionFile
+from registry.schemas import ResolvedVersion
+from registry.services import catalog, manifests, tokens
+from registry.services.context import Context
+
+_RESOLVED = TypeAdapter(ResolvedVersion)
+
+_ns = sa.inspect(Namespace).local_table
+_ad = sa.inspect(Adapter).local_table
+_ve = sa.inspect(Version).local_table
+_al = sa.inspect(Alias).local_table
+_vf = sa.inspect(VersionFile).local_table
+_bf = sa.inspect(BlobFault).local_table
+
+
+@dataclass(frozen=True)
+class Target:
+    """The mutable facts of one resolve, as the database holds them now."""
+
+    namespace: str
+    private: bool
+    version_key: tuple[Any, ...]  # identity of the version row (id, adapter, number, digest, time)
+    aliases: tuple[str, ...]
+    files_missing: bool
+
+    @property
+    def version_id(self) -> int:
+        """The version's row id."""
+        return int(self.version_key[0])
+
+
+def _lookup_statement(kind: str) -> sa.Select:
+    """The one statement of a resolve, for a kind of selector (alias, version, digest,
+    latest)."""
+    on_version = _al.alias("on_version")
+    faults = (
+        sa.select(sa.literal(1))
+        .select_from(_vf.join(_bf, _bf.c.sha256 == _vf.c.blob_sha256))
+        .where(_vf.c.version_id == _ve.c.id)
+        .exists()
+    )
+    joined = _ns.join(
+        _ad, sa.and_(_ad.c.namespace_id == _ns.c.id, _ad.c.name == sa.bindparam("name"))
+    )
+    if kind == "alias":
+        chosen = _al.alias("chosen")
+        joined = joined.join(
+            chosen,
+            sa.and_(chosen.c.adapter_id == _ad.c.id, chosen.c.name == sa.bindparam("alias")),
+        ).join(_ve, _ve.c.id == chosen.c.version_id)
+        selector: sa.ColumnElement[bool] = sa.true()
+    else:
+        joined = joined.join(_ve, _ve.c.adapter_id == _ad.c.id)
+        if kind == "version":
+            selector = _ve.c.number == sa.bindparam("number")
+        elif kind == "digest":
+            selector = _ve.c.digest == sa.bindparam("digest")
+        else:
+            newest = _ve.alias("newest")
+            latest = sa.select(sa.func.max(newest.c.number)).where(newest.c.adapter_id == _ad.c.id)
+            selector = _ve.c.number == latest.scalar_subquery()
+    joined = joined.outerjoin(on_version, on_version.c.version_id == _ve.c.id)
+    return (
+        sa.select(
+            _ns.c.name,
+            _ns.c.private,
+            _ve.c.id,
+            _ve.c.adapter_id,
+            _ve.c.number,
+            _ve.c.digest,
+            _ve.c.created_at,
+            faults.label("files_missing"),
+            on_version.c.name.label("alias_name"),
+        )
+        .select_from(joined)
+        .where(_ns.c.name == sa.bindparam("namespace"), selector)
+    )
+
+
+_STATEMENTS = {kind: _lookup_statement(kind) for kind in ("alias", "version", "digest", "latest")}
+
+
+def _statement_and_params(ref: Ref) -> tuple[sa.Select, dict[str, Any]]:
+    params: dict[str, Any] = {"namespace": ref.namespace, "name": ref.name}
+    if ref.alias is not None:
+        return _STATEMENTS["alias"], {**params, "alias": ref.alias}
+    if ref.version is not None:
+        return _STATEMENTS["version"], {**params, "number": ref.version}
+    if ref.digest is not None:
+        return _STATEMENTS["digest"], {**params, "digest": ref.digest}
+    return _STATEMENTS["latest"], params
+
+
+def _run(ctx: Context, statement: sa.Select, params: dict[str, Any]) -> list[sa.Row]:
+    with ctx.read_engine.connect() as conn:
+        return list(conn.execute(statement, params).all())
+
+
+def lookup(ctx: Context, ref: Ref) -> Target | None:
+    """Which version ``ref`` selects now, with its aliases and blob faults; None if nothing.
+
+    One statement on the read engine: autocommit, so no BEGIN/ROLLBACK round trips,
+    and no pre-ping; a pooled connection found dead (the database restarted) is
+    dropped and the statement sent once more on a new one.
+    """
+    statement, params = _statement_and_params(ref)
+    try:
+        rows = _run(ctx, statement, params)
+    except sa.exc.DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+        rows = _run(ctx, statement, params)  # the pool dropped that connection: once more
+    if not rows:
+        return None
+    first = rows[0]
+    return Target(
+        namespace=first.name,
+        private=bool(first.private),
+        version_key=(first.id, first.adapter_id, first.number, first.digest, first.created_at),
+        aliases=tuple(sorted(r.alias_name for r in rows if r.alias_name is not None)),
+        files_missing=bool(first.files_missing),
+    )
+
+
+def principal_of(ctx: Context, token: str | None) -> Principal:
+    """The caller of a bearer token (anonymous for None), cached for the token TTL.
+
+    Raises Unauthorized for an unknown or revoked token (never cached).
+    """
+    if token is None:
+        return Principal()
+    ttl = ctx.settings.token_cache_s
+    key = hash_token(token)
+    if ttl > 0:
+        cached = ctx.hot.principals.get(key)
+        if cached is not None:
+            return cached
+    with Session(ctx.engine) as session:
+        principal = tokens.authenticate(session, token)
+    if ttl > 0:
+        ctx.hot.principals.put(key, principal, ttl)
+    return principal
+
+
+def _manifest(ctx: Context, target: Target) -> manifests.Manifest:
+    cached = ctx.hot.manifests.get(target.version_key)
+    if cached is not None:
+        return cached
+    with Session(ctx.engine) as session:
+        version = session.get(Version, target.version_id)
+        adapter = session.get(Adapter, version.adapter_id) if version else None
+        ns = session.get(Namespace, adapter.namespace_id) if adapter else None
+        if version is None or adapter is None or ns is None:  # deleted since the lookup
+            raise LookupError("version gone")
+        manifest = manifests.load_manifest(session, ns, adapter, version)
+    ctx.hot.manifests.put(target.version_key, manifest)
+    return manifest
+
+
+def serialise(view: dict[str, Any]) -> bytes:
+    """The JSON bytes of a resolve object, exactly as FastAPI renders ``ResolvedVersion``."""
+    return _RESOLVED.dump_json(_RESOLVED.validate_python(view), by_alias=True)
+
+
+def _answer_key(
+    target: Target, manifest: manifests.Manifest, principal: Principal, base: str
+) -> Hashable:
+    visible = tuple(ns is not None and principal.can(ns, "read") for ns in manifest.private_parents)
+    return (target.version_key, target.aliases, visible, base)
+
+
+def resolve_json(ctx: Context, token: str | None, ref_text: str, base_url: str) -> bytes:
+    """The JSON answer of ``GET /v1/resolve/{ref_text}`` for the bearer ``token``."""
+    principal = principal_of(ctx, token)
+    ref = catalog.parse(ref_text, principal)
+    target = lookup(ctx, ref)
+    if target is not None and not target.files_missing:
+        check_visible(principal, target.namespace, target.private)
+        try:
+            manifest = _manifest(ctx, target)
+        except LookupError:
+            return _general_path(ctx, principal, ref_text, base_url)
+        key = _answer_key(target, manifest, principal, base_url)
+        body = ctx.hot.answers.get(key)
+        if body is None:
+            view = manifests.resolve_view(ctx, manifest, list(target.aliases), principal, base_url)
+            body = serialise(view)
+            ctx.hot.answers.put(key, body, max(1.0, ctx.settings.presign_expiry_s / 10))
+        return body
+    return _general_path(ctx, principal, ref_text, base_url)
+
+
+def _general_path(ctx: Context, principal: Principal, ref_text: str, base_url: str) -> bytes:
+    """Resolve through the general catalog code: its errors, or its answer after a race."""
+    with Session(ctx.engine) as session:
+        ns, adapter, version = catalog.resolve_ref(session, principal, ref_text)
+        view = catalog.version_view(session, ctx, ns, adapter, version, base_url, principal)
+    return serialise(view)

@@ -16,6 +16,7 @@ the parent read once, so every child signs and checks download URLs alike.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
@@ -32,6 +33,8 @@ from registry.serve import config_options, run_job_locally
 from registry.settings import Settings
 
 __all__ = ["ChildConfig", "supervise", "watch_parent"]
+
+logger = logging.getLogger("uvicorn.error")
 
 
 async def _built_in_child(scope: Any, receive: Any, send: Any) -> None:  # pragma: no cover
@@ -57,15 +60,27 @@ class ChildConfig(uvicorn.Config):
         )
 
     def load(self) -> None:
-        """In the child: build the protocol class and the app, then load as uvicorn does."""
+        """In the child: build the protocol class and the app, then load as uvicorn does.
+
+        A child that cannot build its app exits with uvicorn's startup-failure status,
+        so the supervisor stops them all instead of restarting it forever.
+        """
+        try:
+            self._build()
+        except Exception:
+            logger.exception("loreg serve: a serving process could not build the app")
+            sys.exit(STARTUP_FAILURE)
+        watch_parent(self.parent_pid)
+        super().load()
+
+    def _build(self) -> None:
+        """Make the h11 protocol class and the app (with its own Context) of this process."""
         from registry.app import create_app
         from registry.connections import guarded_protocol
         from registry.services.context import Context
 
         self.http = guarded_protocol(self.settings.header_timeout_s)
         self.app = create_app(context=Context.from_settings(self.settings, run_job=run_job_locally))
-        watch_parent(self.parent_pid)
-        super().load()
 
 
 def watch_parent(parent_pid: int, interval: float = 0.5) -> threading.Thread:

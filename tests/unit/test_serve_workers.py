@@ -6,6 +6,7 @@ import os
 import pickle
 
 import pytest
+from uvicorn.config import STARTUP_FAILURE
 
 from registry.connections import GuardedH11Protocol
 from registry.processes import ChildConfig
@@ -69,3 +70,12 @@ def test_a_child_config_pickles_and_builds_its_app_and_protocol_when_loaded(tmp_
         assert child.app.state.ctx.settings == config.settings
     finally:
         child.app.state.ctx.close()
+
+
+def test_a_child_that_cannot_build_its_app_exits_as_a_startup_failure(tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")  # the local store cannot be created under a file
+    config = ChildConfig(settings(blocker), workers=2)
+    with pytest.raises(SystemExit) as exited:
+        config.load()
+    assert exited.value.code == STARTUP_FAILURE

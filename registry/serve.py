@@ -5,10 +5,16 @@ connection may take to send a complete request head, default 10),
 ``LOREG_KEEPALIVE_TIMEOUT`` (seconds an idle keep-alive connection stays open, default 5)
 and ``LOREG_LIMIT_CONCURRENCY`` (connections plus requests at once, default 1000; at the
 limit idle connections are closed first, then requests answer 503).
+
+Processes: ``LOREG_WORKERS`` / ``--workers N`` (see :func:`worker_count`). With N > 1
+this process stays the single leader (migrations, bootstrap, the listening socket,
+any background thread) and :mod:`registry.processes` serves the socket with N
+uvicorn child processes; with N == 1 it serves the socket itself.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import socket
@@ -23,7 +29,7 @@ from registry.services import fsck, mirrors
 from registry.services.context import Context
 from registry.services.reconciler import Reconciler
 from registry.services.tokens import bootstrap
-from registry.settings import Settings
+from registry.settings import ConfigError, Settings
 
 if TYPE_CHECKING:
     import uvicorn
@@ -98,6 +104,59 @@ def start_mirror_scheduler(ctx: Context) -> mirrors.MirrorScheduler | None:
     return mirrors.start_periodic(ctx, ctx.dispatcher.enqueue)
 
 
+def cpu_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask, where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # no sched_getaffinity (macOS)
+        return os.cpu_count() or 1
+
+
+def default_workers(settings: Settings, cores: int | None = None) -> int:
+    """Serving processes when none is asked for: one per core with a broker, else 1.
+
+    Embedded mode (no ``LOREG_REDIS_URL``) runs jobs in an executor of the API
+    process, so it serves with one process.
+    """
+    if not settings.redis_url:
+        return 1
+    return max(1, cpu_cores() if cores is None else cores)
+
+
+def worker_count(settings: Settings, requested: int | None = None) -> int:
+    """How many processes serve: ``requested`` (``--workers``), else LOREG_WORKERS, else
+    :func:`default_workers`.
+
+    Raises :class:`ConfigError` for fewer than one, or for more than one without a
+    broker (embedded mode's job executor lives in the one API process).
+    """
+    if requested is not None and requested < 1:
+        raise ConfigError(f"--workers must be at least 1, got {requested}")
+    count = requested if requested is not None else settings.workers
+    if count is None:
+        return default_workers(settings)
+    if count > 1 and not settings.redis_url:
+        given = f"--workers {count}" if requested is not None else f"LOREG_WORKERS={count}"
+        raise ConfigError(
+            f"{given} needs production mode: without a broker (LOREG_REDIS_URL) jobs run "
+            "in an executor inside the API process, so embedded mode serves with one "
+            "process. Set LOREG_REDIS_URL (and run `loreg worker`) to serve with several "
+            "processes, or use --workers 1"
+        )
+    return count
+
+
+def config_options(settings: Settings, *, log_level: str = "warning") -> dict[str, Any]:
+    """The uvicorn options of every serving process, but its app and ``http`` protocol."""
+    return {
+        "log_level": log_level,
+        "access_log": False,
+        "h11_max_incomplete_event_size": 64 * 1024,
+        "limit_concurrency": settings.limit_concurrency,
+        "timeout_keep_alive": settings.keepalive_timeout_s,
+    }
+
+
 def uvicorn_config(app: Any, settings: Settings, *, log_level: str = "warning") -> uvicorn.Config:
     """The uvicorn configuration ``loreg serve`` runs ``app`` with (limits from settings)."""
     import uvicorn
@@ -107,46 +166,14 @@ def uvicorn_config(app: Any, settings: Settings, *, log_level: str = "warning") 
     return uvicorn.Config(
         app,
         http=guarded_protocol(settings.header_timeout_s),
-        log_level=log_level,
-        access_log=False,
-        h11_max_incomplete_event_size=64 * 1024,
-        limit_concurrency=settings.limit_concurrency,
-        timeout_keep_alive=settings.keepalive_timeout_s,
+        **config_options(settings, log_level=log_level),
     )
 
 
-def serve(
-    data_dir: str | Path | None = None,
-    host: str = "127.0.0.1",
-    port: int = 8080,
-    *,
-    log_level: str = "warning",
-    json_output: bool = False,
-    header_timeout: float | None = None,
-    keepalive_timeout: int | None = None,
-    limit_concurrency: int | None = None,
+def announce(
+    settings: Settings, sock: socket.socket, host: str, token: str | None, *, json_output: bool
 ) -> None:
-    """Run the registry until interrupted (embedded default, or Postgres/S3 from the env).
-
-    It announces where it serves (and, on first start, the admin token) on
-    stdout: two text lines, or with ``json_output`` one JSON object. The connection
-    limits default to their LOREG_* settings; the keyword arguments override them.
-    """
-    import uvicorn
-
-    from registry.app import create_app
-
-    settings = Settings.from_env(data_dir)
-    limits = {
-        "header_timeout_s": header_timeout,
-        "keepalive_timeout_s": keepalive_timeout,
-        "limit_concurrency": limit_concurrency,
-    }
-    limits = {name: value for name, value in limits.items() if value is not None}
-    if limits:
-        settings = settings.with_overrides(**limits)
-    ctx, token = prepare(settings)
-    sock = listening_socket(host, port)
+    """Print where the registry serves (and a new admin token): two lines, or one JSON object."""
     shown_host = f"[{host}]" if ":" in host else host
     url = f"http://{shown_host}:{sock.getsockname()[1]}"
     token_file = settings.data_dir / "admin_token"
@@ -168,12 +195,60 @@ def serve(
         )
         if token is not None:
             print(f"admin token (shown once, also in {token_file}): {token}", flush=True)
-    server = uvicorn.Server(uvicorn_config(create_app(context=ctx), settings, log_level=log_level))
+
+
+def serve(
+    data_dir: str | Path | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    *,
+    log_level: str = "warning",
+    json_output: bool = False,
+    header_timeout: float | None = None,
+    keepalive_timeout: int | None = None,
+    limit_concurrency: int | None = None,
+    workers: int | None = None,
+) -> None:
+    """Run the registry until interrupted (embedded default, or Postgres/S3 from the env).
+
+    It announces where it serves (and, on first start, the admin token) on
+    stdout: two text lines, or with ``json_output`` one JSON object. The connection
+    limits default to their LOREG_* settings; the keyword arguments override them.
+    ``workers`` (default: LOREG_WORKERS, else :func:`default_workers`) is the number
+    of serving processes; above one, this process supervises them and serves nothing.
+    """
+    import uvicorn
+
+    from registry.app import create_app
+
+    settings = Settings.from_env(data_dir)
+    limits = {
+        "header_timeout_s": header_timeout,
+        "keepalive_timeout_s": keepalive_timeout,
+        "limit_concurrency": limit_concurrency,
+    }
+    limits = {name: value for name, value in limits.items() if value is not None}
+    if limits:
+        settings = settings.with_overrides(**limits)
+    count = worker_count(settings, workers)
+    ctx, token = prepare(settings)
+    sock = listening_socket(host, port)
+    announce(settings, sock, host, token, json_output=json_output)
+    if count == 1:
+        app = create_app(context=ctx)
+        server = uvicorn.Server(uvicorn_config(app, settings, log_level=log_level))
+        run = functools.partial(server.run, sockets=[sock])
+    else:
+        from registry.processes import supervise
+
+        ctx.engine.dispose()  # the children have their own engines; leader threads reconnect
+        run = functools.partial(supervise, settings, sock, count, log_level=log_level)
+    # the single leader: these run here, never in a child process (none with a broker)
     recovery = start_job_recovery(ctx)
     scrubber = fsck.start_periodic(ctx) if not settings.redis_url else None  # else: workers
     scheduler = start_mirror_scheduler(ctx)
     try:
-        server.run(sockets=[sock])
+        run()
     finally:
         if scheduler is not None:
             scheduler.stop()

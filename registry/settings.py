@@ -206,6 +206,9 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("LOREG_KEEPALIVE_TIMEOUT_S", "LOREG_KEEPALIVE_TIMEOUT"),
     )
     limit_concurrency: int = Field(1000, ge=2)
+    #: ``loreg serve`` processes sharing the listening socket (None: one per CPU core in
+    #: production mode, a broker configured; 1 in embedded mode, which refuses more).
+    workers: int | None = Field(None, ge=1)
     #: The upstream Hugging Face Hub of mirror jobs (another loreg's ``/hf`` works too).
     hub_url: str = Field("https://huggingface.co", min_length=1, max_length=512)
     #: Token sent to ``hub_url`` by mirror jobs (none when unset: public repos only).

@@ -199,10 +199,18 @@ def start_server(
 
 
 @contextmanager
-def production_server(root: Path, s3_endpoint: str) -> Iterator[Served]:
+def production_server(
+    root: Path,
+    s3_endpoint: str,
+    *,
+    extra_env: Mapping[str, str] | None = None,
+    extra_args: Sequence[str] = (),
+) -> Iterator[Served]:
     """``loreg serve`` on a new Postgres database and a new bucket (the server creates it).
 
-    The database is dropped and the bucket emptied and removed afterwards.
+    ``extra_env`` (e.g. ``LOREG_REDIS_URL``) and ``extra_args`` (e.g. ``--workers 2``)
+    are added to the server's environment and command line. The database is dropped
+    and the bucket emptied and removed afterwards.
     """
     from tests.support.fixtures_s3 import S3_TEST_ENV, _empty_and_remove
     from tests.support.servers import temp_pg_database
@@ -217,8 +225,9 @@ def production_server(root: Path, s3_endpoint: str) -> Iterator[Served]:
             "LOREG_S3_BUCKET": bucket,
             "LOREG_S3_REGION": "us-east-1",
             "LOREG_S3_TRUST_CHECKSUMS": "0",  # moto keeps client-claimed checksums unverified
+            **(extra_env or {}),
         }
-        served = start_server(root / "data", env=env)
+        served = start_server(root / "data", env=env, extra_args=extra_args)
         try:
             yield served
         finally:

@@ -203,9 +203,15 @@ def test_serve_and_db_upgrade_call_the_server_lazily(monkeypatch, tmp_path, caps
     assert cli.main(["db", "upgrade", "--data-dir", str(tmp_path)]) == 0
     assert cli.main([*argv, "--json"], registry_factory=no_registry) == 0
     limits = ["--header-timeout", "2.5", "--keepalive-timeout", "3", "--limit-concurrency", "40"]
+    limits += ["--workers", "2"]
     assert cli.main([*argv, *limits], registry_factory=no_registry) == 0
     where = {"data_dir": tmp_path, "host": "0.0.0.0", "port": 9000}
-    unset = {"header_timeout": None, "keepalive_timeout": None, "limit_concurrency": None}
+    unset = {
+        "header_timeout": None,
+        "keepalive_timeout": None,
+        "limit_concurrency": None,
+        "workers": None,
+    }
     assert calls == [
         ("serve", {**where, "json_output": False, **unset}),
         ("upgrade", {"data_dir": tmp_path}),
@@ -218,6 +224,7 @@ def test_serve_and_db_upgrade_call_the_server_lazily(monkeypatch, tmp_path, caps
                 "header_timeout": 2.5,
                 "keepalive_timeout": 3,
                 "limit_concurrency": 40,
+                "workers": 2,
             },
         ),
     ]

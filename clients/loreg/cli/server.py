@@ -40,6 +40,12 @@ def setup_serve(serve: argparse.ArgumentParser, add: Callable[..., Any]) -> None
         type=int,
         help="most connections at once; idle ones are closed first (LOREG_LIMIT_CONCURRENCY)",
     )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        help="serving processes (LOREG_WORKERS; default: one per CPU core with a broker, "
+        "LOREG_REDIS_URL, else 1; embedded mode takes only 1)",
+    )
 
 
 def setup_db(db: argparse.ArgumentParser, add: Callable[..., Any]) -> None:
@@ -81,6 +87,7 @@ def _cmd_serve(args: argparse.Namespace, _registry: None) -> int:
             header_timeout=args.header_timeout,
             keepalive_timeout=args.keepalive_timeout,
             limit_concurrency=args.limit_concurrency,
+            workers=args.workers,
         )
     return 0
 

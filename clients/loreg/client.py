@@ -16,9 +16,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from loreg import constants
+from loreg._httpx import httpx
 from loreg.cache import (
     BARE_NAMESPACE,
     BASE_MODEL_NAMESPACE,

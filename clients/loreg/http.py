@@ -16,8 +16,7 @@ import time
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-import httpx
-
+from loreg._httpx import httpx
 from loreg._version import __version__
 from loreg.constants import (
     ENV_URL,

@@ -38,7 +38,6 @@ import os
 import re
 import shutil
 import time
-import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -86,6 +85,11 @@ def disk_full_error(root: Path, needed: int | None) -> DiskFullError:
         folder=str(root),
         needed=needed,
     )
+
+
+def _unique() -> str:
+    """32 random hex digits for a temporary name (as ``uuid4().hex``, without importing uuid)."""
+    return os.urandom(16).hex()
 
 
 def _is_empty(path: Path) -> bool:
@@ -202,7 +206,7 @@ def strip_urls(resolved: Mapping[str, Any]) -> dict[str, Any]:
 def write_atomic(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temp file in the same folder and a rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".tmp-{path.name}-{uuid.uuid4().hex}"
+    tmp = path.parent / f".tmp-{path.name}-{_unique()}"
     try:
         with open(tmp, "wb") as fh:
             fh.write(data)
@@ -240,7 +244,7 @@ class Cache:
     def new_temp_path(self, label: str) -> Path:
         """A fresh path in ``tmp/`` (same filesystem as the blobs) for a download."""
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
-        return self.tmp_dir / f"{label}.{uuid.uuid4().hex}.incomplete"
+        return self.tmp_dir / f"{label}.{_unique()}.incomplete"
 
     def partial_path(self, sha256: str) -> Path:
         """The resumable download file of a blob: ``tmp/<sha256>.incomplete``."""
@@ -443,7 +447,7 @@ class Cache:
         """
         final = self.snapshot_path(digest)
         self.snapshots_dir.mkdir(parents=True, exist_ok=True)
-        work = self.snapshots_dir / f".tmp-{final.name}-{uuid.uuid4().hex}"
+        work = self.snapshots_dir / f".tmp-{final.name}-{_unique()}"
         work.mkdir()
         try:
             for f in files:
@@ -491,7 +495,7 @@ class Cache:
                     raise
             if self.snapshot_ready(f"sha256:{final.name}", files):
                 return  # another pull built it meanwhile
-            trash = self.snapshots_dir / f".trash-{final.name}-{uuid.uuid4().hex}"
+            trash = self.snapshots_dir / f".trash-{final.name}-{_unique()}"
             try:
                 os.rename(final, trash)
             except FileNotFoundError:

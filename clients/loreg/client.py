@@ -10,15 +10,14 @@ from __future__ import annotations
 import builtins
 import contextlib
 import os
+import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from loreg import constants
+from loreg._httpx import httpx
 from loreg.cache import (
     BARE_NAMESPACE,
     BASE_MODEL_NAMESPACE,
@@ -52,8 +51,12 @@ from loreg.refs import (
     validate_alias,
     validate_name,
 )
-from loreg.transfer import BlobTarget, Transfers
 from loreg.vocabulary import ArtifactKind, Relation, Scope
+
+if TYPE_CHECKING:
+    # Imported where a download or an upload starts: a warm pull needs neither the
+    # transfer machinery nor its thread pool (see "SDK start" in docs/design.md).
+    from loreg.transfer import Transfers
 
 ADAPTER_REQUIRED_FILES = ("adapter_config.json", "adapter_model.safetensors")
 _HASH_WORKERS = 4
@@ -150,6 +153,8 @@ def collect_files(folder: str | os.PathLike[str]) -> list[LocalFile]:
 
 def hash_files(files: Sequence[LocalFile]) -> list[LocalFile]:
     """The same files with their sha256 filled in (hashed in parallel)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     with ThreadPoolExecutor(max_workers=min(_HASH_WORKERS, max(1, len(files)))) as pool:
         digests = list(pool.map(lambda f: sha256_file(f.source), files))
     return [LocalFile(f.path, f.source, f.size, d) for f, d in zip(files, digests, strict=True)]
@@ -222,19 +227,33 @@ class Registry:
         self.download_concurrency = constants.download_concurrency()
         self._server = server_key(self.url)
         self._api = ApiClient(self.url, self.token, timeout=timeout, transport=transport)
-        transfer_timeout = default_timeout(constants.transfer_timeout())
-        self._transfers = Transfers(
-            self._api,
-            timeout=transfer_timeout,
-            retries=constants.transfer_retries(),
-            transport=transport,
-        )
+        self._transfer_timeout = default_timeout(constants.transfer_timeout())
+        self._transfer_retries = constants.transfer_retries()
+        self._transport = transport
+        self._transfers_made: Transfers | None = None
+        self._transfers_lock = threading.Lock()
         self._default_namespace: str | None = None
+
+    @property
+    def _transfers(self) -> Transfers:
+        """The blob transfers, made on first use (a warm pull never needs them)."""
+        with self._transfers_lock:
+            if self._transfers_made is None:
+                from loreg.transfer import Transfers
+
+                self._transfers_made = Transfers(
+                    self._api,
+                    timeout=self._transfer_timeout,
+                    retries=self._transfer_retries,
+                    transport=self._transport,
+                )
+            return self._transfers_made
 
     # -------------------------------------------------------------- basics
     def close(self) -> None:
         """Close the HTTP connections."""
-        self._transfers.close()
+        if self._transfers_made is not None:
+            self._transfers_made.close()
         self._api.close()
 
     def __enter__(self) -> Registry:
@@ -364,6 +383,8 @@ class Registry:
         digest, files = resolved["digest"], resolved["files"]
         if self.cache.snapshot_ready(digest, files):
             return self.cache.snapshot_path(digest)
+        from loreg.transfer import BlobTarget
+
         with self._disk_full_errors():
             self.cache.clean_temp()
             wanted = [f for f in files if not self.cache.check_blob(f["sha256"], int(f["size"]))]

@@ -16,8 +16,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 
-import httpx
-
+from loreg._httpx import httpx
 from loreg.http import USER_AGENT, raise_for_response
 
 MAX_REDIRECTS = 5

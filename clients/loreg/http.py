@@ -12,12 +12,13 @@ from __future__ import annotations
 import email.utils
 import json
 import re
+import ssl
 import time
+import urllib.request
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-import httpx
-
+from loreg._httpx import httpx
 from loreg._version import __version__
 from loreg.constants import (
     ENV_URL,
@@ -196,6 +197,22 @@ def default_timeout(read: float | None = None) -> httpx.Timeout:
     return httpx.Timeout(read if read is not None else api_timeout(), connect=connect_timeout())
 
 
+def tls_verify_for(base_url: str) -> ssl.SSLContext | bool:
+    """The ``verify`` argument for the API client of ``base_url``.
+
+    True (httpx loads the CA bundle) for https registries and whenever a proxy
+    is configured. An ``http://`` registry without a proxy is only ever spoken
+    to in cleartext (the client follows no redirects and is handed only that
+    origin's URLs), so loading the bundle, about 20 ms and most of the cost of
+    ``Registry()``, buys nothing: its client gets a TLS context that still
+    verifies certificates and hostnames but trusts no CA, so any TLS it were
+    asked to do fails closed.
+    """
+    if urlsplit(base_url).scheme != "http" or urllib.request.getproxies():
+        return True
+    return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+
+
 class ApiClient:
     """JSON client of the registry API on one reused ``httpx.Client``.
 
@@ -234,6 +251,7 @@ class ApiClient:
             timeout=timeout,
             transport=transport,
             follow_redirects=False,
+            verify=tls_verify_for(self.base_url),
         )
 
     @property

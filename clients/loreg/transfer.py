@@ -32,8 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-import httpx
-
+from loreg._httpx import httpx
 from loreg.cache import Cache, Partial, check_sha256, disk_full_error, is_disk_full
 from loreg.constants import CHUNK_SIZE, retry_max_s
 from loreg.errors import (

@@ -38,6 +38,8 @@ DYNAMIC_IMPORTERS = {
     "loreg.cli.server": {"_import_server"},
     "loreg.cli.main": {"_setup"},
     "loreg": {"__getattr__"},
+    # imports httpx (a third-party package) with its optional CLI module blocked
+    "loreg._httpx": {"import_without"},
 }
 
 

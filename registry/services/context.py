@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.engine import Engine
 
 from registry.db import make_engine
+from registry.services.async_lookup import AsyncLookup, async_lookup_for
 from registry.services.caching import HotCaches
 from registry.settings import Settings
 from registry.storage.base import ObjectStore
@@ -55,6 +56,8 @@ class Context:
     # the main engine when None (SQLite, or a context built by hand)
     hot_engine: Engine | None = field(default=None, repr=False)
     hot: HotCaches = field(default_factory=HotCaches, repr=False)
+    # the hot path's lookup on the event loop (Postgres on psycopg 3), else None
+    async_lookup: AsyncLookup | None = field(default=None, repr=False)
     # embedded mode's job executor, ``run_job(settings, job_id)`` in a child process: set by
     # the composition root (``registry.serve``); unused when a broker is configured
     run_job: Callable[[Settings, str], Any] | None = field(default=None, repr=False)
@@ -103,10 +106,12 @@ class Context:
             )
 
         sqlite = settings.database_url.startswith("sqlite")
+        main = engine(False)
         return cls(
             run_job=run_job,
             settings=settings,
-            engine=engine(False),
+            engine=main,
             hot_engine=None if sqlite else engine(True),
+            async_lookup=async_lookup_for(settings, main.dialect),
             store=make_store(settings, create_bucket=create_bucket),
         )

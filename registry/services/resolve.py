@@ -26,6 +26,7 @@ from typing import Any
 import sqlalchemy as sa
 from pydantic import TypeAdapter
 from sqlmodel import Session
+from starlette.concurrency import run_in_threadpool
 
 from loreg.refs import Ref
 from registry.auth import Principal, check_visible, hash_token
@@ -141,15 +142,27 @@ def lookup(ctx: Context, ref: Ref) -> Target | None:
         if not exc.connection_invalidated:
             raise
         rows = _run(ctx, statement, params)  # the pool dropped that connection: once more
+    return _target([tuple(r) for r in rows])
+
+
+async def lookup_async(ctx: Context, ref: Ref) -> Target | None:
+    """:func:`lookup` on the event loop (``ctx.async_lookup``, Postgres on psycopg 3)."""
+    assert ctx.async_lookup is not None
+    statement, params = _statement_and_params(ref)
+    return _target(list(await ctx.async_lookup.rows(statement, params)))
+
+
+def _target(rows: list[tuple]) -> Target | None:
+    """The lookup's rows (one per alias on the version, or one) as a Target."""
     if not rows:
         return None
-    first = rows[0]
+    ns_name, private, version_id, adapter_id, number, digest, created_at, missing, _ = rows[0]
     return Target(
-        namespace=first.name,
-        private=bool(first.private),
-        version_key=(first.id, first.adapter_id, first.number, first.digest, first.created_at),
-        aliases=tuple(sorted(r.alias_name for r in rows if r.alias_name is not None)),
-        files_missing=bool(first.files_missing),
+        namespace=ns_name,
+        private=bool(private),
+        version_key=(version_id, adapter_id, number, digest, created_at),
+        aliases=tuple(sorted(r[-1] for r in rows if r[-1] is not None)),
+        files_missing=bool(missing),
     )
 
 
@@ -158,19 +171,25 @@ def principal_of(ctx: Context, token: str | None) -> Principal:
 
     Raises Unauthorized for an unknown or revoked token (never cached).
     """
-    if token is None:
-        return Principal()
-    ttl = ctx.settings.token_cache_s
-    key = hash_token(token)
-    if ttl > 0:
-        cached = ctx.hot.principals.get(key)
-        if cached is not None:
-            return cached
+    cached = cached_principal(ctx, token)
+    if cached is not None:
+        return cached
+    assert token is not None  # anonymous is always "cached"
     with Session(ctx.engine) as session:
         principal = tokens.authenticate(session, token)
-    if ttl > 0:
-        ctx.hot.principals.put(key, principal, ttl)
+    if ctx.settings.token_cache_s > 0:
+        ctx.hot.principals.put(hash_token(token), principal, ctx.settings.token_cache_s)
     return principal
+
+
+def cached_principal(ctx: Context, token: str | None) -> Principal | None:
+    """The caller without touching the database (anonymous, or a token checked less than
+    ``token_cache_s`` ago), else None."""
+    if token is None:
+        return Principal()
+    if ctx.settings.token_cache_s <= 0:
+        return None
+    return ctx.hot.principals.get(hash_token(token))
 
 
 def _manifest(ctx: Context, target: Target) -> manifests.Manifest:
@@ -200,25 +219,67 @@ def _answer_key(
     return (target.version_key, target.aliases, visible, base)
 
 
+def _ttl(ctx: Context) -> float:
+    """How long a serialised answer is reused: a tenth of its URLs' lifetime."""
+    return max(1.0, ctx.settings.presign_expiry_s / 10)
+
+
+def cached_answer(
+    ctx: Context, principal: Principal, target: Target | None, base_url: str
+) -> bytes | None:
+    """The answer from the caches alone (after the visibility check), else None."""
+    if target is None or target.files_missing:
+        return None
+    check_visible(principal, target.namespace, target.private)
+    manifest = ctx.hot.manifests.get(target.version_key)
+    if manifest is None:
+        return None
+    return ctx.hot.answers.get(_answer_key(target, manifest, principal, base_url))
+
+
+def finish(
+    ctx: Context, principal: Principal, ref_text: str, target: Target | None, base_url: str
+) -> bytes:
+    """The answer for a looked-up target: from the caches, or built (and cached), or
+    through the general path when the lookup found nothing or a lost blob."""
+    if target is None or target.files_missing:
+        return _general_path(ctx, principal, ref_text, base_url)
+    check_visible(principal, target.namespace, target.private)
+    try:
+        manifest = _manifest(ctx, target)
+    except LookupError:
+        return _general_path(ctx, principal, ref_text, base_url)
+    key = _answer_key(target, manifest, principal, base_url)
+    body = ctx.hot.answers.get(key)
+    if body is None:
+        view = manifests.resolve_view(ctx, manifest, list(target.aliases), principal, base_url)
+        body = serialise(view)
+        ctx.hot.answers.put(key, body, _ttl(ctx))
+    return body
+
+
 def resolve_json(ctx: Context, token: str | None, ref_text: str, base_url: str) -> bytes:
-    """The JSON answer of ``GET /v1/resolve/{ref_text}`` for the bearer ``token``."""
+    """The JSON answer of ``GET /v1/resolve/{ref_text}`` for the bearer ``token``
+    (blocking: run it in a worker thread)."""
     principal = principal_of(ctx, token)
     ref = catalog.parse(ref_text, principal)
-    target = lookup(ctx, ref)
-    if target is not None and not target.files_missing:
-        check_visible(principal, target.namespace, target.private)
-        try:
-            manifest = _manifest(ctx, target)
-        except LookupError:
-            return _general_path(ctx, principal, ref_text, base_url)
-        key = _answer_key(target, manifest, principal, base_url)
-        body = ctx.hot.answers.get(key)
-        if body is None:
-            view = manifests.resolve_view(ctx, manifest, list(target.aliases), principal, base_url)
-            body = serialise(view)
-            ctx.hot.answers.put(key, body, max(1.0, ctx.settings.presign_expiry_s / 10))
-        return body
-    return _general_path(ctx, principal, ref_text, base_url)
+    return finish(ctx, principal, ref_text, lookup(ctx, ref), base_url)
+
+
+async def resolve_json_async(
+    ctx: Context, token: str | None, ref_text: str, base_url: str
+) -> bytes:
+    """:func:`resolve_json` on the event loop: the lookup is awaited on ``ctx.async_lookup``
+    and only a cache miss (token, manifest, answer) goes to a worker thread."""
+    principal = cached_principal(ctx, token)
+    if principal is None:
+        principal = await run_in_threadpool(principal_of, ctx, token)
+    ref = catalog.parse(ref_text, principal)
+    target = await lookup_async(ctx, ref)
+    body = cached_answer(ctx, principal, target, base_url)
+    if body is None:
+        body = await run_in_threadpool(finish, ctx, principal, ref_text, target, base_url)
+    return body
 
 
 def _general_path(ctx: Context, principal: Principal, ref_text: str, base_url: str) -> bytes:

@@ -64,13 +64,20 @@ def _serve(stack: ExitStack, tmp_path, database_url: str) -> tuple[str, str]:
     return server.url, token
 
 
-def _new_database(cluster: PgCluster, host_port: str | None = None) -> str:
+@pytest.fixture(params=["psycopg2", "psycopg"])
+def driver(request) -> str:
+    """Each test runs on both drivers: psycopg 3 (the default; the resolve lookup then
+    runs on the event loop, registry.services.async_lookup) and psycopg2."""
+    return request.param
+
+
+def _new_database(cluster: PgCluster, driver: str, host_port: str | None = None) -> str:
     name = f"outage_{uuid.uuid4().hex[:8]}"
     admin = sa.create_engine(cluster.url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
     admin.dispose()
-    return f"postgresql+psycopg2://postgres@{host_port or f'127.0.0.1:{cluster.port}'}/{name}"
+    return f"postgresql+{driver}://postgres@{host_port or f'127.0.0.1:{cluster.port}'}/{name}"
 
 
 def _assert_database_unavailable(r: httpx.Response, port: int) -> None:
@@ -81,9 +88,9 @@ def _assert_database_unavailable(r: httpx.Response, port: int) -> None:
     assert r.headers["Retry-After"] == "3"
 
 
-def test_database_crash_answers_503_then_heals(cluster, tmp_path):
+def test_database_crash_answers_503_then_heals(cluster, tmp_path, driver):
     with ExitStack() as stack:
-        url, token = _serve(stack, tmp_path, _new_database(cluster))
+        url, token = _serve(stack, tmp_path, _new_database(cluster, driver))
         api = stack.enter_context(
             httpx.Client(base_url=url, timeout=30, headers={"Authorization": f"Bearer {token}"})
         )
@@ -120,12 +127,12 @@ def test_database_crash_answers_503_then_heals(cluster, tmp_path):
         assert health.status_code == 200 and health.json()["status"] == "ok"
 
 
-def test_resolve_after_a_database_restart_works_first_time(cluster, tmp_path):
+def test_resolve_after_a_database_restart_works_first_time(cluster, tmp_path, driver):
     """The hot path's engine sends no pre-ping: a pooled connection that died with the
     server is dropped and the statement sent again, so the first resolve after the
     database came back answers (here 404), not 503."""
     with ExitStack() as stack:
-        url, token = _serve(stack, tmp_path, _new_database(cluster))
+        url, token = _serve(stack, tmp_path, _new_database(cluster, driver))
         api = stack.enter_context(
             httpx.Client(base_url=url, timeout=30, headers={"Authorization": f"Bearer {token}"})
         )
@@ -136,17 +143,26 @@ def test_resolve_after_a_database_restart_works_first_time(cluster, tmp_path):
         assert missing.status_code == 404 and "nothing" in missing.text, missing.text
 
 
-def test_blackholed_database_fails_in_bounded_time(cluster, tmp_path):
+def test_blackholed_database_fails_in_bounded_time(cluster, tmp_path, driver):
     with ExitStack() as stack:
         proxy = stack.enter_context(TcpProxy("127.0.0.1", cluster.port))
-        url, token = _serve(stack, tmp_path, _new_database(cluster, f"127.0.0.1:{proxy.port}"))
+        url, token = _serve(
+            stack, tmp_path, _new_database(cluster, driver, f"127.0.0.1:{proxy.port}")
+        )
         api = stack.enter_context(
             httpx.Client(base_url=url, timeout=60, headers={"Authorization": f"Bearer {token}"})
         )
         assert api.get("/v1/namespaces").status_code == 200  # pooled connections exist
+        assert api.get("/v1/resolve/default/nothing").status_code == 404  # the hot path's too
 
         proxy.blackhole()
-        for path in ("/v1/namespaces", "/v1/namespaces"):  # a pooled, then a new connection
+        paths = (
+            "/v1/namespaces",
+            "/v1/namespaces",
+            "/v1/resolve/default/x",
+            "/v1/resolve/default/x",
+        )
+        for path in paths:  # each: a pooled, then a new connection
             started = time.monotonic()
             r = api.get(path)
             took = time.monotonic() - started

@@ -63,11 +63,34 @@ def _engines(ctx) -> list:
     return [ctx.engine] + ([ctx.hot_engine] if ctx.hot_engine is not None else [])
 
 
+@contextmanager
+def counting_async(ctx) -> Iterator[list[str]]:
+    """Every statement the event-loop lookup sends while the block runs (none without it)."""
+    seen: list[str] = []
+    lookup = ctx.async_lookup
+    if lookup is None:
+        yield seen
+        return
+    original = lookup.rows
+
+    async def rows(statement, params):
+        seen.append(str(statement))
+        return await original(statement, params)
+
+    lookup.rows = rows
+    try:
+        yield seen
+    finally:
+        del lookup.rows
+
+
 def test_a_warm_resolve_is_one_statement(registry_server, admin_api, anon_api, adapter_files):
     r, _ = publish(admin_api, "medical", adapter_files)
     assert r.status_code == 201, r.text
     admin_api.put("/v1/adapters/default/medical/aliases/prod", json={"version": 1})
     ctx = registry_server.ctx
+    if registry_server.backend == "postgres_s3":
+        assert ctx.async_lookup is not None  # psycopg 3: the lookup runs on the event loop
     for ref in (
         "medical@prod",
         "medical-v1",
@@ -76,10 +99,10 @@ def test_a_warm_resolve_is_one_statement(registry_server, admin_api, anon_api, a
     ):
         for api in (admin_api, anon_api):
             assert _resolve(api, ref).status_code == 200  # warms the caches
-            with counting(_engines(ctx)) as statements:
+            with counting(_engines(ctx)) as sync, counting_async(ctx) as on_loop:
                 answer = _resolve(api, ref)
             assert answer.status_code == 200, answer.text
-            assert len(statements) == 1, (ref, statements)
+            assert len(sync) + len(on_loop) == 1, (ref, sync, on_loop)
 
 
 def test_alias_moves_and_new_versions_are_seen_at_once_by_another_process(
@@ -271,3 +294,32 @@ def _scan_nodes(node: dict) -> Iterator[dict]:
         yield node
     for child in node.get("Plans", []):
         yield from _scan_nodes(child)
+
+
+def test_concurrent_resolves_queue_for_a_bounded_set_of_connections(
+    registry_server, admin_api, adapter_files
+):
+    if registry_server.backend != "postgres_s3":
+        pytest.skip("the event-loop lookup is Postgres's")
+    from concurrent.futures import ThreadPoolExecutor
+
+    from registry.services.async_lookup import APPLICATION_NAME, MAX_CONNECTIONS
+
+    publish(admin_api, "medical", adapter_files)
+
+    def resolve_many(_: int) -> list[int]:
+        with httpx.Client(base_url=registry_server.url, timeout=30) as c:
+            return [_resolve(c, "medical").status_code for _ in range(10)]
+
+    with ThreadPoolExecutor(24) as pool:
+        codes = [code for batch in pool.map(resolve_many, range(24)) for code in batch]
+    assert codes == [200] * 240
+    with registry_server.ctx.engine.connect() as conn:
+        open_now = conn.execute(
+            sa.text(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE application_name = :a AND datname = current_database()"
+            ),
+            {"a": APPLICATION_NAME},
+        ).scalar_one()
+    assert 1 <= open_now <= MAX_CONNECTIONS

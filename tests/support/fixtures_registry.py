@@ -32,7 +32,9 @@ def make_settings(backend: str, tmp_path, stack: ExitStack, s3_endpoint: str | N
             database_url=f"sqlite:///{data_dir / 'loreg.db'}",
             secret_key=secrets.token_hex(16),
         )
-    db_url = stack.enter_context(temp_pg_database())
+    # psycopg 3, the default driver of a deployment (tests/integration/test_postgres_drivers.py
+    # covers psycopg2)
+    db_url = stack.enter_context(temp_pg_database()).replace("+psycopg2://", "+psycopg://")
     return Settings(
         data_dir=data_dir,
         database_url=db_url,

@@ -102,7 +102,11 @@ async def resolve(
     """
     ctx: Context = request.app.state.ctx
     token = parse_bearer(request.headers.get("authorization"))
-    body = await run_in_threadpool(hot_resolve.resolve_json, ctx, token, ref, base_url(request))
+    base = base_url(request)
+    if ctx.async_lookup is not None:
+        body = await hot_resolve.resolve_json_async(ctx, token, ref, base)
+    else:
+        body = await run_in_threadpool(hot_resolve.resolve_json, ctx, token, ref, base)
     return Response(body, media_type="application/json")
 
 

@@ -1,0 +1,158 @@
+"""The resolve lookup on the event loop: psycopg 3 async connections, no thread hop.
+
+A resolve is one short statement; sending it from a worker thread costs more than the
+statement itself (measured in docs/benchmarks.md). On Postgres with the psycopg 3
+driver, the hot path sends it on an ``AsyncConnection`` instead, from a small pool
+owned by the process's event loop. Everything else keeps the sync engine.
+
+Waits are bounded as on the sync engine: a connection attempt by libpq's
+``connect_timeout``, a statement by the server's ``statement_timeout``, and silence
+by a deadline on the whole exchange (statement plus connect bound), after which the
+connection is closed. A pooled connection found dead is dropped and the statement
+sent once more on a new one, so the first resolve after a database restart works.
+Every failure to reach the database is a :class:`~registry.errors.DatabaseUnavailable`
+(503), with the message the sync path gives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from registry.db import describe_database
+from registry.db_wait import libpq_connect_timeout, silence_timeout
+from registry.errors import DatabaseUnavailable
+from registry.settings import Settings
+
+#: Most connections open at once per process; more lookups wait their turn. A lookup
+#: takes well under a millisecond, so a few keep a process busy; more only made the
+#: database's backends compete for the same cores (p99 at 16 connections on 2 cores:
+#: ~100 ms with 10, 10-25 ms with 4; docs/benchmarks.md).
+MAX_CONNECTIONS = 4
+#: ``application_name`` of these connections (``pg_stat_activity`` shows it).
+APPLICATION_NAME = "loreg-resolve"
+
+
+class AsyncLookup:
+    """Run compiled read statements on pooled psycopg ``AsyncConnection`` objects."""
+
+    def __init__(self, settings: Settings, dialect: sa.Dialect):
+        self._settings = settings
+        self._dialect = dialect
+        url = sa.engine.make_url(settings.database_url)
+        self._url = url
+        self._label = describe_database(url)
+        statement_ms = int(settings.db_statement_timeout_s * 1000)
+        self._connect_args: dict[str, Any] = {
+            "host": url.host,
+            "port": url.port,
+            "user": url.username,
+            "password": url.password,
+            "dbname": url.database,
+            "connect_timeout": libpq_connect_timeout(settings.db_connect_timeout_s),
+            "options": f"-c statement_timeout={statement_ms}",
+            "autocommit": True,
+            "application_name": APPLICATION_NAME,
+            **{k: v for k, v in url.query.items() if isinstance(v, str)},
+        }
+        self._deadline = silence_timeout(
+            settings.db_connect_timeout_s, settings.db_statement_timeout_s
+        )
+        self._idle: list[Any] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._slots: asyncio.Semaphore | None = None
+        self._compiled: dict[int, tuple[str, dict[str, Any]]] = {}
+
+    def _sql(self, statement: sa.Select) -> tuple[str, dict[str, Any]]:
+        """The statement as the driver's SQL text and its literal parameters (cached)."""
+        key = id(statement)
+        found = self._compiled.get(key)
+        if found is None:
+            compiled = statement.compile(dialect=self._dialect)
+            found = self._compiled[key] = (str(compiled), dict(compiled.params))
+        return found
+
+    async def _connect(self) -> Any:
+        import psycopg
+
+        return await psycopg.AsyncConnection.connect(**self._connect_args)
+
+    def _slots_of_this_loop(self) -> asyncio.Semaphore:
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop or self._slots is None:
+            # connections belong to the loop that made them (one per process in a server)
+            for conn in self._idle:
+                self._close_soon(conn)
+            self._idle = []
+            self._loop = loop
+            self._slots = asyncio.Semaphore(MAX_CONNECTIONS)
+        return self._slots
+
+    def _take(self) -> Any | None:
+        return self._idle.pop() if self._idle else None
+
+    def _give_back(self, conn: Any) -> None:
+        if not conn.closed:
+            self._idle.append(conn)
+
+    @staticmethod
+    def _close_soon(conn: Any) -> None:
+        with contextlib.suppress(Exception):
+            conn.pgconn.finish()  # drop the socket now, without a round trip
+
+    async def _attempt(self, conn: Any, sql: str, params: dict[str, Any]) -> list[tuple]:
+        """Run the statement on ``conn``; pool it again after, close it on any failure
+        (a cancelled wait leaves it mid-exchange)."""
+        try:
+            cursor = conn.cursor()
+            await cursor.execute(sql, params)
+            rows = list(await cursor.fetchall())
+        except BaseException:
+            self._close_soon(conn)
+            raise
+        self._give_back(conn)
+        return rows
+
+    async def rows(self, statement: sa.Select, params: dict[str, Any]) -> Sequence[tuple]:
+        """The rows of ``statement`` with ``params`` (503 when the database is unreachable)."""
+        import psycopg
+
+        sql, literals = self._sql(statement)
+        values = {**literals, **params}
+        slots = self._slots_of_this_loop()
+        try:
+            async with asyncio.timeout(self._deadline), slots:
+                pooled = self._take()
+                if pooled is not None:
+                    try:
+                        return await self._attempt(pooled, sql, values)
+                    except psycopg.OperationalError:
+                        pass  # it died while idle (the server restarted): once more, fresh
+                return await self._attempt(await self._connect(), sql, values)
+        except TimeoutError as exc:
+            raise self._unavailable("no answer in time") from exc
+        except psycopg.OperationalError as exc:
+            raise self._unavailable(_first_line(exc)) from exc
+
+    def _unavailable(self, reason: str) -> DatabaseUnavailable:
+        return DatabaseUnavailable(
+            f"the {self._label} is unavailable ({reason[:300]}); retry later",
+            retry_after=self._settings.retry_after_s,
+        )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def async_lookup_for(settings: Settings, dialect: sa.Dialect) -> AsyncLookup | None:
+    """The async lookup for a Postgres database on the psycopg 3 driver, else None."""
+    url = sa.engine.make_url(settings.database_url)
+    if url.get_backend_name() != "postgresql" or url.get_driver_name() != "psycopg":
+        return None
+    return AsyncLookup(settings, dialect)

@@ -109,11 +109,11 @@ class Server:
 
 
 def start_server(env: dict[str, str], data_dir: Path, workers: int, log: Path) -> Server:
-    """``loreg serve --json`` on a free port; waits for its announcement and /v1/livez."""
+    """``loreg serve --json`` on a free port; waits for its announcement and an answer."""
     import httpx
 
     cmd = [LOREG, "serve", "--data-dir", str(data_dir), "--port", "0", "--json"]
-    if workers != 1:
+    if workers:  # 0: a server older than --workers (one process)
         cmd += ["--workers", str(workers)]
     out = open(log, "w")  # noqa: SIM115 - the process owns it
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=out, text=True)
@@ -127,12 +127,12 @@ def start_server(env: dict[str, str], data_dir: Path, workers: int, log: Path) -
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
-            if httpx.get(announced["url"] + "/v1/livez", timeout=2).status_code == 200:
+            if httpx.get(announced["url"] + "/v1/whoami", timeout=2).status_code == 200:
                 break
         except httpx.HTTPError:
             time.sleep(0.2)
     else:
-        raise RuntimeError("server did not answer /v1/livez within 60 s")
+        raise RuntimeError("server did not answer within 60 s")
     return Server(announced["url"], token, proc)
 
 
@@ -227,6 +227,60 @@ def publish_template(url: str, token: str) -> None:
         assert r.status_code == 201, r.text
 
 
+def spy(server: Server, path: str, seconds: int, out: Path) -> None:
+    """Sample the server process with py-spy under wrk load; print the share of samples
+    per function (inclusive) for the top frames."""
+    if shutil.which("py-spy") is None and not (Path(sys.executable).parent / "py-spy").exists():
+        print("# py-spy not installed (pip install py-spy): no profile", flush=True)
+        return
+    exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    load = subprocess.Popen(
+        ["wrk", "-t1", "-c16", f"-d{seconds + 2}s", server.url + path],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        subprocess.run(
+            [
+                exe,
+                "record",
+                "-p",
+                str(server.process.pid),
+                "-d",
+                str(seconds),
+                "-r",
+                "200",
+                "-f",
+                "raw",
+                "-o",
+                str(out),
+                "--nonblocking",
+            ],
+            check=True,
+            capture_output=True,
+        )
+    finally:
+        load.wait()
+    inclusive: dict[str, int] = {}
+    own: dict[str, int] = {}
+    total = 0
+    for line in out.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        n = int(count)
+        # "func (file.py:LINE)" -> "func (file.py)": one row per function, not per line
+        frames = [re.sub(r":\d+\)$", ")", f) for f in stack.split(";")]
+        if not any("Server.run (uvicorn/server.py" in f for f in frames):
+            continue  # the supervisor (parent) process
+        total += n
+        own[frames[-1]] = own.get(frames[-1], 0) + n
+        for frame in set(frames):
+            inclusive[frame] = inclusive.get(frame, 0) + n
+    print(f"# py-spy: {total} busy samples of the serving process under {path}, 16 connections")
+    for title, table, top in (("inclusive", inclusive, 45), ("own time", own, 25)):
+        print(f"# {title}:")
+        for frame, n in sorted(table.items(), key=lambda kv: -kv[1])[:top]:
+            print(f"#   {100 * n / max(total, 1):5.1f}%  {frame[:150]}")
+
+
 def load_average() -> str:
     """The 1/5/15-minute load averages."""
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
@@ -257,10 +311,27 @@ def main() -> int:
     """Seed, serve, load; print one line per (scale, workers, endpoint, connections)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scales", default="1000,100000", help="catalog sizes (versions)")
-    parser.add_argument("--workers", default="1,2", help="worker counts of loreg serve")
+    parser.add_argument(
+        "--workers",
+        default="1,2",
+        help="worker counts of loreg serve (0: pass no --workers, for a server without it)",
+    )
     parser.add_argument("--connections", default="1,16")
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run")
     parser.add_argument("--medical-versions", type=int, default=1000)
+    parser.add_argument(
+        "--py-spy",
+        type=int,
+        default=0,
+        metavar="SECONDS",
+        help="also sample the one-worker server with py-spy (pip install py-spy) for this "
+        "long under resolve-by-alias load at 16 connections, and print where it spends time",
+    )
+    parser.add_argument(
+        "--floor-path",
+        default="/v1/livez",
+        help="the trivial endpoint (a server older than /v1/livez: /v1/whoami, anonymous)",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("wrk not found: apt-get install -y wrk", file=sys.stderr)
@@ -276,13 +347,14 @@ def main() -> int:
         f"load {load_average()}"
     )
     print(f"# command: {' '.join(sys.argv)}")
+    print(f"# floor: GET {args.floor_path}; x floor = floor req/s / this row's req/s")
     with ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="loreg-api-")))
         env, db_url = stack.enter_context(production_env(work))
         engine = sa.create_engine(db_url)
         stack.callback(engine.dispose)
         data_dir = work / "data"
-        server = start_server(env, data_dir, 1, work / "seed.log")
+        server = start_server(env, data_dir, 0 if 0 in workers else 1, work / "seed.log")
         try:
             publish_template(server.url, server.token)
         finally:
@@ -308,7 +380,7 @@ def main() -> int:
             conn.execute(sa.text("ANALYZE"))
         number = args.medical_versions // 2
         paths = {
-            "livez (floor)": "/v1/livez",
+            "floor": args.floor_path,
             "resolve by alias": "/v1/resolve/default/medical@prod",
             "resolve by number": f"/v1/resolve/default/medical-v{number}",
             "resolve by digest": f"/v1/resolve/default/medical@{digest}",
@@ -327,7 +399,7 @@ def main() -> int:
                     for conns in connections:
                         floor: Load | None = None
                         for label, path in paths.items():
-                            for with_token in (False, True) if path != "/v1/livez" else (False,):
+                            for with_token in (False, True) if label != "floor" else (False,):
                                 load = run_wrk(
                                     server.url + path,
                                     conns,
@@ -344,6 +416,8 @@ def main() -> int:
                                     f"{ratio:>7.2f} {load.errors:>6}",
                                     flush=True,
                                 )
+                    if args.py_spy and n_workers <= 1 and scale == scales[0]:
+                        spy(server, paths["resolve by alias"], args.py_spy, work / "spy.txt")
                 finally:
                     server.stop()
     print(f"# load average at the end: {load_average()}")

@@ -46,6 +46,13 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--profile", type=int, default=200)
     parser.add_argument("--s3", action="store_true", help="blobs on moto S3 (presigned URLs)")
+    parser.add_argument(
+        "--driver",
+        choices=("psycopg", "psycopg2"),
+        default="psycopg",
+        help="Postgres driver (psycopg 3, the default of a deployment, runs the resolve "
+        "lookup on the event loop)",
+    )
     args = parser.parse_args()
 
     import httpx
@@ -61,6 +68,8 @@ def main() -> int:
     with ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="loreg-resolve-")))
         db_url = stack.enter_context(temp_pg_database())
+        if args.driver == "psycopg":
+            db_url = db_url.replace("+psycopg2://", "+psycopg://")
         fields: dict = {"data_dir": work, "database_url": db_url}
         if args.s3:
             moto = stack.enter_context(MotoServer())
@@ -93,11 +102,28 @@ def main() -> int:
             statements.append((took, " ".join(statement.split())))
 
         api.get(url).raise_for_status()  # warm
-        sa.event.listen(ctx.engine, "before_cursor_execute", before)
-        sa.event.listen(ctx.engine, "after_cursor_execute", after)
+        engines = [e for e in (ctx.engine, getattr(ctx, "hot_engine", None)) if e is not None]
+        for engine in engines:
+            sa.event.listen(engine, "before_cursor_execute", before)
+            sa.event.listen(engine, "after_cursor_execute", after)
+        lookup = getattr(ctx, "async_lookup", None)
+        if lookup is not None:  # the event-loop lookup: time its awaited statements
+            original = lookup.rows
+
+            async def rows(statement, params):
+                t = time.perf_counter()
+                result = await original(statement, params)
+                text = " ".join(str(statement).split())
+                statements.append((time.perf_counter() - t, f"[event loop] {text}"))
+                return result
+
+            lookup.rows = rows
         api.get(url).raise_for_status()
-        sa.event.remove(ctx.engine, "before_cursor_execute", before)
-        sa.event.remove(ctx.engine, "after_cursor_execute", after)
+        if lookup is not None:
+            del lookup.rows
+        for engine in engines:
+            sa.event.remove(engine, "before_cursor_execute", before)
+            sa.event.remove(engine, "after_cursor_execute", after)
 
         latencies = []
         for _ in range(args.requests):
@@ -117,7 +143,8 @@ def main() -> int:
         f"{platform.node()}  {platform.machine()}  python {platform.python_version()}"
     )
     print(
-        f"# Postgres, {args.versions} versions of one adapter (published in {t_publish:.1f} s), "
+        f"# Postgres ({args.driver}), {args.versions} versions of one adapter "
+        f"(published in {t_publish:.1f} s), "
         f"blobs on {'moto S3' if args.s3 else 'the local store'}; GET {url} with a token"
     )
     print(
@@ -133,6 +160,12 @@ def main() -> int:
         f"p50 {p50:.2f} ms, p95 {p95:.2f} ms"
     )
     print(f"process CPU per resolve (client + server, profiler on): {cpu * 1000:.2f} ms")
+    if not profiler.getstats():
+        print(
+            "profile: no threadpool calls (the endpoint and its lookup ran on the event "
+            "loop); profile the whole server with `bench/api.py --py-spy` instead"
+        )
+        return 0
     stats = pstats.Stats(profiler)
     per_call = stats.total_tt / args.profile * 1000  # type: ignore[attr-defined]
     print(

@@ -4,11 +4,13 @@ Serves the real app in-process (uvicorn on loopback, Postgres on psycopg 3) with
 few extra routes that each add one piece of the resolve path, and drives each with
 wrk at 1 and 16 connections:
 
-* ``plain``: an async route answering fixed bytes (the stack's floor with a path);
+* ``raw``: fixed bytes from a bare ASGI callable in front of the app (uvicorn alone);
+* ``plain``: an async FastAPI route answering fixed bytes (the framework's floor);
 * ``hop``: the same after an empty ``run_in_threadpool`` call (the thread hop);
 * ``lookup-thread``: the resolve lookup on the sync hot engine, in a worker thread;
 * ``lookup-loop``: the same lookup awaited on the event loop (``AsyncLookup``);
-* ``/v1/resolve/...``: the real endpoint.
+* ``/v1/resolve/...``: the real endpoint (answered before FastAPI's routing,
+  registry.api.fast_resolve).
 
 Run: ``.venv/bin/python bench/stack_floor.py [--duration 4]`` (needs wrk).
 """
@@ -94,7 +96,15 @@ def main() -> int:
             await ctx.async_lookup.rows(statement, params)
             return Response(body, media_type="application/json")
 
-        server = stack.enter_context(ServerThread(app))
+        async def in_front(scope, receive, send) -> None:
+            if scope["type"] == "http" and scope["path"].startswith("/probe/raw/"):
+                headers = [(b"content-type", b"application/json"), (b"content-length", b"14")]
+                await send({"type": "http.response.start", "status": 200, "headers": headers})
+                await send({"type": "http.response.body", "body": body})
+                return
+            await app(scope, receive, send)
+
+        server = stack.enter_context(ServerThread(in_front))
         headers = {"Authorization": f"Bearer {token}"}
         with httpx.Client(base_url=server.url, headers=headers, timeout=60) as api:
             publish(api, "medical", _adapter_files())
@@ -102,6 +112,7 @@ def main() -> int:
         print(f"{'route':<44} {'conn':>4} {'p50':>9} {'req/s':>8}")
         for path in (
             "/v1/livez",
+            "/probe/raw/default/medical@prod",
             "/probe/plain/default/medical@prod",
             "/probe/hop/default/medical@prod",
             "/probe/lookup-thread/default/medical@prod",

@@ -22,6 +22,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import registry
 from loreg.errors import InvalidRefError
+from registry.api.error_render import (
+    error_json,
+    internal_error,
+    typed_error_response,
+)
+from registry.api.fast_resolve import ResolveFastPath
 from registry.api.hub_errors import HUB_PREFIX, hub_error_response, is_hub_request
 from registry.api.routes import (
     admin,
@@ -34,8 +40,7 @@ from registry.api.routes import (
     mirrors,
     uploads,
 )
-from registry.db import database_unavailable
-from registry.errors import RegistryError, ServiceUnavailable
+from registry.errors import RegistryError
 from registry.schemas import ERROR_RESPONSES
 from registry.services.context import Context
 from registry.settings import Settings
@@ -57,37 +62,6 @@ _HTTP_CODES = {
     422: "invalid_request",
     429: "too_many_requests",
 }
-
-
-def _error(
-    status: int, code: str, message: str, details: Any = None, request: Request | None = None
-) -> JSONResponse:
-    if request is not None and is_hub_request(request):
-        return hub_error_response(status, message)
-    body: dict[str, Any] = {"code": code, "message": message}
-    if details is not None:
-        body["details"] = details
-    return JSONResponse({"error": body}, status_code=status)
-
-
-def error_response(
-    exc: RegistryError, retry_after: int | None = None, request: Request | None = None
-) -> JSONResponse:
-    """The JSON answer of a typed error; a 503 carries ``Retry-After`` (seconds).
-
-    ``retry_after`` (the server's LOREG_RETRY_AFTER) overrides the error's own hint.
-    A Hub-protocol request gets the Hub's error form (registry.api.hub_errors).
-    """
-    headers = None
-    if isinstance(exc, ServiceUnavailable):
-        headers = {"Retry-After": str(retry_after or exc.retry_after)}
-    if request is not None and is_hub_request(request):
-        return hub_error_response(exc.status, exc.message, exc=exc, headers=headers)
-    return JSONResponse(exc.to_dict(), status_code=exc.status, headers=headers)
-
-
-def _internal(exc: BaseException) -> JSONResponse:
-    return _error(500, "internal", f"internal error ({type(exc).__name__}); see server log")
 
 
 class KeepAliveOnError:
@@ -124,15 +98,18 @@ class KeepAliveOnError:
                 raise
             if not started:
                 log.error("unhandled error on %s %s", scope["method"], scope["path"], exc_info=exc)
-                await _internal(exc)(scope, receive, send)
+                await internal_error(exc)(scope, receive, send)
 
 
 class RegistryApp(FastAPI):
-    """FastAPI with :class:`KeepAliveOnError` outside Starlette's own middleware stack."""
+    """FastAPI with :class:`KeepAliveOnError` outside Starlette's own middleware stack,
+    and the resolve fast path (:mod:`registry.api.fast_resolve`) just inside it."""
 
     def build_middleware_stack(self) -> ASGIApp:
-        """The usual stack, wrapped so that a 500 does not close the connection."""
-        return KeepAliveOnError(super().build_middleware_stack())
+        """The usual stack behind the resolve fast path, wrapped so that a 500 does not
+        close the connection."""
+        stack = super().build_middleware_stack()
+        return KeepAliveOnError(ResolveFastPath(stack, self.state.ctx))
 
 
 class BodySizeLimit:
@@ -199,7 +176,7 @@ def _too_large(scope: Scope, message: str) -> JSONResponse:
     """The 413 answer, in the Hub's error form for a Hub call."""
     if scope["path"].startswith(HUB_PREFIX):
         return hub_error_response(413, message)
-    return _error(413, "payload_too_large", message)
+    return error_json(413, "payload_too_large", message)
 
 
 def hub_commit_limit(json_limit: int, file_limit: int) -> int:
@@ -283,22 +260,13 @@ def create_app(settings: Settings | None = None, context: Context | None = None)
     app.openapi = openapi  # type: ignore[method-assign]
 
     @app.exception_handler(RegistryError)
-    async def _registry_error(request: Request, exc: RegistryError) -> JSONResponse:
-        if isinstance(exc, ServiceUnavailable):
-            log.warning("%s %s: %s", request.method, request.url.path, exc.message)
-        return error_response(exc, ctx.settings.retry_after_s, request)
-
     @app.exception_handler(sa.exc.SQLAlchemyError)
-    async def _database_error(request: Request, exc: sa.exc.SQLAlchemyError) -> JSONResponse:
-        outage = database_unavailable(exc, ctx.engine.url, retry_after=ctx.settings.retry_after_s)
-        if outage is None:
-            return await _internal_error(request, exc)
-        log.warning("%s %s: %s", request.method, request.url.path, outage.message)
-        return error_response(outage, ctx.settings.retry_after_s, request)
-
     @app.exception_handler(InvalidRefError)
-    async def _ref_error(request: Request, exc: InvalidRefError) -> JSONResponse:
-        return _error(422, "invalid_ref", str(exc), request=request)
+    async def _typed_error(request: Request, exc: Exception) -> JSONResponse:
+        response = typed_error_response(exc, ctx, request)
+        if response is None:
+            return await _internal_error(request, exc)
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -306,7 +274,7 @@ def create_app(settings: Settings | None = None, context: Context | None = None)
         for err in exc.errors()[:10]:
             where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
             problems.append(f"{where or 'body'}: {err.get('msg')}")
-        return _error(
+        return error_json(
             422,
             "invalid_request",
             "invalid request: " + "; ".join(problems),
@@ -325,12 +293,12 @@ def create_app(settings: Settings | None = None, context: Context | None = None)
                 f"{request.method} {request.url.path}: this Hub API call is not served by "
                 "loreg (docs/hub-protocol.md lists the calls it serves)"
             )
-        return _error(exc.status_code, code, message, request=request)
+        return error_json(exc.status_code, code, message, request=request)
 
     @app.exception_handler(Exception)
     async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
         log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-        return _internal(exc)
+        return internal_error(exc)
 
     app.add_middleware(
         BodySizeLimit,

@@ -323,3 +323,28 @@ def test_concurrent_resolves_queue_for_a_bounded_set_of_connections(
             {"a": APPLICATION_NAME},
         ).scalar_one()
     assert 1 <= open_now <= MAX_CONNECTIONS
+
+
+def test_the_fast_path_and_the_api_route_answer_the_same(registry_server, admin_api, adapter_files):
+    """A plain GET is answered before routing (registry.api.fast_resolve); a GET with a
+    body goes through FastAPI's route. Both give the same status, type and bytes, for
+    answers and for errors."""
+    publish(admin_api, "medical", adapter_files)
+    bad_token = {"Authorization": "Bearer lrg_not-a-real-token"}
+    for ref, headers in (
+        ("medical", {}),
+        ("medical-v1", {}),
+        ("nothing-here", {}),
+        ("Bad..Ref", {}),
+        ("medical", bad_token),
+        ("medical", {"Authorization": "Basic abc"}),
+    ):
+        fast = _resolve(admin_api, ref, headers=headers)
+        routed = admin_api.request("GET", f"/v1/resolve/{ref}", headers=headers, content=b"{}")
+        assert fast.status_code == routed.status_code, (ref, fast.text, routed.text)
+        assert fast.headers["content-type"] == routed.headers["content-type"]
+        if fast.status_code == 200:  # the cached answer: the same bytes
+            assert fast.content == routed.content
+        else:
+            assert fast.json() == routed.json(), ref
+    assert {_resolve(admin_api, r).status_code for r in ("nothing-here", "Bad..Ref")} == {404, 422}

@@ -6,10 +6,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Request, Response, Security
 from fastapi.security import HTTPAuthorizationCredentials
-from starlette.concurrency import run_in_threadpool
 
-from registry.api.deps import PrincipalDep, SessionDep, base_url, bearer_scheme
-from registry.auth import parse_bearer
+from registry.api.deps import PrincipalDep, SessionDep, bearer_scheme
+from registry.api.fast_resolve import resolve_answer
 from registry.schemas import (
     AdapterDetail,
     AdapterSummary,
@@ -22,8 +21,6 @@ from registry.schemas import (
     error_responses,
 )
 from registry.services import catalog, tokens
-from registry.services import resolve as hot_resolve
-from registry.services.context import Context
 
 router = APIRouter(prefix="/v1", tags=["catalog"])
 
@@ -97,17 +94,10 @@ async def resolve(
 ) -> Response:
     """Resolve a ref to a version manifest with short-lived download URLs.
 
-    The hot path (registry.services.resolve): one indexed query, the rest cached;
-    the answer is the ``ResolvedVersion`` object, serialised once per cache entry.
+    One indexed query, the rest cached (registry.services.resolve). A plain GET is
+    answered before routing by registry.api.fast_resolve, with the same code.
     """
-    ctx: Context = request.app.state.ctx
-    token = parse_bearer(request.headers.get("authorization"))
-    base = base_url(request)
-    if ctx.async_lookup is not None:
-        body = await hot_resolve.resolve_json_async(ctx, token, ref, base)
-    else:
-        body = await run_in_threadpool(hot_resolve.resolve_json, ctx, token, ref, base)
-    return Response(body, media_type="application/json")
+    return await resolve_answer(request.app.state.ctx, request, ref)
 
 
 @router.put(

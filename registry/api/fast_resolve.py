@@ -1,0 +1,79 @@
+"""``GET /v1/resolve/{ref}`` answered at the ASGI layer, before FastAPI's routing.
+
+Resolve is the call every pull, load and serving engine makes. FastAPI's middleware,
+routing and dependency machinery cost more per request than the resolve itself once
+its one statement runs on the event loop (docs/benchmarks.md, "API hot path"), so a
+plain GET of a resolve URL is handled here: the same service call
+(:mod:`registry.services.resolve`), the same answer bytes, the same error answers
+(:mod:`registry.api.error_render`). The FastAPI route stays: it documents the call in
+OpenAPI and serves what this layer passes on (other methods, a request with a body).
+An unexpected error propagates to the outer :class:`~registry.app.KeepAliveOnError`,
+which logs it and answers 500, as for every route.
+"""
+
+from __future__ import annotations
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from registry.api.deps import base_url
+from registry.api.error_render import typed_error_response
+from registry.auth import parse_bearer
+from registry.services import resolve
+from registry.services.context import Context
+
+PREFIX = "/v1/resolve/"
+
+
+def taken_ref(scope: Scope) -> str | None:
+    """The ref of a GET of ``/v1/resolve/<ref>`` without a request body, else None.
+
+    The path is the one routing sees: without the ``root_path`` a proxy mounts us at.
+    """
+    if scope["type"] != "http" or scope["method"] != "GET":
+        return None
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root) :]
+    if not path.startswith(PREFIX) or len(path) == len(PREFIX):
+        return None
+    for name, value in scope["headers"]:
+        if name == b"transfer-encoding" or (name == b"content-length" and value != b"0"):
+            return None
+    return path[len(PREFIX) :]
+
+
+async def resolve_answer(ctx: Context, request: Request, ref: str) -> Response:
+    """The resolve answer (or its error answer) for ``ref``, as the API route gives it."""
+    try:
+        token = parse_bearer(request.headers.get("authorization"))
+        base = base_url(request)
+        if ctx.async_lookup is not None:
+            body = await resolve.resolve_json_async(ctx, token, ref, base)
+        else:
+            body = await run_in_threadpool(resolve.resolve_json, ctx, token, ref, base)
+    except Exception as exc:
+        response = typed_error_response(exc, ctx, request)
+        if response is None:
+            raise
+        return response
+    return Response(body, media_type="application/json")
+
+
+class ResolveFastPath:
+    """ASGI middleware: resolve GETs here, everything else to the app."""
+
+    def __init__(self, app: ASGIApp, ctx: Context):
+        self.app = app
+        self.ctx = ctx
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        ref = taken_ref(scope)
+        if ref is None:
+            await self.app(scope, receive, send)
+            return
+        response = await resolve_answer(self.ctx, Request(scope, receive), ref)
+        await response(scope, receive, send)

@@ -13,6 +13,8 @@ which logs it and answers 500, as for every route.
 
 from __future__ import annotations
 
+import functools
+
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
@@ -48,19 +50,58 @@ def taken_ref(scope: Scope) -> str | None:
 
 async def resolve_answer(ctx: Context, request: Request, ref: str) -> Response:
     """The resolve answer (or its error answer) for ``ref``, as the API route gives it."""
+    return await _answer(ctx, request.scope, request.receive, ref)
+
+
+async def _answer(ctx: Context, scope: Scope, receive: Receive, ref: str) -> Response:
     try:
-        token = parse_bearer(request.headers.get("authorization"))
-        base = base_url(request)
+        token = parse_bearer(_header(scope, b"authorization"))
+        base = _base_url(scope)
         if ctx.async_lookup is not None:
             body = await resolve.resolve_json_async(ctx, token, ref, base)
         else:
             body = await run_in_threadpool(resolve.resolve_json, ctx, token, ref, base)
     except Exception as exc:
-        response = typed_error_response(exc, ctx, request)
+        response = typed_error_response(exc, ctx, Request(scope, receive))
         if response is None:
             raise
         return response
     return Response(body, media_type="application/json")
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    """The first value of a request header (lowercase ``name``), decoded as Latin-1 the
+    way Starlette's ``Headers`` does."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+@functools.lru_cache(maxsize=256)
+def _base_url_of(scheme: str, host: str | None, server: tuple | None, root: str) -> str:
+    scope = {
+        "type": "http",
+        "scheme": scheme,
+        "server": server,
+        "root_path": root,
+        "path": "/",
+        "query_string": b"",
+        "headers": [] if host is None else [(b"host", host.encode("latin-1"))],
+    }
+    return base_url(Request(scope))
+
+
+def _base_url(scope: Scope) -> str:
+    """:func:`registry.api.deps.base_url` of the request, memoised on what it depends
+    on (scheme, Host header, server address, root path)."""
+    server = scope.get("server")
+    return _base_url_of(
+        scope.get("scheme", "http"),
+        _header(scope, b"host"),
+        tuple(server) if server is not None else None,
+        scope.get("app_root_path", scope.get("root_path", "")),
+    )
 
 
 class ResolveFastPath:
@@ -75,5 +116,5 @@ class ResolveFastPath:
         if ref is None:
             await self.app(scope, receive, send)
             return
-        response = await resolve_answer(self.ctx, Request(scope, receive), ref)
+        response = await _answer(self.ctx, scope, receive, ref)
         await response(scope, receive, send)

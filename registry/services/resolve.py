@@ -19,6 +19,7 @@ before with the same messages.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any
@@ -219,6 +220,13 @@ def _answer_key(
     return (target.version_key, target.aliases, visible, base)
 
 
+@functools.lru_cache(maxsize=4096)
+def parsed(ref_text: str, default_namespace: str) -> Ref:
+    """:func:`registry.services.catalog.parse` memoised (a Ref is immutable; an invalid
+    ref raises each time, as exceptions are not cached)."""
+    return catalog.parse(ref_text, Principal(default_namespace=default_namespace))
+
+
 def _ttl(ctx: Context) -> float:
     """How long a serialised answer is reused: a tenth of its URLs' lifetime."""
     return max(1.0, ctx.settings.presign_expiry_s / 10)
@@ -262,7 +270,7 @@ def resolve_json(ctx: Context, token: str | None, ref_text: str, base_url: str) 
     """The JSON answer of ``GET /v1/resolve/{ref_text}`` for the bearer ``token``
     (blocking: run it in a worker thread)."""
     principal = principal_of(ctx, token)
-    ref = catalog.parse(ref_text, principal)
+    ref = parsed(ref_text, principal.default_namespace)
     return finish(ctx, principal, ref_text, lookup(ctx, ref), base_url)
 
 
@@ -274,7 +282,7 @@ async def resolve_json_async(
     principal = cached_principal(ctx, token)
     if principal is None:
         principal = await run_in_threadpool(principal_of, ctx, token)
-    ref = catalog.parse(ref_text, principal)
+    ref = parsed(ref_text, principal.default_namespace)
     target = await lookup_async(ctx, ref)
     body = cached_answer(ctx, principal, target, base_url)
     if body is None:

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import weakref
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -35,6 +37,14 @@ from registry.settings import Settings
 MAX_CONNECTIONS = 4
 #: ``application_name`` of these connections (``pg_stat_activity`` shows it).
 APPLICATION_NAME = "loreg-resolve"
+
+
+@dataclass
+class _LoopPool:
+    """The idle connections of one event loop, and the slots bounding how many exist."""
+
+    idle: list[Any]
+    slots: asyncio.Semaphore
 
 
 class AsyncLookup:
@@ -62,9 +72,11 @@ class AsyncLookup:
         self._deadline = silence_timeout(
             settings.db_connect_timeout_s, settings.db_statement_timeout_s
         )
-        self._idle: list[Any] = []
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._slots: asyncio.Semaphore | None = None
+        # connections belong to the event loop that made them (one loop per process in a
+        # server; tests may run several): a pool per loop, dropped with its loop
+        self._pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopPool] = (
+            weakref.WeakKeyDictionary()
+        )
         self._compiled: dict[int, tuple[str, dict[str, Any]]] = {}
 
     def _sql(self, statement: sa.Select) -> tuple[str, dict[str, Any]]:
@@ -81,30 +93,27 @@ class AsyncLookup:
 
         return await psycopg.AsyncConnection.connect(**self._connect_args)
 
-    def _slots_of_this_loop(self) -> asyncio.Semaphore:
+    def _pool(self) -> _LoopPool:
         loop = asyncio.get_running_loop()
-        if loop is not self._loop or self._slots is None:
-            # connections belong to the loop that made them (one per process in a server)
-            for conn in self._idle:
-                self._close_soon(conn)
-            self._idle = []
-            self._loop = loop
-            self._slots = asyncio.Semaphore(MAX_CONNECTIONS)
-        return self._slots
+        pool = self._pools.get(loop)
+        if pool is None:
+            pool = self._pools[loop] = _LoopPool([], asyncio.Semaphore(MAX_CONNECTIONS))
+        return pool
 
-    def _take(self) -> Any | None:
-        return self._idle.pop() if self._idle else None
-
-    def _give_back(self, conn: Any) -> None:
-        if not conn.closed:
-            self._idle.append(conn)
+    def close(self) -> None:
+        """Close every idle connection (of every loop) now."""
+        for pool in list(self._pools.values()):
+            while pool.idle:
+                self._close_soon(pool.idle.pop())
 
     @staticmethod
     def _close_soon(conn: Any) -> None:
         with contextlib.suppress(Exception):
             conn.pgconn.finish()  # drop the socket now, without a round trip
 
-    async def _attempt(self, conn: Any, sql: str, params: dict[str, Any]) -> list[tuple]:
+    async def _attempt(
+        self, pool: _LoopPool, conn: Any, sql: str, params: dict[str, Any]
+    ) -> list[tuple]:
         """Run the statement on ``conn``; pool it again after, close it on any failure
         (a cancelled wait leaves it mid-exchange)."""
         try:
@@ -114,7 +123,8 @@ class AsyncLookup:
         except BaseException:
             self._close_soon(conn)
             raise
-        self._give_back(conn)
+        if not conn.closed:
+            pool.idle.append(conn)
         return rows
 
     async def rows(self, statement: sa.Select, params: dict[str, Any]) -> Sequence[tuple]:
@@ -123,16 +133,15 @@ class AsyncLookup:
 
         sql, literals = self._sql(statement)
         values = {**literals, **params}
-        slots = self._slots_of_this_loop()
+        pool = self._pool()
         try:
-            async with asyncio.timeout(self._deadline), slots:
-                pooled = self._take()
-                if pooled is not None:
+            async with asyncio.timeout(self._deadline), pool.slots:
+                if pool.idle:
                     try:
-                        return await self._attempt(pooled, sql, values)
+                        return await self._attempt(pool, pool.idle.pop(), sql, values)
                     except psycopg.OperationalError:
                         pass  # it died while idle (the server restarted): once more, fresh
-                return await self._attempt(await self._connect(), sql, values)
+                return await self._attempt(pool, await self._connect(), sql, values)
         except TimeoutError as exc:
             raise self._unavailable("no answer in time") from exc
         except psycopg.OperationalError as exc:

@@ -85,6 +85,8 @@ class Context:
             self._dispatcher.close()
         if self.hot_engine is not None:
             self.hot_engine.dispose()
+        if self.async_lookup is not None:
+            self.async_lookup.close()
         self.engine.dispose()
 
     @classmethod

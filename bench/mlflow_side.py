@@ -278,12 +278,12 @@ def alias_ratios(rows: list[Any]) -> list[str]:
     return lines
 
 
-def check_copies(url: str, scale: int) -> None:
+def check_copies(url: str, grown: bool) -> None:
     """The alias lookup answers for ``medical`` and, when the registry was grown, for a
     copied model too (the SQL copies are rows MLflow reads like its own)."""
     import httpx
 
-    names = ["medical"] + (["m0001"] if scale > 1000 else [])
+    names = ["medical"] + (["m0001"] if grown else [])
     for name in names:
         r = httpx.get(
             url + "/api/2.0/mlflow/registered-models/alias",
@@ -388,7 +388,7 @@ class MlflowSide:
         """wrk on /health, the alias lookup and get-version at each connection count."""
         paths = {k: v.format(number=self.versions // 2) for k, v in self.PATHS.items()}
         with self.server(workers, f"serve-{scale}-{workers}") as server:
-            check_copies(server.url, scale)
+            check_copies(server.url, scale > self.versions)
             for conns in connections:
                 floor = None
                 for label, path in paths.items():

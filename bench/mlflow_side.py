@@ -385,10 +385,13 @@ class MlflowSide:
         wrk: Wrk,
         emit: Emit,
     ) -> None:
-        """wrk on /health, the alias lookup and get-version at each connection count."""
+        """wrk on /health, the alias lookup and get-version at each connection count,
+        after a discarded 1 s warm-up run per endpoint."""
         paths = {k: v.format(number=self.versions // 2) for k, v in self.PATHS.items()}
         with self.server(workers, f"serve-{scale}-{workers}") as server:
             check_copies(server.url, scale > self.versions)
+            for path in paths.values():  # discarded: a fresh MLflow worker's first
+                wrk(server.url + path, max(connections), 1, None)  # requests take ~0.1-0.2 s
             for conns in connections:
                 floor = None
                 for label, path in paths.items():

@@ -15,7 +15,12 @@ and drives it with wrk (Debian's package: ``apt-get install -y wrk``) on loopbac
   ``GET /v1/resolve/...`` by alias, by version number and by digest, anonymous and
   with a bearer token; prints each resolve beside the floor of the same run.
 
-Run: ``.venv/bin/python bench/api.py [--scales 1000,100000] [--workers 1,2] [--duration 5]``.
+With ``--mlflow``, MLflow's alias lookup is measured in the same run, each (scale,
+workers) configuration right after loreg's (``bench/mlflow_side.py``; MLflow lives in
+its own venv), and the loreg / MLflow ratios are printed at the end.
+
+Run: ``.venv/bin/python bench/api.py [--scales 1000,100000] [--workers 1,2] [--duration 5]
+[--mlflow]``.
 """
 
 from __future__ import annotations
@@ -88,6 +93,29 @@ def run_wrk(url: str, connections: int, duration: float, token: str | None) -> L
         cmd += ["-H", f"Authorization: Bearer {token}"]
     out = subprocess.run(cmd + [url], capture_output=True, text=True, check=True).stdout
     return parse_wrk(out)
+
+
+@dataclass
+class Row:
+    """One printed row of the table."""
+
+    scale: int
+    workers: int
+    label: str
+    token: bool
+    conns: int
+    load: Load
+    floor: Load
+
+    def line(self) -> str:
+        """The row as the table prints it."""
+        ratio = self.floor.rps / self.load.rps if self.load.rps else float("inf")
+        return (
+            f"{self.scale:>8} {self.workers:>2} {self.label:<18} "
+            f"{'yes' if self.token else 'no':<5} {self.conns:>4} "
+            f"{self.load.p50:>7.2f} {self.load.p99:>7.2f} {self.load.rps:>8.0f} "
+            f"{ratio:>7.2f} {self.load.errors:>6}"
+        )
 
 
 @dataclass
@@ -332,6 +360,17 @@ def main() -> int:
         default="/v1/livez",
         help="the trivial endpoint (a server older than /v1/livez: /v1/whoami, anonymous)",
     )
+    parser.add_argument(
+        "--mlflow",
+        action="store_true",
+        help="also measure MLflow's alias lookup in the same run (bench/mlflow_side.py)",
+    )
+    parser.add_argument(
+        "--mlflow-venv",
+        type=Path,
+        default=None,
+        help="MLflow's own venv, created once (default ~/.cache/loreg-bench/mlflow-venv)",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("wrk not found: apt-get install -y wrk", file=sys.stderr)
@@ -353,6 +392,19 @@ def main() -> int:
         env, db_url = stack.enter_context(production_env(work))
         engine = sa.create_engine(db_url)
         stack.callback(engine.dispose)
+        rows: list[Row] = []
+
+        def emit(*fields) -> None:  # noqa: ANN002 - Row's fields, in order
+            """Keep a row for the summary and print it."""
+            rows.append(Row(*fields))
+            print(rows[-1].line(), flush=True)
+
+        side = None
+        if args.mlflow:
+            from bench import mlflow_side
+
+            venv = args.mlflow_venv or mlflow_side.DEFAULT_VENV
+            side = stack.enter_context(mlflow_side.MlflowSide(venv, args.medical_versions))
         data_dir = work / "data"
         server = start_server(env, data_dir, 0 if 0 in workers else 1, work / "seed.log")
         try:
@@ -391,6 +443,8 @@ def main() -> int:
         )
         for scale in scales:
             grow_catalog(engine, template_id, scale, 100)
+            if side:
+                side.grow(scale, 100)
             for n_workers in workers:
                 server = start_server(
                     env, data_dir, n_workers, work / f"serve-{scale}-{n_workers}.log"
@@ -406,20 +460,16 @@ def main() -> int:
                                     args.duration,
                                     token if with_token else None,
                                 )
-                                if floor is None:
-                                    floor = load
-                                ratio = floor.rps / load.rps if load.rps else float("inf")
-                                print(
-                                    f"{scale:>8} {n_workers:>2} {label:<18} "
-                                    f"{'yes' if with_token else 'no':<5} {conns:>4} "
-                                    f"{load.p50:>7.2f} {load.p99:>7.2f} {load.rps:>8.0f} "
-                                    f"{ratio:>7.2f} {load.errors:>6}",
-                                    flush=True,
-                                )
+                                floor = floor or load
+                                emit(scale, n_workers, label, with_token, conns, load, floor)
                     if args.py_spy and n_workers <= 1 and scale == scales[0]:
                         spy(server, paths["resolve by alias"], args.py_spy, work / "spy.txt")
                 finally:
                     server.stop()
+                if side:
+                    side.measure(scale, n_workers, connections, args.duration, run_wrk, emit)
+        if side:
+            print("\n".join(mlflow_side.alias_ratios(rows)))
     print(f"# load average at the end: {load_average()}")
     return 0
 

@@ -174,6 +174,13 @@ class InvalidRequest(RegistryError):
     code = "invalid_request"
 
 
+class InvalidCursor(RegistryError):
+    """A list's ``cursor`` was altered, truncated, or made for another query."""
+
+    status = 400
+    code = "invalid_cursor"
+
+
 class ServiceUnavailable(RegistryError):
     """A dependency of the registry (database, object store, broker) cannot be reached.
 

@@ -8,7 +8,7 @@ order, so declaring them changes no byte of a response.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -157,7 +157,10 @@ def _error_doc(description: str) -> dict[str, Any]:
 
 #: Every error answer of the API, by status; routes pick theirs with :func:`error_responses`.
 ERROR_RESPONSES: dict[int, dict[str, Any]] = {
-    400: _error_doc("bad_request: the body is not valid JSON"),
+    400: _error_doc(
+        "bad_request: the body is not valid JSON; invalid_cursor: a list's cursor was "
+        "altered or belongs to another query (start again without one)"
+    ),
     401: _error_doc("unauthorized: malformed, unknown or revoked token, or a token is needed"),
     403: _error_doc("forbidden: the token lacks the scope this action needs"),
     404: _error_doc("not_found: no such object, or it is in a private namespace"),
@@ -189,6 +192,19 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 
 # --- Responses ----------------------------------------------------------------------
+
+ItemT = TypeVar("ItemT")
+
+
+class Page(BaseModel, Generic[ItemT]):
+    """One page of a list (``registry.services.pagination``): pass ``next_cursor`` back
+    as ``cursor`` with the same query parameters for the next page; null on the last."""
+
+    items: list[ItemT]
+    next_cursor: str | None = Field(
+        description="opaque; the cursor of the next page, or null on the last page"
+    )
+
 
 Timestamp = Annotated[
     str, Field(description="ISO-8601 timestamp (UTC)", examples=["2025-01-01T12:00:00+00:00"])

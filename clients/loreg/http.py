@@ -15,6 +15,7 @@ import re
 import ssl
 import time
 import urllib.request
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -321,6 +322,28 @@ class ApiClient:
     def get(self, path: str, *, params: dict[str, Any] | None = None) -> Any:
         """``GET path`` and return the decoded JSON."""
         return self.call("GET", path, params=params)
+
+    def pages(
+        self, path: str, *, params: dict[str, Any] | None = None, limit: int | None = None
+    ) -> Iterator[Any]:
+        """Every item of a paginated list (``{"items", "next_cursor"}``), fetched a page
+        at a time as the caller iterates; ``limit`` is the page size asked for."""
+        query = {k: v for k, v in (params or {}).items() if v is not None}
+        if limit is not None:
+            query["limit"] = limit
+        while True:
+            page = self.get(path, params=query)
+            if not isinstance(page, dict) or not isinstance(page.get("items"), list):
+                raise ServerError(
+                    f"the registry at {self.base_url} answered GET {path} without a page "
+                    "({items, next_cursor}): is it an older loreg server?",
+                    status=200,
+                )
+            yield from page["items"]
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return
+            query = {**query, "cursor": cursor}
 
     def post(self, path: str, body: Any = None) -> Any:
         """``POST path`` with a JSON body and return the decoded JSON."""

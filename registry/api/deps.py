@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Request, Security
+from fastapi import Depends, Query, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlmodel import Session
 
 from registry.auth import Principal, parse_bearer
 from registry.services.context import Context
+from registry.services.pagination import DEFAULT_LIMIT, MAX_LIMIT, PageRequest
 from registry.services.resolve import principal_of
 
 
@@ -59,9 +60,24 @@ def base_url(request: Request) -> str:
     return str(request.base_url).rstrip("/")
 
 
+def page_request(
+    ctx: Annotated[Context, Depends(get_context)],
+    limit: Annotated[
+        int, Query(ge=1, le=MAX_LIMIT, description=f"rows per page, 1 to {MAX_LIMIT}")
+    ] = DEFAULT_LIMIT,
+    cursor: Annotated[
+        str | None,
+        Query(max_length=2048, description="the next_cursor of the previous page"),
+    ] = None,
+) -> PageRequest:
+    """``limit`` and ``cursor`` of a list request, with the key that signs cursors."""
+    return PageRequest(limit=limit, cursor=cursor or None, secret=ctx.settings.secret_key)
+
+
 ContextDep = Annotated[Context, Depends(get_context)]
 # scope="function": commit before the response is sent (the default for yield
 # dependencies ends them after the response, so a client could read stale data).
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 BaseUrlDep = Annotated[str, Depends(base_url)]
+PageDep = Annotated[PageRequest, Depends(page_request)]

@@ -211,3 +211,11 @@ __all__ = [
     "Relation",
     "Scope",
 ]
+
+
+class AdapterSort(StrEnum):
+    """The orders of ``GET /v1/adapters`` (``sort``): by namespace then name (the
+    default), or most recently updated (published to) first."""
+
+    NAME = "name"
+    UPDATED = "updated"

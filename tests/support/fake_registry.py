@@ -155,20 +155,21 @@ class FakeRegistry:
             return self._commit(match.group(1))
         if method == "GET" and path == "/v1/adapters":
             wanted = request.url.params.get("namespace")
-            return httpx.Response(
-                200, json=[self._summary(ns, n) for ns, n in self.versions if wanted in (None, ns)]
-            )
-        match = re.fullmatch(r"/v1/adapters/([^/]+)/([^/]+)", path)
+            items = [self._summary(ns, n) for ns, n in self.versions if wanted in (None, ns)]
+            return httpx.Response(200, json={"items": items, "next_cursor": None})
+        match = re.fullmatch(r"/v1/adapters/([^/]+)/([^/]+)(/versions)?", path)
         if match and method == "GET":
             key = (match.group(1), match.group(2))
             if key not in self.versions:
                 return error(404, "not_found", f"adapter {key[0]}/{key[1]} not found")
-            detail = self._summary(*key)
-            detail["versions"] = [
+            newest_first = [
                 {"version": v["version"], "digest": v["digest"], "size": v["size"]}
-                for v in self.versions[key]
+                for v in reversed(self.versions[key])
             ]
-            return httpx.Response(200, json=detail)
+            page = {"items": newest_first, "next_cursor": None}  # one page: the fake is small
+            if match.group(3):
+                return httpx.Response(200, json=page)
+            return httpx.Response(200, json={**self._summary(*key), "recent_versions": page})
         match = re.fullmatch(r"/v1/adapters/([^/]+)/([^/]+)/aliases/([^/]+)", path)
         if match:
             return self._alias(method, (match.group(1), match.group(2)), match.group(3), body)

@@ -79,7 +79,8 @@ def test_push_pull_show_ls_alias_with_json(run, tmp_path: Path) -> None:
     code, out, _ = run("show", "medical-v1", "--json")
     shown = json.loads(out)
     assert shown["digest"] == pushed["digest"]
-    assert shown["adapter"]["versions"][0]["version"] == 1
+    assert shown["versions"][0]["version"] == 1  # the versions listed, newest first
+    assert shown["adapter"]["versions"] == 1  # the adapter summary's count
     code, out, _ = run("show", "medical-v1")
     assert code == 0 and "default/medical-v1" in out and "adapter_model.safetensors" in out
 

@@ -214,8 +214,8 @@ __all__ = [
 
 
 class AdapterSort(StrEnum):
-    """The orders of ``GET /v1/adapters`` (``sort``): by namespace then name (the
-    default), or most recently updated (published to) first."""
+    """The orders of ``GET /v1/adapters`` (``sort``): by namespace (in creation order)
+    then name (the default), or most recently updated (published to) first."""
 
     NAME = "name"
     UPDATED = "updated"

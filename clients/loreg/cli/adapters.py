@@ -34,7 +34,7 @@ def setup_ls(ls: argparse.ArgumentParser, add: Callable[..., Any]) -> None:
         "--sort",
         choices=list(AdapterSort),
         default=AdapterSort.NAME,
-        help="name: by namespace, then name (default); updated: newest update first",
+        help="name: by namespace (oldest first), then name (default); updated: newest first",
     )
     ls.add_argument(
         "--limit",

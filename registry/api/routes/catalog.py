@@ -86,7 +86,7 @@ def list_adapters(
     namespace: Annotated[str | None, Query(description="only this namespace's adapters")] = None,
     sort: Annotated[
         AdapterSort,
-        Query(description="name: by namespace, then name; updated: newest update first"),
+        Query(description="name: by namespace (oldest first), then name; updated: newest first"),
     ] = AdapterSort.NAME,
 ) -> dict[str, Any]:
     """Adapters visible to the caller, optionally in one namespace, a page at a time."""

@@ -525,7 +525,11 @@ class Registry:
             validate_name(namespace, "namespace")
             params["namespace"] = namespace
         if sort is not None:
-            params["sort"] = AdapterSort(sort)
+            if sort not in set(AdapterSort):
+                raise ValidationFailedError(
+                    f"invalid sort {sort!r}: use one of {', '.join(AdapterSort)}"
+                )
+            params["sort"] = str(sort)
         return self.api.pages("/v1/adapters", params=params, limit=page_size)
 
     def versions(

@@ -248,6 +248,8 @@ def test_aliases_tokens_and_catalog(tmp_path: Path) -> None:
         listed = registry.list()
         assert [(a["name"], a["latest_version"]) for a in listed] == [("medical", 2)]
         assert list(registry.list("other")) == []
+        with pytest.raises(ValidationFailedError, match="name, updated"):
+            registry.list(sort="size")  # refused before any request
         shown = registry.show("medical")
         assert shown["adapter"]["versions"] == 2
         recent = shown["adapter"]["recent_versions"]["items"]

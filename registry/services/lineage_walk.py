@@ -21,12 +21,12 @@ namespaces, base models, upstream commits. Nothing here issues a query per node.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.orm import aliased
 from sqlmodel import Session, col
 
 from loreg.hub_refs import format_upstream
@@ -71,17 +71,6 @@ def readable_namespaces(principal: Principal | None) -> frozenset[str] | None:
     return None if ALL_NAMESPACES in names else names
 
 
-def _passable(readable: frozenset[str] | None) -> Any:
-    """SQL: may the walk go on through the version whose namespace is joined as ``Namespace``
-    (None readable = every namespace)."""
-    if readable is None:
-        return sa.true()
-    public = sa.not_(col(Namespace.private))
-    if not readable:
-        return public
-    return sa.or_(public, col(Namespace.name).in_(sorted(readable)))
-
-
 def _int(value: Any) -> Any:
     return sa.cast(value, sa.Integer)
 
@@ -99,55 +88,72 @@ class WalkEdge:
     params: Any
 
 
-def _roots(kind: str, ids: Sequence[int]) -> Any:
-    """The non-recursive term: the root rows at depth 0, walked through."""
+_EDGES = LineageEdge.__table__  # type: ignore[attr-defined]  # SQLModel's Core table
+
+
+class _Readable:
+    """How the statement decides which private namespaces the caller reads."""
+
+    ALL = "all"  # every namespace (admin, jobs, the registry's own checks)
+    PUBLIC = "public"  # public namespaces only (anonymous, no read grant)
+    LISTED = "listed"  # public ones and those bound to ``:readable``
+
+
+def _readable_mode(readable: frozenset[str] | None) -> str:
+    if readable is None:
+        return _Readable.ALL
+    return _Readable.LISTED if readable else _Readable.PUBLIC
+
+
+def _passable(mode: str) -> Any:
+    """SQL: may the walk go on through the version whose namespace is joined as ``Namespace``."""
+    if mode == _Readable.ALL:
+        return sa.true()
+    public = sa.not_(col(Namespace.private))
+    if mode == _Readable.PUBLIC:
+        return public
+    return sa.or_(public, col(Namespace.name).in_(sa.bindparam("readable", expanding=True)))
+
+
+def _roots(kind: str) -> Any:
+    """The non-recursive term: the rows named by ``:root_ids``, at depth 0, walked through."""
     table = Version if kind == LineageNodeKind.VERSION else BaseModelRecord
     return sa.select(
         _int(sa.literal(KIND_CODES[kind])).label("kind"),
         col(table.id).label("node_id"),
         _int(sa.literal(0)).label("depth"),
         sa.true().label("open"),
-    ).where(col(table.id).in_(list(ids)))
+    ).where(col(table.id).in_(sa.bindparam("root_ids", expanding=True)))
 
 
-def _walk(
-    direction: LineageDirection,
-    kind: str,
-    ids: Sequence[int],
-    max_depth: int,
-    readable: frozenset[str] | None,
-) -> Any:
+def _walk(direction: LineageDirection, kind: str, mode: str) -> Any:
     """The recursive CTE of one direction, read through a row bound (a subquery)."""
     name = f"walk_{direction.value}"
-    walk = _roots(kind, ids).cte(name, recursive=True)
-    edge = aliased(LineageEdge, name=f"edge_{direction.value}")
+    walk = _roots(kind).cte(name, recursive=True)
+    edge = _EDGES.alias(f"edge_{direction.value}")
     if direction == LineageDirection.UP:
-        attach = sa.or_(
-            sa.and_(walk.c.kind == _VERSION, col(edge.child_version_id) == walk.c.node_id),
-            sa.and_(walk.c.kind == _BASE, col(edge.child_base_model_id) == walk.c.node_id),
-        )
-        far_version = col(edge.parent_version_id)
+        near_version, near_base = edge.c.child_version_id, edge.c.child_base_model_id
+        far_version = edge.c.parent_version_id
         far_kind = sa.case(
-            (col(edge.parent_version_id).is_not(None), _VERSION),
-            (col(edge.parent_base_model_id).is_not(None), _BASE),
+            (edge.c.parent_version_id.is_not(None), _VERSION),
+            (edge.c.parent_base_model_id.is_not(None), _BASE),
             else_=_UPSTREAM,
         )
         far_id = sa.func.coalesce(
-            col(edge.parent_version_id),
-            col(edge.parent_base_model_id),
-            col(edge.parent_upstream_id),
+            edge.c.parent_version_id, edge.c.parent_base_model_id, edge.c.parent_upstream_id
         )
     else:
-        attach = sa.or_(
-            sa.and_(walk.c.kind == _VERSION, col(edge.parent_version_id) == walk.c.node_id),
-            sa.and_(walk.c.kind == _BASE, col(edge.parent_base_model_id) == walk.c.node_id),
-        )
-        far_version = col(edge.child_version_id)
-        far_kind = sa.case((col(edge.child_version_id).is_not(None), _VERSION), else_=_BASE)
-        far_id = sa.func.coalesce(col(edge.child_version_id), col(edge.child_base_model_id))
+        near_version, near_base = edge.c.parent_version_id, edge.c.parent_base_model_id
+        far_version = edge.c.child_version_id
+        far_kind = sa.case((edge.c.child_version_id.is_not(None), _VERSION), else_=_BASE)
+        far_id = sa.func.coalesce(edge.c.child_version_id, edge.c.child_base_model_id)
+    attach = sa.or_(
+        sa.and_(walk.c.kind == _VERSION, near_version == walk.c.node_id),
+        sa.and_(walk.c.kind == _BASE, near_base == walk.c.node_id),
+    )
     # a far node that is not a version has no namespace: base models are walked through,
     # an upstream commit has no edges of its own to walk
-    far_open = sa.case((far_version.is_(None), sa.true()), else_=_passable(readable))
+    far_open = sa.case((far_version.is_(None), sa.true()), else_=_passable(mode))
     step = (
         sa.select(
             _int(far_kind), _int(far_id), _int(walk.c.depth + 1), sa.cast(far_open, sa.Boolean)
@@ -157,38 +163,34 @@ def _walk(
         .outerjoin(Version, col(Version.id) == far_version)
         .outerjoin(Adapter, col(Adapter.id) == col(Version.adapter_id))
         .outerjoin(Namespace, col(Namespace.id) == col(Adapter.namespace_id))
-        .where(walk.c.open, walk.c.depth < max_depth)
+        .where(walk.c.open, walk.c.depth < sa.bindparam("max_depth", type_=sa.Integer))
     )
     walk = walk.union(step)
     return sa.select(walk).limit(MAX_WALK_ROWS).subquery(f"{name}_bounded")
 
 
-def _edges_select(
-    direction: LineageDirection,
-    kind: str,
-    ids: Sequence[int],
-    max_depth: int,
-    readable: frozenset[str] | None,
-) -> Any:
+def _edges_select(direction: LineageDirection, kind: str, mode: str) -> Any:
     """The edges out of every open node of one walk, with the node's depth and the
     number of rows the walk read (equal to :data:`MAX_WALK_ROWS` when it was cut)."""
-    bounded = _walk(direction, kind, ids, max_depth, readable)
+    bounded = _walk(direction, kind, mode)
+    # the bounded walk is read once (a second reader would make SQLite materialize the
+    # whole CTE before any LIMIT applies): the row count comes from a window over it
     nodes = (
         sa.select(
             bounded.c.kind,
             bounded.c.node_id,
             sa.func.min(bounded.c.depth).label("depth"),
+            sa.func.min(_int(bounded.c.open)).label("open"),
+            sa.func.sum(sa.func.count()).over().label("walked"),
         )
-        .where(bounded.c.open)
         .group_by(bounded.c.kind, bounded.c.node_id)
         .subquery(f"nodes_{direction.value}")
     )
-    walked = sa.select(sa.func.count()).select_from(bounded).scalar_subquery()
-    edge = aliased(LineageEdge, name=f"out_{direction.value}")
+    edge = _EDGES.alias(f"out_{direction.value}")
     near_version, near_base = (
-        (col(edge.child_version_id), col(edge.child_base_model_id))
+        (edge.c.child_version_id, edge.c.child_base_model_id)
         if direction == LineageDirection.UP
-        else (col(edge.parent_version_id), col(edge.parent_base_model_id))
+        else (edge.c.parent_version_id, edge.c.parent_base_model_id)
     )
     attach = sa.or_(
         sa.and_(nodes.c.kind == _VERSION, near_version == nodes.c.node_id),
@@ -198,19 +200,30 @@ def _edges_select(
         sa.select(
             _int(sa.literal(0 if direction == LineageDirection.UP else 1)).label("way"),
             _int(nodes.c.depth + 1).label("depth"),
-            col(edge.id).label("edge_id"),
-            col(edge.child_version_id),
-            col(edge.child_base_model_id),
-            col(edge.parent_version_id),
-            col(edge.parent_base_model_id),
-            col(edge.parent_upstream_id),
-            col(edge.relation),
-            col(edge.params),
-            walked.label("walked"),
+            edge.c.id.label("edge_id"),
+            edge.c.child_version_id,
+            edge.c.child_base_model_id,
+            edge.c.parent_version_id,
+            edge.c.parent_base_model_id,
+            edge.c.parent_upstream_id,
+            edge.c.relation,
+            edge.c.params,
+            _int(nodes.c.walked).label("walked"),
         )
         .select_from(nodes)
         .join(edge, attach)
+        .where(nodes.c.open == 1)
     )
+
+
+@functools.lru_cache(maxsize=32)
+def walk_statement(directions: tuple[LineageDirection, ...], kind: str, mode: str) -> Any:
+    """The one statement of a walk, built once per shape; its parameters are ``root_ids``,
+    ``max_depth``, ``row_limit`` and (mode ``listed``) ``readable``."""
+    parts = [_edges_select(d, kind, mode) for d in directions]
+    query: Any = parts[0] if len(parts) == 1 else sa.union_all(*parts)
+    query = query.order_by(sa.text("way"), sa.text("depth"), sa.text("edge_id"))
+    return query.limit(sa.bindparam("row_limit", type_=sa.Integer))
 
 
 def _child(row: Any) -> Node:
@@ -261,10 +274,11 @@ def walk(
     (kind,) = kinds
     ids = sorted({node_id for _, node_id in root_list})
     readable = readable_namespaces(principal) if private_stops else None
-    parts = [_edges_select(d, kind, ids, max_depth, readable) for d in directions]
-    query: Any = parts[0] if len(parts) == 1 else sa.union_all(*parts)
-    query = query.order_by(sa.text("way"), sa.text("depth"), sa.text("edge_id"))
-    rows = session.execute(query.limit(limit + 1)).all()
+    mode = _readable_mode(readable)
+    params: dict[str, Any] = {"root_ids": ids, "max_depth": max_depth, "row_limit": limit + 1}
+    if mode == _Readable.LISTED:
+        params["readable"] = sorted(readable or ())
+    rows = session.execute(walk_statement(tuple(directions), kind, mode), params).all()
     edges: list[WalkEdge] = []
     truncated = depth_limited = False
     for row in rows:

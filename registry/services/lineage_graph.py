@@ -10,15 +10,16 @@ is XML-escaped. The web page reuses :func:`render_svg` as is.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 from xml.sax.saxutils import escape, quoteattr
 
-from grandalf.graphs import Edge, Graph, Vertex
-from grandalf.layouts import SugiyamaLayout
-
 from loreg.lineage_text import edge_label, node_label
 from loreg.vocabulary import LineageNodeKind
+
+if TYPE_CHECKING:
+    from grandalf.graphs import Vertex
+    from grandalf.layouts import SugiyamaLayout
 
 CHAR_WIDTH = 7.2  # px per character of the 12 px monospace font
 BOX_HEIGHT = 40.0
@@ -78,6 +79,10 @@ def layout(graph: dict[str, Any]) -> tuple[dict[str, Box], list[list[tuple[float
     Layers come from grandalf's Sugiyama layout; boxes of one layer are then pushed
     apart where its coordinate balancing let them touch, so no two boxes overlap.
     """
+    # imported here: the layout library (and the numpy it loads) is only for drawings
+    from grandalf.graphs import Edge, Graph, Vertex
+    from grandalf.layouts import SugiyamaLayout
+
     nodes = {n["key"]: n for n in [graph["root"], *graph.get("nodes", [])]}
     for e in graph["edges"]:
         nodes.setdefault(e["parent"]["key"], e["parent"])

@@ -17,9 +17,9 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import Session
 
-from loreg import cli
 from loreg import Registry as SdkRegistry
-from registry.services import lineage
+from loreg import cli
+from registry.services import lineage, lineage_walk
 from tests.support.publish import publish
 
 pytestmark = pytest.mark.integration
@@ -144,6 +144,31 @@ def test_a_chain_of_depth_50_in_one_request_with_a_bounded_statement_count(
         assert [d.ref for d in lineage.dependents(session, [ids["c48"], ids["c49"]])] == [chain[50]]
         assert lineage.dependents(session, [ids[f"c{CHAIN}"]]) == []
         assert lineage.dependents(session, []) == []
+
+        # the edge cap cuts the answer nearest first, and says so
+        root = ("version", ids[f"c{CHAIN}"])
+        capped = lineage.ancestry(session, root, None, limit=10)
+        assert [e["depth"] for e in capped["edges"]] == list(range(1, 11))
+        assert capped["truncated"] is True and len(capped["nodes"]) == 11
+
+
+def test_the_walk_stops_at_its_row_bound(registry_server, admin_api, adapter_files, monkeypatch):
+    """A walk larger than MAX_WALK_ROWS reads only that many rows and answers truncated."""
+    refs = [_publish(admin_api, "w0", adapter_files)]
+    for i in range(1, 8):
+        parent = {"ref": refs[-1], "relation": "continued_from"}
+        refs.append(_publish(admin_api, f"w{i}", adapter_files, parents=[parent]))
+    monkeypatch.setattr(lineage_walk, "MAX_WALK_ROWS", 4)
+    lineage_walk.walk_statement.cache_clear()
+    try:
+        cut = _graph(admin_api, refs[-1])
+    finally:
+        monkeypatch.undo()
+        lineage_walk.walk_statement.cache_clear()
+    assert cut["truncated"] is True
+    assert [e["depth"] for e in cut["edges"]] == [1, 2, 3, 4]  # rows 0..3 are depths 0..3
+    whole = _graph(admin_api, refs[-1])
+    assert whole["truncated"] is False and len(whole["edges"]) == 7
 
 
 @pytest.fixture

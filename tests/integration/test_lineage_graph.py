@@ -101,7 +101,7 @@ def test_a_chain_of_depth_50_in_one_request_with_a_bounded_statement_count(
         one = _graph(admin_api, chain[-1], depth=1)
     assert _triples(one) == [(chain[-1], "continued_from", chain[-2], 1)]
     assert one["depth_limited"] is True and one["truncated"] is False
-    assert len(deep) == len(shallow) <= 10, deep
+    assert len(deep) == len(shallow) <= 8, deep  # resolve the root (3), walk (1), facts
 
     with counted(engine) as down_statements:
         down = _graph(admin_api, chain[0], direction="down")

@@ -18,10 +18,10 @@ from loreg.lineage_text import edge_label, node_label
 from loreg.vocabulary import LineageNodeKind
 
 if TYPE_CHECKING:
-    from grandalf.graphs import Vertex
     from grandalf.layouts import SugiyamaLayout
 
 CHAR_WIDTH = 7.2  # px per character of the 12 px monospace font
+LABEL_CHAR_WIDTH = 6.6  # the same for the 11 px edge labels
 BOX_HEIGHT = 40.0
 BOX_PAD = 16.0
 X_GAP = 30.0  # least space between two boxes of one layer
@@ -102,10 +102,9 @@ def layout(graph: dict[str, Any]) -> tuple[dict[str, Box], list[list[tuple[float
         sugiyama.xspace, sugiyama.yspace = X_GAP, Y_GAP
         sugiyama.init_all()
         sugiyama.draw()
-        real = set(component.sV)
-        left = _separate(sugiyama, real)
-        right = max(v.view.xy[0] + v.view.w / 2 for v in real)
-        for v in real:
+        left = _separate(sugiyama)
+        right = max(v.view.xy[0] + v.view.w / 2 for layer in sugiyama.layers for v in layer)
+        for v in component.sV:
             v.view.xy = (v.view.xy[0] - left + offset, v.view.xy[1])
         for e in component.sE:
             e.view.points = [(x - left + offset, y) for x, y in e.view.points]
@@ -124,15 +123,17 @@ def layout(graph: dict[str, Any]) -> tuple[dict[str, Box], list[list[tuple[float
     return boxes, paths
 
 
-def _separate(sugiyama: SugiyamaLayout, real: set[Vertex]) -> float:
-    """Push apart the boxes of each layer that overlap (left to right); the leftmost edge."""
+def _separate(sugiyama: SugiyamaLayout) -> float:
+    """Push apart, left to right, the members of each layer that overlap (boxes and the
+    bend points of long edges alike), then route the edges again; the leftmost x drawn."""
     for layer in sugiyama.layers:
-        row = sorted((v for v in layer if v in real), key=lambda v: v.view.xy[0])
+        row = sorted(layer, key=lambda v: v.view.xy[0])
         for prev, cur in zip(row, row[1:], strict=False):
             least = prev.view.xy[0] + (prev.view.w + cur.view.w) / 2 + X_GAP
             if cur.view.xy[0] < least:
                 cur.view.xy = (least, cur.view.xy[1])
-    return min(v.view.xy[0] - v.view.w / 2 for v in real)
+    sugiyama.draw_edges()
+    return min(v.view.xy[0] - v.view.w / 2 for layer in sugiyama.layers for v in layer)
 
 
 def _adapter_href(node: dict[str, Any]) -> str | None:
@@ -151,10 +152,21 @@ def _fmt(value: float) -> str:
     return f"{value:.1f}"
 
 
+def _label_anchor(points: list[tuple[float, float]]) -> tuple[float, float]:
+    """Where an edge's label starts: beside the middle of its middle segment."""
+    mid = points[len(points) // 2 - 1 : len(points) // 2 + 1]
+    return sum(p[0] for p in mid) / len(mid) + 4, sum(p[1] for p in mid) / len(mid)
+
+
 def render_svg(graph: dict[str, Any]) -> str:
     """The lineage graph answer as a standalone SVG document (text)."""
     boxes, paths = layout(graph)
-    xs = [b.x + b.w / 2 for b in boxes.values()] + [x for p in paths for x, _ in p]
+    anchors = [_label_anchor(points) for points in paths]
+    label_ends = [
+        x + len(edge_label(e)) * LABEL_CHAR_WIDTH
+        for e, (x, _) in zip(graph["edges"], anchors, strict=True)
+    ]
+    xs = [b.x + b.w / 2 for b in boxes.values()] + [x for p in paths for x, _ in p] + label_ends
     ys = [b.y + b.h / 2 for b in boxes.values()] + [y for p in paths for _, y in p]
     width = max(xs, default=0.0) + MARGIN
     height = max(ys, default=0.0) + MARGIN
@@ -173,19 +185,16 @@ def render_svg(graph: dict[str, Any]) -> str:
         'markerHeight="8" orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" '
         'fill="#374151"/></marker></defs>',
     ]
-    for edge, points in zip(graph["edges"], paths, strict=True):
+    for edge, points, (lx, ly) in zip(graph["edges"], paths, anchors, strict=True):
         d = " ".join(
             f"{'M' if i == 0 else 'L'} {_fmt(x)} {_fmt(y)}" for i, (x, y) in enumerate(points)
         )
-        mid = points[len(points) // 2 - 1 : len(points) // 2 + 1]
-        lx = sum(p[0] for p in mid) / len(mid)
-        ly = sum(p[1] for p in mid) / len(mid)
         out.append(
             f'<g class="edge" data-from={_attr(edge["parent"]["key"])} '
             f"data-to={_attr(edge['child']['key'])} data-relation={_attr(edge['relation'])}>"
             f'<path d="{d}" fill="none" stroke="#374151" stroke-width="1.2" '
             'marker-end="url(#arrow)"/>'
-            f'<text x="{_fmt(lx + 4)}" y="{_fmt(ly)}" fill="#374151" font-size="11">'
+            f'<text x="{_fmt(lx)}" y="{_fmt(ly)}" fill="#374151" font-size="11">'
             f"{escape(edge_label(edge))}</text></g>"
         )
     for key, box in boxes.items():

@@ -243,7 +243,7 @@ class LineageEdge(SQLModel, table=True):
     )
     relation: str = Field(max_length=32)
     parent_version_id: int | None = Field(default=None, foreign_key="versions.id", index=True)
-    parent_base_model_id: int | None = Field(default=None, foreign_key="base_models.id")
+    parent_base_model_id: int | None = Field(default=None, foreign_key="base_models.id", index=True)
     parent_upstream_id: int | None = Field(
         default=None, foreign_key="upstream_commits.id", index=True
     )

@@ -25,11 +25,13 @@ if TYPE_CHECKING:
     JobStatus = vocabulary.JobStatus
     JobTypeWord = vocabulary.JobType
     LineageNodeKindWord = vocabulary.LineageNodeKind
+    LineageDirectionWord = vocabulary.LineageDirection
 else:  # the vocabulary's words as a Literal: OpenAPI keeps each enum inline in its schema
     Scope = Literal[tuple(vocabulary.Scope)]
     JobStatus = Literal[tuple(vocabulary.JobStatus)]
     JobTypeWord = Literal[tuple(vocabulary.JobType)]
     LineageNodeKindWord = Literal[tuple(vocabulary.LineageNodeKind)]
+    LineageDirectionWord = Literal[tuple(vocabulary.LineageDirection)]
 #: Largest byte size (or timestamp) a request may carry: a signed 64-bit database column.
 #: Every integer a request carries has an upper bound, so none overflows the database
 #: driver (a 500); out-of-range values are a 422 naming the field.
@@ -282,21 +284,39 @@ class LineageEdgeView(BaseModel):
     params: dict[str, Any]
 
 
-class AncestryEdge(BaseModel):
-    """One edge of an ancestry: ``child`` was derived from ``parent``."""
+class LineageNode(LineageParent):
+    """A node of a lineage graph answer (``GET /v1/lineage/...``)."""
 
-    child: LineageParent
+    key: str = Field(description="unique within this answer (n0 is the root); edges name it")
+    namespace: str | None = Field(description="a version's namespace (null otherwise or hidden)")
+    name: str | None = Field(description="a version's adapter or dataset name")
+    version: int | None = Field(description="a version's number")
+
+
+class AncestryEdge(BaseModel):
+    """One edge of a lineage graph: ``child`` was derived from ``parent``."""
+
+    child: LineageNode
     relation: str
-    parent: LineageParent
+    parent: LineageNode
     params: dict[str, Any]
+    direction: LineageDirectionWord = Field(
+        description="up: found walking to parents; down: walking to dependents"
+    )
+    depth: int = Field(ge=1, description="edges from the root to this edge's far end")
 
 
 class Ancestry(BaseModel):
-    """``GET /v1/lineage/...``: every edge from a version or base model back to its roots."""
+    """``GET /v1/lineage/...``: every edge within ``depth`` of a version or base model,
+    to its parents (``up``), its dependents (``down``) or both."""
 
-    root: LineageParent
-    edges: list[AncestryEdge] = Field(description="breadth first from the root")
+    root: LineageNode
+    direction: LineageDirectionWord
+    depth: int = Field(description="the depth asked for (edges from the root)")
+    nodes: list[LineageNode] = Field(description="every node of the edges, the root first")
+    edges: list[AncestryEdge] = Field(description="nearest first (up edges before down edges)")
     truncated: bool = Field(description="true when the edge limit cut the walk short")
+    depth_limited: bool = Field(description="true when edges go on past ``depth``")
 
 
 class ResolvedVersion(BaseModel):

@@ -51,7 +51,14 @@ from loreg.refs import (
     validate_alias,
     validate_name,
 )
-from loreg.vocabulary import AdapterSort, ArtifactKind, Relation, Scope
+from loreg.vocabulary import (
+    AdapterSort,
+    ArtifactKind,
+    LineageDirection,
+    LineageMedia,
+    Relation,
+    Scope,
+)
 
 if TYPE_CHECKING:
     # Imported where a download or an upload starts: a warm pull needs neither the
@@ -194,6 +201,14 @@ def normalize_grants(grants: Iterable[Any]) -> list[dict[str, str]]:
     if not out:
         raise ValidationFailedError("a token needs at least one grant, e.g. ('acme', 'read')")
     return out
+
+
+def _lineage_query(direction: str, depth: int | None) -> dict[str, Any]:
+    """The query of ``GET /v1/lineage/...``: ``direction`` checked here, ``depth`` if set."""
+    query: dict[str, Any] = {"direction": LineageDirection(direction).value}
+    if depth is not None:
+        query["depth"] = depth
+    return query
 
 
 class Registry:
@@ -676,17 +691,44 @@ class Registry:
             self.cache.write_ref(self._server, BASE_MODEL_NAMESPACE, name, *key, detail["digest"])
         return path
 
-    def lineage(self, ref: str | Ref, *, base_model: bool = False) -> dict[str, Any]:
-        """The whole ancestry of a version (or, with ``base_model``, of a base model).
+    def lineage(
+        self,
+        ref: str | Ref,
+        *,
+        base_model: bool = False,
+        direction: str = "up",
+        depth: int | None = None,
+    ) -> dict[str, Any]:
+        """The lineage graph of a version (or, with ``base_model``, of a base model).
 
-        Returns ``{root, edges: [{child, relation, parent, params}], truncated}``,
-        breadth first from ``ref`` back to datasets and base models.
+        ``direction`` is ``up`` (parents, back to datasets and base models), ``down``
+        (what was derived from it) or ``both``; ``depth`` bounds the edges from ``ref``
+        (the server's maximum when None). Returns ``{root, direction, depth, nodes,
+        edges: [{child, relation, parent, params, direction, depth}], truncated,
+        depth_limited}``, nearest edges first.
         """
         self._require_online("lineage")
+        return self._api.get(
+            self._lineage_path(ref, base_model), params=_lineage_query(direction, depth)
+        )
+
+    def lineage_svg(
+        self,
+        ref: str | Ref,
+        *,
+        base_model: bool = False,
+        direction: str = "up",
+        depth: int | None = None,
+    ) -> str:
+        """The same lineage graph drawn by the server as an SVG document (text)."""
+        self._require_online("lineage")
+        query = {**_lineage_query(direction, depth), "format": LineageMedia.SVG.value}
+        return self._api.request("GET", self._lineage_path(ref, base_model), params=query).text
+
+    def _lineage_path(self, ref: str | Ref, base_model: bool) -> str:
         if base_model:
-            return self._api.get(f"/v1/lineage/base-models/{quote_path(str(ref), safe='/')}")
-        path = "/v1/lineage/versions/" + quote_path(ref_text(_parse(ref)), safe="/@:")
-        return self._api.get(path)
+            return f"/v1/lineage/base-models/{quote_path(str(ref), safe='/')}"
+        return "/v1/lineage/versions/" + quote_path(ref_text(_parse(ref)), safe="/@:")
 
     def list_base_models(self, *, page_size: int | None = None) -> Iterator[dict[str, Any]]:
         """Registered base models (name, revision, architecture, module count, size), by

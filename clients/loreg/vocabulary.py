@@ -62,6 +62,31 @@ class LineageNodeKind(StrEnum):
     UNKNOWN = "unknown"
 
 
+class LineageDirection(StrEnum):
+    """Which way a lineage walk goes from its root: to parents, to dependents, or both."""
+
+    UP = "up"
+    DOWN = "down"
+    BOTH = "both"
+
+
+class LineageFormat(StrEnum):
+    """How ``loreg lineage`` shows a lineage graph (the API answers ``json`` or ``svg``)."""
+
+    TREE = "tree"
+    MERMAID = "mermaid"
+    DOT = "dot"
+    SVG = "svg"
+    JSON = "json"
+
+
+class LineageMedia(StrEnum):
+    """What ``GET /v1/lineage/...`` answers with ``format``: the JSON graph or an SVG drawing."""
+
+    JSON = "json"
+    SVG = "svg"
+
+
 class Relation(StrEnum):
     """How a lineage parent relates to its child."""
 
@@ -202,6 +227,9 @@ __all__ = [
     "JobRelation",
     "JobStatus",
     "JobType",
+    "LineageDirection",
+    "LineageFormat",
+    "LineageMedia",
     "LineageNodeKind",
     "MajoritySign",
     "MirrorDirection",

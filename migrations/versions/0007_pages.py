@@ -5,7 +5,7 @@ namespace) and ``GET /v1/jobs`` by ``(created_at, id)``: each page is one range 
 of these indexes whatever its depth (registry.services.pagination).
 
 Revision ID: 0007_pages
-Revises: 0006
+Revises: 0007_lineage
 Create Date: 2026-12-04 21:30:00
 """
 
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "0007_pages"
-down_revision: str | None = "0006"
+down_revision: str | None = "0007_lineage"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

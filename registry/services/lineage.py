@@ -1,4 +1,4 @@
-"""Lineage: the parents of a version or base model, and its whole ancestry.
+"""Lineage: the parents of a version or base model, and its lineage graph both ways.
 
 An edge is ``child <- parent`` with a relation (``trained_from``,
 ``combined_from``, ``compressed_from``, ``merged_into``, ...) and parameters.
@@ -10,11 +10,16 @@ A version mirrored from an upstream Hub (``mirrored_from``) has an ``upstream``
 parent: a row of ``upstream_commits``, shown as ``{"kind": "upstream", "ref":
 "hf://<repo>@<commit>", "digest": null}`` (the edge's params name the hub URL,
 repo, commit and requested revision). It has no parents of its own.
+
+:func:`ancestry` walks the graph from a root to its parents (``up``), to the versions
+and base models derived from it (``down``) or both, in one recursive SQL statement
+plus one statement per node kind for the node facts (``registry.services.lineage_walk``);
+:func:`dependents` is the downward walk for the registry's own checks (delete).
 """
 
 from __future__ import annotations
 
-from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,8 +27,9 @@ from sqlmodel import Session, col, select
 
 from loreg.hub_refs import format_upstream
 from loreg.refs import format_ref
-from loreg.vocabulary import LineageNodeKind
+from loreg.vocabulary import LineageDirection, LineageNodeKind
 from registry.auth import Principal
+from registry.errors import InvalidRequest
 from registry.models import (
     Adapter,
     BaseModelRecord,
@@ -32,9 +38,13 @@ from registry.models import (
     UpstreamCommit,
     Version,
 )
+from registry.services import lineage_walk
 from registry.services.repair import render
 
+#: The most edges one lineage answer lists (then ``truncated: true``).
 MAX_ANCESTRY_EDGES = 2000
+#: The deepest walk ``depth`` may ask for (and the default): edges from the root.
+MAX_LINEAGE_DEPTH = 256
 
 Node = tuple[str, int]  # ("version" | "base_model" | "upstream", id)
 
@@ -59,12 +69,18 @@ class NodeFacts:
 _HIDDEN_VERSION = {"kind": "version", "ref": None, "digest": None, "private": True}
 
 
+def hidden_from(namespace: str | None, private: bool, principal: Principal | None) -> bool:
+    """Whether a version in ``namespace`` is hidden from ``principal``: a private namespace
+    it cannot read (``principal`` None reads no private namespace)."""
+    return private and (
+        principal is None or namespace is None or not principal.can(namespace, "read")
+    )
+
+
 def shown_to(facts: NodeFacts, principal: Principal | None) -> dict[str, Any]:
     """The node as ``principal`` may see it: a private namespace's version it cannot read
     is shown without ref or digest (``principal`` None reads no private namespace)."""
-    if facts.private and (
-        principal is None or facts.namespace is None or not principal.can(facts.namespace, "read")
-    ):
+    if hidden_from(facts.namespace, facts.private, principal):
         return dict(_HIDDEN_VERSION)
     return dict(facts.view)
 
@@ -158,38 +174,123 @@ def parents_of(
     return parents_view(parent_facts(session, node), principal)
 
 
-def ancestry(
-    session: Session, root: Node, principal: Principal | None, limit: int = MAX_ANCESTRY_EDGES
-) -> dict[str, Any]:
-    """Every edge reachable from ``root`` going to parents, breadth first.
+_HIDDEN_GRAPH_NODE = {
+    **_HIDDEN_VERSION,
+    "namespace": None,
+    "name": None,
+    "version": None,
+}
 
-    Returns ``{"root": node, "edges": [{child, relation, parent, params}],
-    "truncated": bool}``. Each node is visited once; a private parent the
-    caller cannot read ends its branch (its own parents are not shown).
+
+def _graph_view(facts: lineage_walk.Facts, principal: Principal | None, key: str) -> dict[str, Any]:
+    if hidden_from(facts.namespace, facts.private, principal):
+        return {"key": key, **_HIDDEN_GRAPH_NODE}
+    return {"key": key, **facts.view}
+
+
+def _directions(direction: LineageDirection) -> list[LineageDirection]:
+    if direction == LineageDirection.BOTH:
+        return [LineageDirection.UP, LineageDirection.DOWN]
+    return [direction]
+
+
+def ancestry(
+    session: Session,
+    root: Node,
+    principal: Principal | None,
+    limit: int = MAX_ANCESTRY_EDGES,
+    *,
+    direction: LineageDirection = LineageDirection.UP,
+    depth: int = MAX_LINEAGE_DEPTH,
+) -> dict[str, Any]:
+    """The lineage graph around ``root``: every edge within ``depth`` of it going to parents
+    (``up``), to dependents (``down``) or both, nearest first.
+
+    Returns ``{"root", "direction", "depth", "nodes", "edges": [{child, relation, parent,
+    params, direction, depth}], "truncated", "depth_limited"}``; every node carries a
+    ``key`` unique in this answer (``n0`` is the root). A version in a private namespace
+    the caller cannot read is shown without ref or digest and the walk does not go on
+    through it, either way. At most ``limit`` edges (then ``truncated``); ``depth_limited``
+    says edges exist past ``depth``. One SQL statement walks the graph, at most three more
+    read the facts of all its nodes.
     """
-    out: list[dict[str, Any]] = []
-    seen = {root}
-    todo: deque[Node] = deque([root])
-    views: dict[Node, dict[str, Any]] = {root: _node_view(session, root, principal)}
-    truncated = False
-    while todo and not truncated:
-        child = todo.popleft()
-        for edge in _edges(session, child):
-            if len(out) >= limit:
-                truncated = True
-                break
-            parent = _parent(edge)
-            if parent not in views:
-                views[parent] = _node_view(session, parent, principal)
-            out.append(
-                {
-                    "child": views[child],
-                    "relation": edge.relation,
-                    "parent": views[parent],
-                    "params": render(edge.params) or {},
-                }
-            )
-            if parent not in seen and not views[parent].get("private"):
-                seen.add(parent)
-                todo.append(parent)
-    return {"root": views[root], "edges": out, "truncated": truncated}
+    if not 1 <= depth <= MAX_LINEAGE_DEPTH:
+        raise InvalidRequest(f"depth must be between 1 and {MAX_LINEAGE_DEPTH}, not {depth}")
+    found = lineage_walk.walk(session, [root], _directions(direction), depth, principal, limit)
+    order: dict[Node, str] = {root: "n0"}
+    for edge in found.edges:
+        near, far = (
+            (edge.child, edge.parent)
+            if edge.direction == LineageDirection.UP
+            else (edge.parent, edge.child)
+        )
+        for node in (near, far):
+            order.setdefault(node, f"n{len(order)}")
+    facts = lineage_walk.node_facts(session, order)
+    views = {node: _graph_view(facts[node], principal, key) for node, key in order.items()}
+    edges = [
+        {
+            "child": views[e.child],
+            "relation": e.relation,
+            "parent": views[e.parent],
+            "params": render(e.params) or {},
+            "direction": e.direction.value,
+            "depth": e.depth,
+        }
+        for e in found.edges
+    ]
+    return {
+        "root": views[root],
+        "direction": LineageDirection(direction).value,
+        "depth": depth,
+        "nodes": list(views.values()),
+        "edges": edges,
+        "truncated": found.truncated,
+        "depth_limited": found.depth_limited,
+    }
+
+
+@dataclass(frozen=True)
+class Dependent:
+    """A version or base model whose lineage goes through one of the walked versions."""
+
+    kind: str  # "version" | "base_model"
+    id: int
+    ref: str  # canonical version ref or base model name, whoever may read it
+    depth: int  # 1 = derived directly from one of them
+
+
+def dependents(
+    session: Session, version_ids: Iterable[int], *, limit: int = MAX_ANCESTRY_EDGES
+) -> list[Dependent]:
+    """Every version and base model derived, directly or not, from any of ``version_ids``,
+    nearest first (the versions themselves are left out).
+
+    For the registry's own checks (e.g. refusing a delete): private namespaces do not
+    stop this walk, so do not show its refs to a caller who may not read them. One SQL
+    statement walks, two more name the dependents; at most ``limit`` edges are followed
+    (a cut walk still names the nearest dependents), up to :data:`MAX_LINEAGE_DEPTH`.
+    """
+    start = {int(v) for v in version_ids}
+    if not start:
+        return []
+    roots = [(LineageNodeKind.VERSION.value, v) for v in sorted(start)]
+    found = lineage_walk.walk(
+        session,
+        roots,
+        [LineageDirection.DOWN],
+        MAX_LINEAGE_DEPTH,
+        None,
+        limit,
+        private_stops=False,
+    )
+    nearest: dict[Node, int] = {}
+    for edge in found.edges:
+        if edge.child[0] == LineageNodeKind.VERSION and edge.child[1] in start:
+            continue
+        nearest.setdefault(edge.child, edge.depth)
+    facts = lineage_walk.node_facts(session, nearest)
+    return [
+        Dependent(kind=node[0], id=node[1], ref=str(facts[node].view["ref"]), depth=depth)
+        for node, depth in sorted(nearest.items(), key=lambda item: (item[1], item[0]))
+    ]

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TextIO
 
+from loreg import lineage_text
 from loreg.cli.output import (
     DEFAULT_ROWS,
     emit,
@@ -17,7 +19,7 @@ from loreg.cli.output import (
     size,
     table,
 )
-from loreg.vocabulary import AdapterSort, LineageNodeKind
+from loreg.vocabulary import AdapterSort, LineageDirection, LineageFormat
 
 #: Versions ``loreg show`` lists unless ``--limit`` says otherwise (the detail's page).
 SHOWN_VERSIONS = 20
@@ -59,10 +61,26 @@ def setup_show(show: argparse.ArgumentParser, add: Callable[..., Any]) -> None:
 
 
 def setup_lineage(lineage: argparse.ArgumentParser, add: Callable[..., Any]) -> None:
-    """Arguments of ``loreg lineage REF [--base-model]``."""
+    """Arguments of ``loreg lineage REF [--base-model] [--direction] [--depth] [--format]``."""
     lineage.set_defaults(handler=_cmd_lineage)
     lineage.add_argument("ref", metavar="REF", help="a version ref, or a base model name")
     lineage.add_argument("--base-model", action="store_true", help="REF names a base model")
+    lineage.add_argument(
+        "--direction",
+        choices=[d.value for d in LineageDirection],
+        default=LineageDirection.UP.value,
+        help="up: parents (default); down: what was derived from REF; both",
+    )
+    lineage.add_argument(
+        "--depth", type=int, default=None, metavar="N", help="at most N edges from REF"
+    )
+    lineage.add_argument(
+        "--format",
+        dest="lineage_format",
+        choices=[f.value for f in LineageFormat],
+        default=LineageFormat.TREE.value,
+        help="tree (default), mermaid, dot, svg (drawn by the server) or json",
+    )
 
 
 def _cmd_ls(args: argparse.Namespace, registry: Registry) -> int:
@@ -155,26 +173,18 @@ def _cmd_show(args: argparse.Namespace, registry: Registry) -> int:
 
 
 def _cmd_lineage(args: argparse.Namespace, registry: Registry) -> int:
-    info = registry.lineage(args.ref, base_model=args.base_model)
-
-    def label(node: dict[str, Any]) -> str:
-        if node.get("private"):
-            return "(a private version)"
-        kind = "base model " if node.get("kind") == LineageNodeKind.BASE_MODEL else ""
-        return f"{kind}{node.get('ref')}"
-
-    def human(out: TextIO) -> None:
-        out.write(f"{label(info['root'])}\n")
-        if not info["edges"]:
-            out.write("  (no recorded parents)\n")
-        for edge in info["edges"]:
-            params = ", ".join(f"{k}={v}" for k, v in sorted((edge.get("params") or {}).items()))
-            out.write(
-                f"  {label(edge['child'])} <-{edge['relation']}- {label(edge['parent'])}"
-                + (f"  [{params}]" if params else "")
-                + "\n"
-            )
-        if info.get("truncated"):
-            out.write("  ... (truncated)\n")
-
-    return emit(args, info, human)
+    fmt = LineageFormat(args.lineage_format)
+    where = {"base_model": args.base_model, "direction": args.direction, "depth": args.depth}
+    if fmt == LineageFormat.SVG:
+        sys.stdout.write(registry.lineage_svg(args.ref, **where))
+        sys.stdout.flush()
+        return 0
+    info = registry.lineage(args.ref, **where)
+    if fmt == LineageFormat.JSON:
+        args.json = True
+    render = {
+        LineageFormat.TREE: lineage_text.to_tree,
+        LineageFormat.MERMAID: lineage_text.to_mermaid,
+        LineageFormat.DOT: lineage_text.to_dot,
+    }.get(fmt, lineage_text.to_tree)
+    return emit(args, info, lambda out: out.write(render(info)))

@@ -109,7 +109,12 @@ class Adapter(SQLModel, table=True):
     """``namespace/name``: a series of immutable versions."""
 
     __tablename__ = "adapters"
-    __table_args__ = (sa.UniqueConstraint("namespace_id", "name"),)
+    __table_args__ = (
+        sa.UniqueConstraint("namespace_id", "name"),
+        # the keyset orders of GET /v1/adapters?sort=updated (registry.services.listings)
+        sa.Index("ix_adapters_updated_at_id", "updated_at", "id"),
+        sa.Index("ix_adapters_namespace_id_updated_at_id", "namespace_id", "updated_at", "id"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     namespace_id: int = Field(foreign_key="namespaces.id", index=True)
@@ -299,6 +304,8 @@ class Job(SQLModel, table=True):
     """A job on adapters; this row is the source of truth, Celery only dispatches it."""
 
     __tablename__ = "jobs"
+    # the keyset order of GET /v1/jobs: newest first, the id breaking ties
+    __table_args__ = (sa.Index("ix_jobs_created_at_id", "created_at", "id"),)
 
     id: str = Field(default_factory=lambda: uuid.uuid4().hex, primary_key=True, max_length=32)
     type: str = Field(max_length=16, index=True)

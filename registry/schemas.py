@@ -36,8 +36,6 @@ else:  # the vocabulary's words as a Literal: OpenAPI keeps each enum inline in 
 #: Every integer a request carries has an upper bound, so none overflows the database
 #: driver (a 500); out-of-range values are a 422 naming the field.
 MAX_INT64 = 2**63 - 1
-#: Most jobs one ``GET /v1/jobs`` lists.
-MAX_JOBS_PAGE = 500
 
 
 class StrictBody(BaseModel):
@@ -433,7 +431,8 @@ class AdapterSummary(BaseModel):
 
 
 class VersionSummary(BaseModel):
-    """One version in ``GET /v1/adapters/{namespace}/{name}``."""
+    """One version: ``GET /v1/adapters/{namespace}/{name}/versions`` (each), and the
+    adapter detail's ``recent_versions``."""
 
     version: int
     digest: str = Field(description="sha256:<hex> of the manifest")
@@ -444,19 +443,14 @@ class VersionSummary(BaseModel):
     base_model: str | None
 
 
-class AdapterDetail(BaseModel):
-    """``GET /v1/adapters/{namespace}/{name}``: the summary, with every version listed."""
+class AdapterDetail(AdapterSummary):
+    """``GET /v1/adapters/{namespace}/{name}``: the summary (``versions`` is the count)
+    and the first page of its versions, newest first."""
 
-    namespace: str
-    name: str
-    description: str | None
-    base_model: str | None
-    latest_version: int | None = Field(description="highest version number (null if none)")
-    versions: list[VersionSummary] = Field(
-        description="every version, oldest first (instead of the count)"
+    recent_versions: Page[VersionSummary] = Field(
+        description="the newest versions (at most 20), newest first; pass next_cursor as "
+        "cursor to GET /v1/adapters/{namespace}/{name}/versions for the older ones"
     )
-    aliases: dict[str, int] = Field(description="alias name -> version number")
-    updated_at: Timestamp
 
 
 class BaseModelSummary(BaseModel):

@@ -51,7 +51,14 @@ from loreg.refs import (
     validate_alias,
     validate_name,
 )
-from loreg.vocabulary import ArtifactKind, LineageDirection, LineageMedia, Relation, Scope
+from loreg.vocabulary import (
+    AdapterSort,
+    ArtifactKind,
+    LineageDirection,
+    LineageMedia,
+    Relation,
+    Scope,
+)
 
 if TYPE_CHECKING:
     # Imported where a download or an upload starts: a warm pull needs neither the
@@ -514,19 +521,53 @@ class Registry:
         return answer, uploaded, reused, sum(sizes[s] for s in sent)
 
     # ------------------------------------------------------------- catalog
-    def list(self, namespace: str | None = None) -> builtins.list[dict[str, Any]]:
-        """Adapters visible to the caller, optionally only those of ``namespace``."""
-        params = None
+    def list(
+        self,
+        namespace: str | None = None,
+        *,
+        sort: str | AdapterSort | None = None,
+        page_size: int | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Adapters visible to the caller, optionally only those of ``namespace``.
+
+        An iterator that fetches a page (``page_size`` adapters, the server's default
+        when None) only when the previous one is used up; ``sort`` is ``name`` (by
+        namespace, then name; the default) or ``updated`` (newest update first).
+        Wrap it in ``list(...)`` for everything, or ``itertools.islice`` for a few.
+        """
+        params: dict[str, Any] = {}
         if namespace is not None:
             validate_name(namespace, "namespace")
-            params = {"namespace": namespace}
-        return self.api.get("/v1/adapters", params=params)
+            params["namespace"] = namespace
+        if sort is not None:
+            if sort not in set(AdapterSort):
+                raise ValidationFailedError(
+                    f"invalid sort {sort!r}: use one of {', '.join(AdapterSort)}"
+                )
+            params["sort"] = str(sort)
+        return self.api.pages("/v1/adapters", params=params, limit=page_size)
+
+    def versions(
+        self, name_or_ref: str | Ref, *, page_size: int | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """The versions of the adapter ``[namespace/]name`` (a ref's selector is
+        ignored), newest first, fetched a page at a time as the caller iterates."""
+        parsed = _parse(name_or_ref)
+        namespace = parsed.namespace or self.default_namespace()
+        path = f"/v1/adapters/{quote_path(namespace)}/{quote_path(parsed.name)}/versions"
+        return self.api.pages(path, limit=page_size)
+
+    def namespaces(self, *, page_size: int | None = None) -> Iterator[dict[str, Any]]:
+        """The namespaces visible to the caller, by name, fetched a page at a time."""
+        return self.api.pages("/v1/namespaces", limit=page_size)
 
     def show(self, ref: str | Ref) -> dict[str, Any]:
-        """A version's details plus its adapter's (``adapter``: versions, aliases, ...).
+        """A version's details plus its adapter's (``adapter``: summary, aliases, ...).
 
         Keys: everything :meth:`resolve` returns (files without URLs, config,
-        digest, base model, lineage, ...) and ``adapter`` (None offline).
+        digest, base model, lineage, ...) and ``adapter`` (None offline): the adapter's
+        summary (``versions`` is the count) with ``recent_versions``, a page of its
+        newest versions; :meth:`versions` iterates over all of them.
         """
         resolved = strip_urls(self.resolve(ref))
         detail = None
@@ -689,9 +730,10 @@ class Registry:
             return f"/v1/lineage/base-models/{quote_path(str(ref), safe='/')}"
         return "/v1/lineage/versions/" + quote_path(ref_text(_parse(ref)), safe="/@:")
 
-    def list_base_models(self) -> builtins.list[dict[str, Any]]:
-        """Registered base models (name, revision, architecture, module count, size)."""
-        return self.api.get("/v1/base-models")
+    def list_base_models(self, *, page_size: int | None = None) -> Iterator[dict[str, Any]]:
+        """Registered base models (name, revision, architecture, module count, size), by
+        name, fetched a page at a time as the caller iterates."""
+        return self.api.pages("/v1/base-models", limit=page_size)
 
     # ------------------------------------------------------ tokens, admin
     def create_token(
@@ -733,10 +775,18 @@ class Registry:
         """A job's view: ``status``, ``progress``, ``error``, ``attempts``, ``result``, ..."""
         return self.api.get(f"/v1/jobs/{quote_path(job_id)}")
 
-    def jobs(self, **filters: Any) -> builtins.list[dict[str, Any]]:
-        """Jobs visible to the caller, newest first; filters: status, type, namespace, limit."""
-        params = {k: v for k, v in filters.items() if v is not None}
-        return self.api.get("/v1/jobs", params=params or None)
+    def jobs(
+        self,
+        *,
+        status: str | None = None,
+        type: str | None = None,  # noqa: A002 - the API's field name
+        namespace: str | None = None,
+        page_size: int | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Jobs visible to the caller, newest first, optionally filtered; fetched a page
+        (``page_size`` jobs) at a time as the caller iterates."""
+        params = {"status": status, "type": type, "namespace": namespace}
+        return self.api.pages("/v1/jobs", params=params, limit=page_size)
 
     def job_logs(self, job_id: str) -> str:
         """The tail of a job's log (text)."""

@@ -239,3 +239,11 @@ __all__ = [
     "Relation",
     "Scope",
 ]
+
+
+class AdapterSort(StrEnum):
+    """The orders of ``GET /v1/adapters`` (``sort``): by namespace (in creation order)
+    then name (the default), or most recently updated (published to) first."""
+
+    NAME = "name"
+    UPDATED = "updated"

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Query, Request, Security
+from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlmodel import Session
 
@@ -73,6 +74,44 @@ def page_request(
     """``limit`` and ``cursor`` of a list request, with the key that signs cursors."""
     return PageRequest(limit=limit, cursor=cursor or None, secret=ctx.settings.secret_key)
 
+
+def _query_names(dependant: Any) -> set[str]:
+    """The query parameters a route's dependency tree reads (aliases, as sent)."""
+    names = {param.alias for param in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names
+
+
+def reject_unknown_query(request: Request) -> None:
+    """422 ``invalid_request`` for a query parameter the route does not read.
+
+    FastAPI ignores unknown parameters, so a mistyped filter (``?nmespace=x``) would
+    silently list everything; on the routes that take this dependency the answer
+    names the parameter and the ones the route accepts.
+    """
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return
+    accepted = sorted(_query_names(dependant))  # a walk of a few nodes: not cached
+    unknown = sorted(set(request.query_params) - set(accepted))
+    if unknown:
+        raise RequestValidationError(
+            [
+                {
+                    "type": "extra_forbidden",
+                    "loc": ("query", name),
+                    "msg": f"unknown query parameter (this list accepts: {', '.join(accepted)})",
+                    "input": request.query_params[name],
+                }
+                for name in unknown
+            ]
+        )
+
+
+#: Route-level dependency (``dependencies=[StrictQuery]``) of every list endpoint.
+StrictQuery = Depends(reject_unknown_query)
 
 ContextDep = Annotated[Context, Depends(get_context)]
 # scope="function": commit before the response is sent (the default for yield

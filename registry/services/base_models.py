@@ -14,6 +14,7 @@ from registry.models import (
 )
 from registry.services import fsck, lineage
 from registry.services.context import Context
+from registry.services.pagination import Page, PageRequest, SortKey, paginate
 from registry.services.repair import render
 from registry.services.urls import blob_download_url
 
@@ -80,7 +81,14 @@ def base_model_view(
     return out
 
 
-def list_base_models(session: Session) -> list[dict[str, Any]]:
-    """Every registered base model (the base-model catalog is public)."""
-    rows = session.exec(select(BaseModelRecord).order_by(col(BaseModelRecord.name))).all()
-    return [base_model_summary(bm) for bm in rows]
+def list_base_models(session: Session, page: PageRequest) -> Page[Any]:
+    """A page of the registered base models by name (the base-model catalog is public)."""
+    return paginate(
+        session,
+        select(BaseModelRecord),
+        (SortKey(col(BaseModelRecord.name)),),
+        page,
+        scope="base-models",
+        key_of=lambda bm: (bm.name,),
+        render=base_model_summary,
+    )

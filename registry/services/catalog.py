@@ -6,7 +6,7 @@ import re
 from typing import Any
 
 import sqlalchemy as sa
-from sqlmodel import Session, col, func, select
+from sqlmodel import Session, col, select
 
 from loreg.errors import InvalidRefError
 from loreg.refs import Ref, format_ref, parse_ref, validate_alias, validate_name
@@ -159,95 +159,6 @@ def check_files_present(
     ).all()
     ref = format_ref(ns.name, adapter.name, version=version.number)
     fsck.check_files_present(ref, [(path, problem) for path, problem in faults])
-
-
-def _adapter_summary(session: Session, ns: Namespace, adapter: Adapter) -> dict[str, Any]:
-    count, latest = session.exec(
-        select(func.count(col(Version.id)), func.max(Version.number)).where(
-            Version.adapter_id == adapter.id
-        )
-    ).one()
-    alias_rows = session.exec(
-        select(Alias.name, Version.number)
-        .join(Version, col(Version.id) == Alias.version_id)
-        .where(Alias.adapter_id == adapter.id)
-    ).all()
-    return {
-        "namespace": ns.name,
-        "name": adapter.name,
-        "description": adapter.description,
-        "base_model": adapter.base_model,
-        "latest_version": latest,
-        "versions": count,
-        "aliases": {name: number for name, number in sorted(alias_rows)},
-        "updated_at": adapter.updated_at.isoformat(),
-    }
-
-
-def list_adapters(
-    session: Session, principal: Principal, namespace: str | None = None
-) -> list[dict[str, Any]]:
-    """Adapters visible to the caller, optionally in one namespace."""
-    if namespace is not None:
-        namespaces = [visible_namespace(session, principal, checked_name(namespace, "namespace"))]
-    else:
-        namespaces = [
-            ns
-            for ns in session.exec(select(Namespace).order_by(col(Namespace.name))).all()
-            if not ns.private or principal.can(ns.name, "read")
-        ]
-    out: list[dict[str, Any]] = []
-    for ns in namespaces:
-        adapters = session.exec(
-            select(Adapter).where(Adapter.namespace_id == ns.id).order_by(col(Adapter.name))
-        ).all()
-        out.extend(_adapter_summary(session, ns, a) for a in adapters)
-    return out
-
-
-def adapter_detail(
-    session: Session, principal: Principal, namespace: str, name: str
-) -> dict[str, Any]:
-    """One adapter with all its versions."""
-    ns, adapter = get_adapter(session, principal, namespace, name)
-    out = _adapter_summary(session, ns, adapter)
-    versions = session.exec(
-        select(Version).where(Version.adapter_id == adapter.id).order_by(col(Version.number))
-    ).all()
-    counts: dict[int | None, int] = (
-        dict(
-            session.exec(
-                select(VersionFile.version_id, func.count(col(VersionFile.id)))
-                .where(col(VersionFile.version_id).in_([v.id for v in versions]))
-                .group_by(col(VersionFile.version_id))
-            ).all()
-        )
-        if versions
-        else {}
-    )
-    out["versions"] = [
-        {
-            "version": v.number,
-            "digest": v.digest,
-            "size": v.size,
-            "file_count": counts.get(v.id, 0),
-            "created_at": v.created_at.isoformat(),
-            "created_by": v.created_by,
-            "base_model": v.base_model,
-        }
-        for v in versions
-    ]
-    return out
-
-
-def list_namespaces(session: Session, principal: Principal) -> list[dict[str, Any]]:
-    """Namespaces the caller may see."""
-    rows = session.exec(select(Namespace).order_by(col(Namespace.name))).all()
-    return [
-        {"name": ns.name, "private": ns.private, "created_at": ns.created_at.isoformat()}
-        for ns in rows
-        if not ns.private or principal.can(ns.name, "read")
-    ]
 
 
 def _version_number(session: Session, alias: Alias) -> int:

@@ -37,6 +37,12 @@ from registry.job_params import (
 )
 from registry.models import Adapter, BaseModelFile, BaseModelRecord, Job, Namespace
 from registry.services import audit, catalog, job_state
+from registry.services.pagination import Page, PageRequest, SortKey, paginate
+
+_JOB_ORDER = (
+    SortKey(col(Job.created_at), descending=True),
+    SortKey(col(Job.id), descending=True),
+)
 
 __all__ = [
     "JobInput",
@@ -299,14 +305,18 @@ def job_view(job: Job) -> dict[str, Any]:
 def list_jobs(
     session: Session,
     principal: Principal,
+    page: PageRequest,
     *,
     status: str | None = None,
     job_type: str | None = None,
     namespace: str | None = None,
-    limit: int = 50,
-) -> list[dict[str, Any]]:
-    """Jobs visible to the caller, newest first, with optional filters."""
-    query = select(Job).order_by(col(Job.created_at).desc())
+) -> Page[Any]:
+    """A page of the jobs visible to the caller, newest first, with optional filters.
+
+    Keyset order ``(created_at, id)`` descending (the ``ix_jobs_created_at_id`` index);
+    jobs of private namespaces the caller cannot read are left out in SQL.
+    """
+    query = select(Job)
     if status:
         query = query.where(Job.status == status)
     if job_type:
@@ -317,7 +327,16 @@ def list_jobs(
     hidden = [name for name in private if not principal.can(name, "read")]
     if hidden:
         query = query.where(col(Job.namespace).not_in(hidden))
-    return [job_view(job) for job in session.exec(query.limit(max(1, min(limit, 500)))).all()]
+    filters = f"status={status or ''}|type={job_type or ''}|ns={namespace or ''}"
+    return paginate(
+        session,
+        query,
+        _JOB_ORDER,
+        page,
+        scope=f"jobs|{filters}",
+        key_of=lambda job: (job.created_at, job.id),
+        render=job_view,
+    )
 
 
 def cancel_job(session: Session, principal: Principal, job_id: str) -> Job:

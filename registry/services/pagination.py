@@ -149,20 +149,27 @@ def after(keys: Sequence[SortKey], values: Sequence[KeyValue]) -> ColumnElement[
 
     All keys in one direction become one row-value comparison (``(a, b) > (x, y)``,
     which Postgres and SQLite both answer with one index range scan); mixed
-    directions expand to ``a > x OR (a = x AND b < y) ...``.
+    directions expand to ``a > x OR (a = x AND b < y) ...``. Either way the first key
+    is also bounded on its own (``a >= x``), which the condition implies: a planner
+    that cannot use the whole comparison as an index bound still starts its range
+    at the cursor instead of at the top of the list.
     """
     if len(keys) != len(values) or not keys:
         raise ValueError("one value per sort key")
+    first = keys[0].column
+    leading = first <= values[0] if keys[0].descending else first >= values[0]
+    if len(keys) == 1:
+        return first < values[0] if keys[0].descending else first > values[0]
     if len({k.descending for k in keys}) == 1:
         left = sa.tuple_(*[k.column for k in keys])
         right = sa.tuple_(*[sa.literal(v) for v in values])
-        return left < right if keys[0].descending else left > right
+        return sa.and_(leading, left < right if keys[0].descending else left > right)
     clauses: list[ColumnElement[bool]] = []
     for i, key in enumerate(keys):
         equal = [keys[j].column == values[j] for j in range(i)]
         step = key.column < values[i] if key.descending else key.column > values[i]
         clauses.append(sa.and_(*equal, step))
-    return sa.or_(*clauses)
+    return sa.and_(leading, sa.or_(*clauses))
 
 
 def order_by(keys: Sequence[SortKey]) -> list[Any]:

@@ -58,7 +58,8 @@ def test_hf_upload_publishes_a_version_that_loreg_pulls(served_any, tmp_path):
     assert again.returncode == 0, again.stdout + again.stderr
 
     shown = json.loads(run_cli(served, tmp_path / "c", "--json", "show", "default/hubcli").stdout)
-    assert shown["version"] == 1 and len(shown["adapter"]["versions"]) == 1, shown
+    assert shown["version"] == 1 and shown["adapter"]["versions"] == 1, shown
+    assert [v["version"] for v in shown["versions"]] == [1], shown
     pulled = Path(run_cli(served, tmp_path / "c", "pull", "default/hubcli").stdout.strip())
     assert _files(pulled) == _files(folder)
 

@@ -79,7 +79,8 @@ def test_republish_identical_is_idempotent_and_new_content_is_v2(
     assert second.json()["resolved"]["version"] == 2
     assert admin_api.get("/v1/resolve/med").json()["version"] == 2
     detail = admin_api.get("/v1/adapters/default/med").json()
-    assert [v["version"] for v in detail["versions"]] == [1, 2]
+    assert detail["versions"] == 2  # the count; the newest versions come as a page
+    assert [v["version"] for v in detail["recent_versions"]["items"]] == [2, 1]
 
 
 def test_blobs_are_deduplicated_across_adapters(admin_api, adapter_files):
@@ -366,8 +367,8 @@ def test_tokens_scopes_and_private_namespaces(registry_server, admin_api, adapte
         assert error_of(anon.get("/v1/resolve/secret/hidden"))["code"] == "not_found"
         assert error_of(wr.get("/v1/resolve/secret/hidden"))["code"] == "not_found"
         assert rd.get("/v1/resolve/secret/hidden").status_code == 200
-        assert "secret" not in [n["name"] for n in anon.get("/v1/namespaces").json()]
-        assert [a["name"] for a in anon.get("/v1/adapters").json()].count("hidden") == 0
+        assert "secret" not in [n["name"] for n in anon.get("/v1/namespaces").json()["items"]]
+        assert [a["name"] for a in anon.get("/v1/adapters").json()["items"]].count("hidden") == 0
         # wrong or malformed token: 401 even on public reads
         assert error_of(bad.get("/v1/resolve/secret/hidden"))["code"] == "unauthorized"
         assert error_of(malformed.get("/v1/whoami"))["code"] == "unauthorized"
@@ -479,7 +480,7 @@ def test_lineage_parents_are_recorded(admin_api, anon_api, adapter_files, other_
 
 def test_listing(admin_api, anon_api, adapter_files):
     publish(admin_api, "lst", adapter_files)
-    items = anon_api.get("/v1/adapters", params={"namespace": "default"}).json()
+    items = anon_api.get("/v1/adapters", params={"namespace": "default"}).json()["items"]
     item = next(i for i in items if i["name"] == "lst")
     assert item["latest_version"] == 1 and item["versions"] == 1
     assert anon_api.get("/v1/adapters", params={"namespace": "BAD"}).status_code == 422

@@ -72,7 +72,7 @@ def test_concurrent_pushes_of_different_content_get_distinct_versions(
     with loreg.Registry(
         url=registry_server.url, token=registry_server.admin_token, cache_dir=tmp_path / "check"
     ) as reg:
-        versions = reg.show("racer")["adapter"]["versions"]
+        versions = list(reversed(list(reg.versions("racer"))))  # oldest first
         assert [v["version"] for v in versions] == list(range(1, n + 1))
         by_version = {r.version: r for r in results}
         for v in versions:
@@ -97,4 +97,4 @@ def test_concurrent_identical_pushes_make_one_version(registry_server, adapter_d
     with loreg.Registry(
         url=registry_server.url, token=registry_server.admin_token, cache_dir=tmp_path / "check"
     ) as reg:
-        assert [v["version"] for v in reg.show("twin")["adapter"]["versions"]] == [1]
+        assert [v["version"] for v in reg.versions("twin")] == [1]

@@ -59,7 +59,7 @@ def test_export_commits_a_version_once_then_imports_back(
     assert second["skipped"] is True
     assert second["upstream"]["commit"] == result["upstream"]["commit"]
     with _sdk(upstream, tmp_path) as up:
-        versions = up.api.get("/v1/adapters/up-org/medical")["versions"]
+        versions = list(up.versions("up-org/medical"))
     assert [v["version"] for v in versions] == [1]
 
     # and back: the exported card's metadata fills the imported version's description

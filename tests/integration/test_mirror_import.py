@@ -159,8 +159,7 @@ def _run_elsewhere(settings: Any, job_id: str, tmp_path: Path) -> str:
 
 
 def _versions(down: loreg.Registry, name: str = "acme/some-lora") -> list[int]:
-    detail = down.api.get(f"/v1/adapters/{name}")
-    return [v["version"] for v in detail["versions"]]
+    return sorted(v["version"] for v in down.versions(name))
 
 
 def _file_hashes(resolved: dict[str, Any]) -> dict[str, str]:

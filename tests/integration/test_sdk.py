@@ -198,7 +198,7 @@ def test_read_token_pulls_but_cannot_push_and_pickle_is_refused(
                 reader.push(adapter_dir, "shared")
             with pytest.raises(PermissionDeniedError):
                 reader.push(adapter_dir, "by-reader")
-        assert [v["version"] for v in admin.show("shared")["adapter"]["versions"]] == [1]
+        assert [v["version"] for v in admin.versions("shared")] == [1]
         with pytest.raises(NotFoundError):
             admin.resolve("by-reader")
 

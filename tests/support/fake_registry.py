@@ -155,20 +155,24 @@ class FakeRegistry:
             return self._commit(match.group(1))
         if method == "GET" and path == "/v1/adapters":
             wanted = request.url.params.get("namespace")
-            return httpx.Response(
-                200, json=[self._summary(ns, n) for ns, n in self.versions if wanted in (None, ns)]
-            )
-        match = re.fullmatch(r"/v1/adapters/([^/]+)/([^/]+)", path)
+            items = [self._summary(ns, n) for ns, n in self.versions if wanted in (None, ns)]
+            return httpx.Response(200, json=_page(items, request))
+        match = re.fullmatch(r"/v1/adapters/([^/]+)/([^/]+)(/versions)?", path)
         if match and method == "GET":
             key = (match.group(1), match.group(2))
             if key not in self.versions:
                 return error(404, "not_found", f"adapter {key[0]}/{key[1]} not found")
-            detail = self._summary(*key)
-            detail["versions"] = [
+            newest_first = [
                 {"version": v["version"], "digest": v["digest"], "size": v["size"]}
-                for v in self.versions[key]
+                for v in reversed(self.versions[key])
             ]
-            return httpx.Response(200, json=detail)
+            if match.group(3):
+                return httpx.Response(200, json=_page(newest_first, request))
+            recent = {
+                "items": newest_first[:20],
+                "next_cursor": "20" if newest_first[20:] else None,
+            }
+            return httpx.Response(200, json={**self._summary(*key), "recent_versions": recent})
         match = re.fullmatch(r"/v1/adapters/([^/]+)/([^/]+)/aliases/([^/]+)", path)
         if match:
             return self._alias(method, (match.group(1), match.group(2)), match.group(3), body)
@@ -367,3 +371,14 @@ def make_registry(fake: FakeRegistry, cache_dir: Path, **kwargs: Any) -> Registr
     """A Registry whose network is the fake (token set, progress off)."""
     kwargs.setdefault("token", "secret-token")
     return Registry(API, cache_dir=cache_dir, progress=False, transport=fake.transport(), **kwargs)
+
+
+def _page(items: list[Any], request: httpx.Request) -> dict[str, Any]:
+    """A page of ``items`` as the registry answers it (the fake's cursor: an offset)."""
+    limit = int(request.url.params.get("limit", 50))
+    start = int(request.url.params.get("cursor") or 0)
+    more = len(items) > start + limit
+    return {
+        "items": items[start : start + limit],
+        "next_cursor": str(start + limit) if more else None,
+    }

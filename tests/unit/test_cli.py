@@ -79,7 +79,8 @@ def test_push_pull_show_ls_alias_with_json(run, tmp_path: Path) -> None:
     code, out, _ = run("show", "medical-v1", "--json")
     shown = json.loads(out)
     assert shown["digest"] == pushed["digest"]
-    assert shown["adapter"]["versions"][0]["version"] == 1
+    assert shown["versions"][0]["version"] == 1  # the versions listed, newest first
+    assert shown["adapter"]["versions"] == 1  # the adapter summary's count
     code, out, _ = run("show", "medical-v1")
     assert code == 0 and "default/medical-v1" in out and "adapter_model.safetensors" in out
 
@@ -92,6 +93,34 @@ def test_push_pull_show_ls_alias_with_json(run, tmp_path: Path) -> None:
     assert json.loads(out)["version"] == 1
     code, out, _ = run("alias", "--rm", "medical", "prod")
     assert code == 0 and "removed alias prod" in out and "was v1" in out
+
+
+def test_listings_show_limit_rows_and_say_how_to_see_more(run, fake, tmp_path: Path) -> None:
+    for i, name in enumerate(("alpha", "beta", "gamma")):
+        assert run("push", str(make_adapter_dir(tmp_path / name, seed=i)), "--name", name)[0] == 0
+    for seed in (10, 11):
+        assert (
+            run("push", str(make_adapter_dir(tmp_path / f"a{seed}", seed=seed)), "--name", "alpha")[
+                0
+            ]
+            == 0
+        )
+    code, out, err = run("ls", "--limit", "2", "--json")
+    assert code == 0 and [a["name"] for a in json.loads(out)] == ["alpha", "beta"]
+    assert "first 2 adapters" in err and "--limit 4" in err
+    lists = [s.url for s in fake.seen if "/v1/adapters?" in s.url]
+    assert len(lists) == 1 and "limit=3" in lists[0]  # one page: 2 shown + 1 to know
+    code, out, err = run("ls", "--limit", "3")
+    assert code == 0 and "gamma" in out and err == ""
+
+    code, out, err = run("show", "alpha", "--limit", "2", "--json")
+    assert [v["version"] for v in json.loads(out)["versions"]] == [3, 2]
+    assert "first 2 versions" in err
+    code, out, err = run("show", "alpha")
+    assert "versions (newest first):" in out and "  v3 " in out and "  v1 " in out and err == ""
+
+    code, _, err = run("ls", "--limit", "0")
+    assert code == 2 and "positive number" in err
 
 
 def test_whoami_token_create_and_gc(run) -> None:

@@ -160,7 +160,8 @@ class FakeJobs:
             return httpx.Response(202, json=self._view(job_id))
         if method == "GET" and path == "/v1/jobs":
             self.queries.append(parse_qs(request.url.query.decode()))
-            return httpx.Response(200, json=[self._view(j) for j in self.jobs])
+            page = {"items": [self._view(j) for j in self.jobs], "next_cursor": None}
+            return httpx.Response(200, json=page)
         parts = path.split("/")
         job_id = parts[3] if len(parts) > 3 else ""
         if job_id not in self.jobs:
@@ -319,7 +320,8 @@ def test_status_logs_wait_cancel_and_ls(run, fake):
     code, out, _ = run("job", "ls", "--status", "succeeded", "--type", "compress")
     assert code == 0 and out.splitlines()[0].split()[:3] == ["ID", "TYPE", "STATUS"]
     assert "job1" in out
-    assert fake.queries[-1] == {"status": ["succeeded"], "type": ["compress"], "limit": ["50"]}
+    # 50 rows shown by default: a page of 51 tells whether there are more
+    assert fake.queries[-1] == {"status": ["succeeded"], "type": ["compress"], "limit": ["51"]}
     code, out, _ = run("job", "ls", "--json")
     assert [j["id"] for j in json.loads(out)] == ["job1"]
     code, out, _ = run("job", "cancel", "job1")

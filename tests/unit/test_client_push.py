@@ -247,9 +247,14 @@ def test_aliases_tokens_and_catalog(tmp_path: Path) -> None:
             registry.set_alias("medical", "v3")
         listed = registry.list()
         assert [(a["name"], a["latest_version"]) for a in listed] == [("medical", 2)]
-        assert registry.list("other") == []
+        assert list(registry.list("other")) == []
+        with pytest.raises(ValidationFailedError, match="name, updated"):
+            registry.list(sort="size")  # refused before any request
         shown = registry.show("medical")
-        assert [v["version"] for v in shown["adapter"]["versions"]] == [1, 2]
+        assert shown["adapter"]["versions"] == 2
+        recent = shown["adapter"]["recent_versions"]["items"]
+        assert [v["version"] for v in recent] == [2, 1]  # newest first
+        assert [v["version"] for v in registry.versions("medical")] == [2, 1]
         assert all("url" not in f for f in shown["files"])
         token = registry.create_token("ci", [("default", "write"), "*:read"])
     body = [s for s in fake.seen if s.url.endswith("/v1/tokens")]

@@ -47,8 +47,15 @@ def _api_routes(app: fastapi.FastAPI) -> list[tuple[str, APIRoute]]:
 
 
 def _models_of(annotation: Any) -> list[type]:
-    """The classes a response model names: ``X`` or ``list[X]`` (else empty)."""
+    """The classes a response model names: ``X``, ``list[X]`` or ``Page[X]`` (else empty).
+
+    A parametrized generic (``schemas.Page[X]``) is created in the module that names
+    it, so it stands for its origin and its arguments.
+    """
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        generic = annotation.__pydantic_generic_metadata__
+        if generic["origin"] is not None:
+            return [generic["origin"], *[a for a in generic["args"] if isinstance(a, type)]]
         return [annotation]
     if typing.get_origin(annotation) is list:
         return [a for a in typing.get_args(annotation) if isinstance(a, type)]
@@ -203,7 +210,7 @@ def test_real_answers_are_exactly_their_models(client) -> None:
     r = c.post("/v1/namespaces", json={"name": "team", "private": True})
     assert r.status_code == 201, r.text
     _exact(schemas.NamespaceView, r.json())
-    _exact(list[schemas.NamespaceView], c.get("/v1/namespaces").json())
+    _exact(schemas.Page[schemas.NamespaceView], c.get("/v1/namespaces").json())
 
     base_upload, base = _publish(c, BASE_FILES, kind="base_model", name="org/tiny", revision="v1")
     assert base["resolved"]["modules"] == {"model.layers.0.self_attn.q_proj": [8, 8]}
@@ -228,10 +235,13 @@ def test_real_answers_are_exactly_their_models(client) -> None:
     assert _exact(schemas.CommitResult, r.json())["created"] is False
     assert c.put("/v1/adapters/default/medical/aliases/prod", json={"version": 1}).is_success
 
-    _exact(list[schemas.AdapterSummary], c.get("/v1/adapters").json())
+    _exact(schemas.Page[schemas.AdapterSummary], c.get("/v1/adapters").json())
     detail = _exact(schemas.AdapterDetail, c.get("/v1/adapters/default/medical").json())
-    assert detail["aliases"] == {"prod": 1} and len(detail["versions"]) == 1
-    _exact(list[schemas.BaseModelSummary], c.get("/v1/base-models").json())
+    assert detail["aliases"] == {"prod": 1} and detail["versions"] == 1
+    assert len(detail["recent_versions"]["items"]) == 1
+    versions = c.get("/v1/adapters/default/medical/versions").json()
+    _exact(schemas.Page[schemas.VersionSummary], versions)
+    _exact(schemas.Page[schemas.BaseModelSummary], c.get("/v1/base-models").json())
     _exact(schemas.BaseModelDetail, c.get("/v1/base-models/org/tiny").json())
     _exact(schemas.RepairReport, c.post("/v1/admin/repair-json").json())
     _exact(schemas.GcReport, c.post("/v1/admin/gc").json())

@@ -9,23 +9,55 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TextIO
 
 from loreg import lineage_text
-from loreg.cli.output import emit, size, table
-from loreg.vocabulary import LineageDirection, LineageFormat
+from loreg.cli.output import (
+    DEFAULT_ROWS,
+    emit,
+    first_rows,
+    more_hint,
+    page_size_for,
+    row_limit,
+    size,
+    table,
+)
+from loreg.vocabulary import AdapterSort, LineageDirection, LineageFormat
+
+#: Versions ``loreg show`` lists unless ``--limit`` says otherwise (the detail's page).
+SHOWN_VERSIONS = 20
 
 if TYPE_CHECKING:
     from loreg.client import Registry
 
 
 def setup_ls(ls: argparse.ArgumentParser, add: Callable[..., Any]) -> None:
-    """Arguments of ``loreg ls [NAMESPACE]``."""
+    """Arguments of ``loreg ls [NAMESPACE] [--sort name|updated] [--limit N]``."""
     ls.set_defaults(handler=_cmd_ls)
     ls.add_argument("namespace", nargs="?", metavar="NAMESPACE")
+    ls.add_argument(
+        "--sort",
+        choices=list(AdapterSort),
+        default=AdapterSort.NAME,
+        help="name: by namespace (oldest first), then name (default); updated: newest first",
+    )
+    ls.add_argument(
+        "--limit",
+        type=row_limit,
+        default=DEFAULT_ROWS,
+        metavar="N",
+        help=f"show at most N adapters (default {DEFAULT_ROWS}), fetched a page at a time",
+    )
 
 
 def setup_show(show: argparse.ArgumentParser, add: Callable[..., Any]) -> None:
-    """Arguments of ``loreg show REF``."""
+    """Arguments of ``loreg show REF [--limit N]``."""
     show.set_defaults(handler=_cmd_show)
     show.add_argument("ref", metavar="REF")
+    show.add_argument(
+        "--limit",
+        type=row_limit,
+        default=SHOWN_VERSIONS,
+        metavar="N",
+        help=f"list at most N of the adapter's versions, newest first (default {SHOWN_VERSIONS})",
+    )
 
 
 def setup_lineage(lineage: argparse.ArgumentParser, add: Callable[..., Any]) -> None:
@@ -52,7 +84,10 @@ def setup_lineage(lineage: argparse.ArgumentParser, add: Callable[..., Any]) -> 
 
 
 def _cmd_ls(args: argparse.Namespace, registry: Registry) -> int:
-    adapters = registry.list(args.namespace)
+    listed = registry.list(args.namespace, sort=args.sort, page_size=page_size_for(args.limit))
+    adapters, more = first_rows(listed, args.limit)
+    if more:
+        more_hint("adapters", args.limit)
 
     def human(out: TextIO) -> None:
         if not adapters:
@@ -79,8 +114,28 @@ def _cmd_ls(args: argparse.Namespace, registry: Registry) -> int:
     return emit(args, adapters, human)
 
 
+def _shown_versions(
+    registry: Registry, info: dict[str, Any], limit: int
+) -> tuple[list[dict[str, Any]], bool]:
+    """The newest ``limit`` versions of the adapter ``show`` describes, and whether more
+    exist: the detail's first page when it holds enough, else the versions list."""
+    adapter = info.get("adapter")
+    recent = adapter.get("recent_versions") if isinstance(adapter, dict) else None
+    if not isinstance(recent, dict):  # offline: no adapter detail
+        return [], False
+    items = recent.get("items") or []
+    if len(items) > limit or not recent.get("next_cursor"):
+        return items[:limit], len(items) > limit
+    ref = f"{info['namespace']}/{info['name']}"
+    return first_rows(registry.versions(ref, page_size=page_size_for(limit)), limit)
+
+
 def _cmd_show(args: argparse.Namespace, registry: Registry) -> int:
-    info = registry.show(args.ref)
+    shown = registry.show(args.ref)
+    versions, more = _shown_versions(registry, shown, args.limit)
+    info = {**shown, "versions": versions}  # the versions listed, newest first
+    if more:
+        more_hint("versions", args.limit)
 
     def human(out: TextIO) -> None:
         out.write(f"{info.get('ref')}\n")
@@ -106,10 +161,8 @@ def _cmd_show(args: argparse.Namespace, registry: Registry) -> int:
             for edge in lineage:
                 parent = edge.get("parent") or {}
                 out.write(f"  {edge.get('relation')} {parent.get('kind')} {parent.get('ref')}\n")
-        adapter = info.get("adapter") or {}
-        versions = adapter.get("versions") if isinstance(adapter, dict) else None
-        if isinstance(versions, list) and versions:
-            out.write("versions:\n")
+        if versions:
+            out.write("versions (newest first):\n")
             for v in versions:
                 out.write(
                     f"  v{v.get('version')}  {v.get('digest')}  {size(v.get('size'))}  "

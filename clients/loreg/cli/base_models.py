@@ -6,7 +6,16 @@ import argparse
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TextIO
 
-from loreg.cli.output import emit, size, table
+from loreg.cli.output import (
+    DEFAULT_ROWS,
+    emit,
+    first_rows,
+    more_hint,
+    page_size_for,
+    row_limit,
+    size,
+    table,
+)
 
 if TYPE_CHECKING:
     from loreg.client import Registry
@@ -21,7 +30,14 @@ def setup_base(base: argparse.ArgumentParser, add: Callable[..., Any]) -> None:
     base_push.add_argument("--revision", help="revision label (e.g. a hub commit)")
     base_pull = add(base_cmds, "pull", _cmd_base_pull, "download a base model; print its folder")
     base_pull.add_argument("name", metavar="NAME")
-    add(base_cmds, "ls", _cmd_base_ls, "list registered base models")
+    base_ls = add(base_cmds, "ls", _cmd_base_ls, "list registered base models")
+    base_ls.add_argument(
+        "--limit",
+        type=row_limit,
+        default=DEFAULT_ROWS,
+        metavar="N",
+        help=f"show at most N base models (default {DEFAULT_ROWS}), fetched a page at a time",
+    )
 
 
 def _cmd_base_push(args: argparse.Namespace, registry: Registry) -> int:
@@ -47,7 +63,10 @@ def _cmd_base_pull(args: argparse.Namespace, registry: Registry) -> int:
 
 
 def _cmd_base_ls(args: argparse.Namespace, registry: Registry) -> int:
-    models = registry.list_base_models()
+    listed = registry.list_base_models(page_size=page_size_for(args.limit))
+    models, more = first_rows(listed, args.limit)
+    if more:
+        more_hint("base models", args.limit)
 
     def human(out: TextIO) -> None:
         if not models:

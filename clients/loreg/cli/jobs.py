@@ -14,7 +14,16 @@ import json
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TextIO
 
-from loreg.cli.output import emit, print_error, table
+from loreg.cli.output import (
+    DEFAULT_ROWS,
+    emit,
+    first_rows,
+    more_hint,
+    page_size_for,
+    print_error,
+    row_limit,
+    table,
+)
 from loreg.errors import ValidationFailedError
 from loreg.jobs import JobFailedError, format_progress, parse_input, parse_param
 from loreg.vocabulary import JobStatus, JobType, Queue
@@ -74,7 +83,13 @@ def setup_job(job: argparse.ArgumentParser, add: Callable[..., Any]) -> None:
     ls.add_argument("--status", choices=_STATUSES)
     ls.add_argument("--type", choices=_TYPES)
     ls.add_argument("--namespace")
-    ls.add_argument("--limit", type=int, default=50)
+    ls.add_argument(
+        "--limit",
+        type=row_limit,
+        default=DEFAULT_ROWS,
+        metavar="N",
+        help=f"show at most N jobs (default {DEFAULT_ROWS}), fetched a page at a time",
+    )
 
 
 def _wait_options(cmd: Any) -> None:
@@ -173,9 +188,15 @@ def _cmd_cancel(args: argparse.Namespace, registry: Registry) -> int:
 
 
 def _cmd_ls(args: argparse.Namespace, registry: Registry) -> int:
-    jobs = registry.jobs(
-        status=args.status, type=args.type, namespace=args.namespace, limit=args.limit
+    listed = registry.jobs(
+        status=args.status,
+        type=args.type,
+        namespace=args.namespace,
+        page_size=page_size_for(args.limit),
     )
+    jobs, more = first_rows(listed, args.limit)
+    if more:
+        more_hint("jobs", args.limit)
 
     def human(out: TextIO) -> None:
         if not jobs:

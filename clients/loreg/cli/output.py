@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TextIO
+
+#: Rows a listing command shows unless ``--limit`` says otherwise.
+DEFAULT_ROWS = 50
+#: The largest page the registry serves (``limit`` of every list endpoint).
+MAX_PAGE = 200
 
 
 def emit(args: argparse.Namespace, data: Any, human: Callable[[TextIO], object]) -> int:
@@ -34,6 +40,41 @@ def table(out: TextIO, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> 
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
     for row in cells:
         out.write("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() + "\n")
+
+
+def row_limit(text: str) -> int:
+    """``--limit N`` of a listing command: a positive number of rows to show."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number of rows, got {text!r}")
+    return value
+
+
+def page_size_for(limit: int) -> int:
+    """The page size that shows ``limit`` rows and tells whether there are more
+    (one request whenever ``limit`` < the largest page)."""
+    return min(limit + 1, MAX_PAGE)
+
+
+def first_rows(items: Iterable[Any], limit: int) -> tuple[list[Any], bool]:
+    """The first ``limit`` items of a lazily paged list, and whether more exist."""
+    rows = list(itertools.islice(items, limit + 1))
+    return rows[:limit], len(rows) > limit
+
+
+def more_hint(what: str, limit: int) -> None:
+    """Tell (on stderr, so stdout stays a table or JSON) that ``--limit`` cut the list."""
+    try:
+        sys.stderr.write(
+            f"(showing the first {limit} {what}; there are more: pass --limit {limit * 2} "
+            "or larger to see them)\n"
+        )
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
 
 
 def print_error(message: str) -> None:

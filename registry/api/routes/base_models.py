@@ -6,17 +6,22 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from registry.api.deps import BaseUrlDep, ContextDep, SessionDep
-from registry.schemas import BaseModelDetail, BaseModelSummary, error_responses
+from registry.api.deps import BaseUrlDep, ContextDep, PageDep, SessionDep, StrictQuery
+from registry.schemas import BaseModelDetail, BaseModelSummary, Page, error_responses
 from registry.services import base_models
 
 router = APIRouter(prefix="/v1", tags=["base-models"])
 
 
-@router.get("/base-models", response_model=list[BaseModelSummary], responses=error_responses())
-def list_base_models(session: SessionDep) -> list[dict[str, Any]]:
-    """Every registered base model."""
-    return base_models.list_base_models(session)
+@router.get(
+    "/base-models",
+    response_model=Page[BaseModelSummary],
+    dependencies=[StrictQuery],
+    responses=error_responses(400, 422),
+)
+def list_base_models(session: SessionDep, page: PageDep) -> dict[str, Any]:
+    """The registered base models, by name, a page at a time."""
+    return base_models.list_base_models(session, page).as_dict()
 
 
 @router.get(

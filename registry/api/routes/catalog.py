@@ -4,10 +4,18 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response, Security
+from fastapi import APIRouter, Query, Request, Response, Security
 from fastapi.security import HTTPAuthorizationCredentials
 
-from registry.api.deps import PrincipalDep, SessionDep, bearer_scheme
+from loreg.vocabulary import AdapterSort
+from registry.api.deps import (
+    ContextDep,
+    PageDep,
+    PrincipalDep,
+    SessionDep,
+    StrictQuery,
+    bearer_scheme,
+)
 from registry.api.fast_resolve import resolve_answer
 from registry.schemas import (
     AdapterDetail,
@@ -16,11 +24,13 @@ from registry.schemas import (
     AliasView,
     NamespaceRequest,
     NamespaceView,
+    Page,
     ResolvedVersion,
+    VersionSummary,
     WhoAmI,
     error_responses,
 )
-from registry.services import catalog, tokens
+from registry.services import catalog, listings, tokens
 
 router = APIRouter(prefix="/v1", tags=["catalog"])
 
@@ -39,10 +49,15 @@ def whoami(principal: PrincipalDep) -> dict[str, Any]:
     }
 
 
-@router.get("/namespaces", response_model=list[NamespaceView], responses=error_responses(401))
-def list_namespaces(session: SessionDep, principal: PrincipalDep) -> list[dict[str, Any]]:
-    """Namespaces visible to the caller."""
-    return catalog.list_namespaces(session, principal)
+@router.get(
+    "/namespaces",
+    response_model=Page[NamespaceView],
+    dependencies=[StrictQuery],
+    responses=error_responses(400, 401, 422),
+)
+def list_namespaces(session: SessionDep, principal: PrincipalDep, page: PageDep) -> dict[str, Any]:
+    """Namespaces visible to the caller, by name, a page at a time."""
+    return listings.list_namespaces(session, principal, page).as_dict()
 
 
 @router.post(
@@ -60,14 +75,22 @@ def create_namespace(
 
 @router.get(
     "/adapters",
-    response_model=list[AdapterSummary],
-    responses=error_responses(401, 404, 422),
+    response_model=Page[AdapterSummary],
+    dependencies=[StrictQuery],
+    responses=error_responses(400, 401, 404, 422),
 )
 def list_adapters(
-    session: SessionDep, principal: PrincipalDep, namespace: str | None = None
-) -> list[dict[str, Any]]:
-    """Adapters visible to the caller, optionally in one namespace."""
-    return catalog.list_adapters(session, principal, namespace)
+    session: SessionDep,
+    principal: PrincipalDep,
+    page: PageDep,
+    namespace: Annotated[str | None, Query(description="only this namespace's adapters")] = None,
+    sort: Annotated[
+        AdapterSort,
+        Query(description="name: by namespace (oldest first), then name; updated: newest first"),
+    ] = AdapterSort.NAME,
+) -> dict[str, Any]:
+    """Adapters visible to the caller, optionally in one namespace, a page at a time."""
+    return listings.list_adapters(session, principal, page, namespace, sort).as_dict()
 
 
 @router.get(
@@ -76,10 +99,23 @@ def list_adapters(
     responses=error_responses(401, 404, 422),
 )
 def get_adapter(
-    namespace: str, name: str, session: SessionDep, principal: PrincipalDep
+    namespace: str, name: str, session: SessionDep, principal: PrincipalDep, ctx: ContextDep
 ) -> dict[str, Any]:
-    """One adapter with its versions and aliases."""
-    return catalog.adapter_detail(session, principal, namespace, name)
+    """One adapter: its summary, aliases and first page of versions (newest first)."""
+    return listings.adapter_detail(session, principal, namespace, name, ctx.settings.secret_key)
+
+
+@router.get(
+    "/adapters/{namespace}/{name}/versions",
+    response_model=Page[VersionSummary],
+    dependencies=[StrictQuery],
+    responses=error_responses(400, 401, 404, 422),
+)
+def list_versions(
+    namespace: str, name: str, session: SessionDep, principal: PrincipalDep, page: PageDep
+) -> dict[str, Any]:
+    """An adapter's versions, newest first, a page at a time."""
+    return listings.list_versions(session, principal, namespace, name, page).as_dict()
 
 
 @router.get(

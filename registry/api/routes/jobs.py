@@ -8,8 +8,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from sqlmodel import Session
 
-from registry.api.deps import ContextDep, PrincipalDep, SessionDep
-from registry.schemas import MAX_JOBS_PAGE, JobLog, JobView, error_responses
+from loreg.vocabulary import JobStatus, JobType
+from registry.api.deps import ContextDep, PageDep, PrincipalDep, SessionDep, StrictQuery
+from registry.schemas import JobLog, JobView, Page, error_responses
 from registry.services import jobs
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
@@ -35,19 +36,24 @@ def submit_job(body: jobs.JobRequest, principal: PrincipalDep, ctx: ContextDep) 
     return view
 
 
-@router.get("/jobs", response_model=list[JobView], responses=error_responses(401, 422))
+@router.get(
+    "/jobs",
+    response_model=Page[JobView],
+    dependencies=[StrictQuery],
+    responses=error_responses(400, 401, 422),
+)
 def list_jobs(
     session: SessionDep,
     principal: PrincipalDep,
-    status: str | None = None,
-    type: str | None = None,
-    namespace: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_JOBS_PAGE)] = 50,  # noqa: A002
-) -> list[dict[str, Any]]:
-    """Jobs visible to the caller, newest first."""
+    page: PageDep,
+    status: JobStatus | None = None,
+    type: JobType | None = None,  # noqa: A002 - the API's field name
+    namespace: Annotated[str | None, Query(max_length=64)] = None,
+) -> dict[str, Any]:
+    """Jobs visible to the caller, newest first, a page at a time."""
     return jobs.list_jobs(
-        session, principal, status=status, job_type=type, namespace=namespace, limit=limit
-    )
+        session, principal, page, status=status, job_type=type, namespace=namespace
+    ).as_dict()
 
 
 @router.get("/jobs/{job_id}", response_model=JobView, responses=error_responses(401, 404, 422))

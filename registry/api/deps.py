@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Annotated
 
 from fastapi import Depends, Query, Request, Security
@@ -10,6 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlmodel import Session
 
 from registry.auth import Principal, parse_bearer
+from registry.errors import InvalidRequest
 from registry.services.context import Context
 from registry.services.pagination import DEFAULT_LIMIT, MAX_LIMIT, PageRequest
 from registry.services.resolve import principal_of
@@ -72,6 +73,22 @@ def page_request(
 ) -> PageRequest:
     """``limit`` and ``cursor`` of a list request, with the key that signs cursors."""
     return PageRequest(limit=limit, cursor=cursor or None, secret=ctx.settings.secret_key)
+
+
+def only_params(*names: str) -> Callable[[Request], None]:
+    """A dependency refusing (422, naming it) a query parameter not in ``names``: a
+    misspelt filter must not silently list everything."""
+    allowed = frozenset(names)
+
+    def check(request: Request) -> None:
+        unknown = sorted(set(request.query_params) - allowed)
+        if unknown:
+            raise InvalidRequest(
+                f"unknown query parameter {', '.join(map(repr, unknown))}: "
+                f"this list takes {', '.join(sorted(allowed))}"
+            )
+
+    return check
 
 
 ContextDep = Annotated[Context, Depends(get_context)]

@@ -118,7 +118,9 @@ def _lookup_statement(kind: str) -> sa.Select:
 _STATEMENTS = {kind: _lookup_statement(kind) for kind in ("alias", "version", "digest", "latest")}
 
 
-def _statement_and_params(ref: Ref, token_id: int | None) -> tuple[sa.Select, dict[str, Any]]:
+def _statement_and_params(
+    ref: Ref, token_id: int | None = None
+) -> tuple[sa.Select, dict[str, Any]]:
     # token check: no row has id 0, so anonymous callers ignore ``token_active``
     params: dict[str, Any] = {"namespace": ref.namespace, "name": ref.name}
     params["token_id"] = token_id or 0

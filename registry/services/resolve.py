@@ -189,9 +189,7 @@ def principal_of(ctx: Context, token: str | None, *, confirm: bool = True) -> Pr
     if cached is not None:
         if confirm and cached.authenticated:
             assert token is not None and cached.token_id is not None  # authenticated
-            with ctx.read_engine.connect() as conn:
-                active = tokens.is_active(conn, cached.token_id)
-            if not active:
+            if not _token_active(ctx, cached.token_id):
                 _forget_revoked(ctx, token)
         return cached
     assert token is not None  # anonymous is always "cached"
@@ -219,6 +217,22 @@ def cached_principal(ctx: Context, token: str | None) -> Principal | None:
     return principal
 
 
+def _token_active(ctx: Context, token_id: int) -> bool:
+    """Whether the token is not revoked: one primary-key lookup on the read engine, sent
+    once more on a pooled connection found dead (as :func:`lookup` does)."""
+
+    def ask() -> bool:
+        with ctx.read_engine.connect() as conn:
+            return tokens.is_active(conn, token_id)
+
+    try:
+        return ask()
+    except sa.exc.DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+        return ask()  # the pool dropped that connection: once more
+
+
 def _forget_revoked(ctx: Context, token: str) -> None:
     """Drop a token found revoked from this process's cache, and refuse the request."""
     ctx.hot.principals.discard(hash_token(token))
@@ -232,11 +246,7 @@ def refuse_revoked(
     the lookup found no row, one primary-key lookup (a miss is not the hot path)."""
     if not principal.authenticated or token is None or principal.token_id is None:
         return
-    if target is not None:
-        active = target.token_active
-    else:
-        with ctx.read_engine.connect() as conn:
-            active = tokens.is_active(conn, principal.token_id)
+    active = target.token_active if target is not None else _token_active(ctx, principal.token_id)
     if not active:
         _forget_revoked(ctx, token)
 

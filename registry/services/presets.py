@@ -17,6 +17,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from loreg.vocabulary import PRESET_SHAPES, Preset
@@ -182,7 +183,11 @@ def save_preset(
         before=before,
         after={"description": req.description, "params": params},
     )
-    session.flush()
+    try:
+        session.flush()
+    except sa.exc.IntegrityError:  # created concurrently by another request: replace it
+        session.rollback()
+        return save_preset(session, principal, namespace, name, req)
     return preset_view(row), before is None
 
 

@@ -31,6 +31,7 @@ from registry.api.fast_resolve import ResolveFastPath
 from registry.api.hub_errors import HUB_PREFIX, hub_error_response, is_hub_request
 from registry.api.routes import (
     admin,
+    audit,
     base_models,
     catalog,
     hub_read,
@@ -38,6 +39,7 @@ from registry.api.routes import (
     jobs,
     lineage,
     mirrors,
+    presets,
     uploads,
 )
 from registry.errors import RegistryError
@@ -246,6 +248,8 @@ def create_app(settings: Settings | None = None, context: Context | None = None)
         mirrors,
         lineage,
         admin,
+        audit,
+        presets,
         hub_write,
         hub_read,
     ):

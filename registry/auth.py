@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -67,6 +68,9 @@ class Principal:
     name: str | None = None
     default_namespace: str = "default"
     grants: dict[str, int] = field(default_factory=dict)
+    #: When the token expires (seconds since the epoch; None: never). Kept with a cached
+    #: principal so :func:`refuse_expired` can check it against the clock on every use.
+    expires_at: float | None = None
 
     @property
     def authenticated(self) -> bool:
@@ -116,6 +120,21 @@ class Principal:
 
 
 ANONYMOUS = Principal()
+
+#: What a revoked or unknown token is told (the same words for both: a guessed token
+#: learns nothing).
+REVOKED_MESSAGE = "invalid or revoked token: check LOREG_TOKEN / --token"
+
+
+def refuse_expired(principal: Principal, now: float | None = None) -> None:
+    """401 if the principal's token has expired (checked against the clock, not a cache)."""
+    if principal.expires_at is None:
+        return
+    if (time.time() if now is None else now) >= principal.expires_at:
+        raise Unauthorized(
+            f"token '{principal.name}' has expired: ask an admin for a new one "
+            "(loreg token create ... --expires 30d)"
+        )
 
 
 def check_visible(principal: Principal, namespace: str, private: bool) -> None:

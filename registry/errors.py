@@ -167,6 +167,13 @@ class InvalidJob(RegistryError):
     code = "invalid_job"
 
 
+class InvalidPreset(RegistryError):
+    """A preset's params break the rules a train job's params follow."""
+
+    status = 422
+    code = "invalid_preset"
+
+
 class InvalidRequest(RegistryError):
     """The request body does not match the schema."""
 

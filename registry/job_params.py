@@ -248,14 +248,24 @@ class TrainParams(JobParams):
     problems: ClassVar[dict[str, str]] = {
         "base_model": "params.base_model (a registered base model name) is required",
         "dataset": "params.dataset (a dataset ref, see `loreg dataset push`) is required",
-        "preset": _one_of("preset", Preset),
+        "preset": "params.preset must be a preset name: a built-in ("
+        + ", ".join(Preset)
+        + ") or one saved in the job's namespace (loreg preset save)",
         "target_modules": "params.target_modules must be a non-empty list of module names",
         "continue_from": "params.continue_from must be an adapter ref",
     }
 
     base_model: str = Field(description="A registered base model name.")
     dataset: str = Field(description="A dataset ref (pinned to its version at submission).")
-    preset: Preset = Field(Preset.SMALL, description="Built-in LoRA size (r, lora_alpha).")
+    preset: str = Field(
+        Preset.SMALL.value,
+        min_length=1,
+        max_length=64,
+        strict=True,
+        description="A preset (r, lora_alpha, ...): a built-in size or one saved in the job's "
+        "namespace; its values are copied into the job's params at submission, under the "
+        "params given explicitly.",
+    )
     steps: int | None = _integer(1, 1_000_000, "Optimizer steps (else epochs).")
     epochs: int | None = _integer(1, 1000, "Passes over the training split.")
     lr: float | None = _number(0.0, 1.0, "Learning rate.", lo_open=True)
@@ -273,6 +283,43 @@ class TrainParams(JobParams):
     continue_from: str | None = Field(
         None, description="An adapter ref whose weights the run starts from."
     )
+
+
+#: The train params a preset holds: the LoRA's shape and the run's settings, not what it
+#: trains on (base model, dataset, parent adapter).
+PRESET_KEYS = (
+    "r",
+    "lora_alpha",
+    "target_modules",
+    "steps",
+    "epochs",
+    "lr",
+    "seed",
+    "max_length",
+    "batch_size",
+    "eval_fraction",
+)
+#: What every saved preset must give.
+PRESET_REQUIRED = ("r", "lora_alpha")
+
+
+def preset_params(params: dict[str, Any]) -> dict[str, Any]:
+    """A preset's params checked by the train job's own rules (:class:`TrainParams`).
+
+    Only :data:`PRESET_KEYS`, with ``r`` and ``lora_alpha``; raises ``InvalidJob``
+    naming the first problem. Returns the params as a job row would store them.
+    """
+    unknown = sorted(set(params) - set(PRESET_KEYS))
+    if unknown:
+        raise InvalidJob(
+            f"unknown params for a preset: {', '.join(unknown)}; allowed: {', '.join(PRESET_KEYS)}"
+        )
+    for key in PRESET_REQUIRED:
+        if params.get(key) is None:
+            raise InvalidJob(f"a preset needs params.{key}")
+    placeholder = {"base_model": "-", "dataset": "-"}  # what a preset never holds
+    checked = TrainParams.model_validate({**placeholder, **params}).model_dump()
+    return {key: checked[key] for key in params}
 
 
 class MirrorImportParams(JobParams):

@@ -61,6 +61,8 @@ class ApiToken(SQLModel, table=True):
     created_by: str | None = Field(default=None, max_length=128)
     created_at: datetime = _ts()
     revoked_at: datetime | None = _ts(nullable=True)
+    #: When the token stops working on its own (None: never); checked on every request.
+    expires_at: datetime | None = _ts(nullable=True)
 
 
 class TokenGrant(SQLModel, table=True):
@@ -287,9 +289,16 @@ class UploadBlob(SQLModel, table=True):
 
 
 class AuditEvent(SQLModel, table=True):
-    """Who published, aliased, deleted, created a token: one row per action."""
+    """Who did what, when: one row per action, ``detail`` holding ``before`` and ``after``.
+
+    Listed newest first by ``(at, id)`` (``GET /v1/audit``), also within one namespace.
+    """
 
     __tablename__ = "audit_events"
+    __table_args__ = (
+        sa.Index("ix_audit_events_at_id", "at", "id"),
+        sa.Index("ix_audit_events_namespace_at_id", "namespace", "at", "id"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     at: datetime = _ts(index=True)
@@ -359,3 +368,26 @@ class Mirror(SQLModel, table=True):
     last_synced_at: datetime | None = _ts(nullable=True)
     created_by: str | None = Field(default=None, max_length=128)
     created_at: datetime = _ts()
+
+
+class TrainPreset(SQLModel, table=True):
+    """A namespace's named LoRA training config (``loreg preset save``).
+
+    ``params`` holds train-job params (``r``, ``lora_alpha``, ``target_modules``, ...),
+    checked by :class:`registry.job_params.PresetParams`; a train job naming the preset
+    gets a copy of them at submission. The built-ins (``loreg.vocabulary.Preset``) are
+    not rows: they are code, the same in every namespace, and their names are reserved.
+    """
+
+    __tablename__ = "presets"
+    __table_args__ = (sa.UniqueConstraint("namespace", "name"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    namespace: str = Field(max_length=64)
+    name: str = Field(max_length=64)
+    description: str | None = Field(default=None, max_length=1024)
+    params: dict = Field(sa_type=sa.JSON, nullable=False)
+    created_by: str | None = Field(default=None, max_length=128)
+    created_at: datetime = _ts()
+    updated_by: str | None = Field(default=None, max_length=128)
+    updated_at: datetime = _ts()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from loreg import vocabulary
 from loreg.refs import MAX_VERSION
@@ -117,12 +117,39 @@ class Grant(StrictBody):
     scope: Scope
 
 
+#: Longest lifetime a token may be given (``expires_in`` / ``expires_at``): ten years.
+MAX_TOKEN_LIFETIME_S = 10 * 366 * 24 * 3600
+
+
 class TokenRequest(StrictBody):
-    """Body of ``POST /v1/tokens``."""
+    """Body of ``POST /v1/tokens``; ``expires_at`` or ``expires_in`` (not both) sets an expiry."""
 
     name: str = Field(min_length=1, max_length=128)
     grants: list[Grant] = Field(min_length=1, max_length=100)
     default_namespace: str | None = Field(default=None, max_length=64)
+    expires_at: AwareDatetime | None = Field(
+        default=None, description="when the token stops working (ISO-8601 with a UTC offset)"
+    )
+    expires_in: int | None = Field(
+        default=None, ge=1, le=MAX_TOKEN_LIFETIME_S, description="seconds from now"
+    )
+
+    @model_validator(mode="after")
+    def _one_expiry(self) -> TokenRequest:
+        """At most one way of saying when the token expires."""
+        if self.expires_at is not None and self.expires_in is not None:
+            raise InvalidRequest("give expires_at or expires_in, not both")
+        return self
+
+
+class PresetRequest(StrictBody):
+    """Body of ``PUT /v1/presets/{name}``: the train params the preset holds."""
+
+    params: dict[str, Any] = Field(
+        description="train-job params: r and lora_alpha required; target_modules, steps, "
+        "epochs, lr, seed, max_length, batch_size, eval_fraction optional"
+    )
+    description: str | None = Field(default=None, max_length=1024)
 
 
 class NamespaceRequest(StrictBody):
@@ -407,6 +434,51 @@ class TokenCreated(BaseModel):
     grants: list[GrantView]
     default_namespace: str
     created_at: Timestamp
+    expires_at: Timestamp | None = Field(description="when it stops working (null: never)")
+
+
+class TokenView(BaseModel):
+    """A token as ``GET /v1/tokens`` lists it and ``DELETE /v1/tokens/{id}`` answers (no
+    secret: only its first characters)."""
+
+    id: int
+    name: str
+    prefix: str = Field(description="the first 8 characters of the secret, to recognise it")
+    grants: list[GrantView]
+    default_namespace: str
+    created_by: str | None
+    created_at: Timestamp
+    expires_at: Timestamp | None = Field(description="when it stops working (null: never)")
+    revoked_at: Timestamp | None = Field(description="when it was revoked (null: not revoked)")
+    active: bool = Field(description="neither revoked nor expired now")
+
+
+class AuditEventView(BaseModel):
+    """One row of the audit log (``GET /v1/audit``)."""
+
+    id: int
+    at: Timestamp
+    actor: str = Field(description="the token name (or job:<id>, mirror:<id>) that acted")
+    action: str = Field(description="what was done, e.g. version.publish, alias.set")
+    namespace: str | None = Field(description="the namespace acted on (null: global)")
+    target: str | None = Field(description="what was acted on, e.g. medical-v3, medical@prod")
+    detail: dict[str, Any] = Field(
+        description="before and after (null when the thing did not exist before or after)"
+    )
+
+
+class PresetView(BaseModel):
+    """A training preset: a built-in (``namespace`` null, read-only) or a namespace's own."""
+
+    name: str
+    namespace: str | None = Field(description="the namespace it belongs to (null: built-in)")
+    builtin: bool
+    description: str | None
+    params: dict[str, Any] = Field(description="the train params a job naming it gets")
+    created_by: str | None
+    created_at: Timestamp | None
+    updated_by: str | None
+    updated_at: Timestamp | None
 
 
 class NamespaceView(BaseModel):
@@ -653,3 +725,11 @@ class MirrorSync(BaseModel):
     mirror: MirrorView
     submitted: bool = Field(description="false when an earlier sync job is still queued or running")
     job: JobView
+
+
+# --- Pages of the audit, token and preset lists (parametrised here, so their module is
+# this one) -------------------------------------------------------------------------
+
+TokenPage = Page[TokenView]
+AuditPage = Page[AuditEventView]
+PresetPage = Page[PresetView]

@@ -13,11 +13,13 @@ import os
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from loreg import constants
 from loreg._httpx import httpx
+from loreg.admin import moment, preset_request, token_expiry
 from loreg.cache import (
     BARE_NAMESPACE,
     BASE_MODEL_NAMESPACE,
@@ -741,13 +743,88 @@ class Registry:
         name: str,
         grants: Iterable[tuple[str, str] | Mapping[str, str] | str],
         default_namespace: str | None = None,
+        expires: str | int | float | datetime | None = None,
     ) -> dict[str, Any]:
-        """Create an API token (admin); the answer's ``token`` is shown only this once."""
+        """Create an API token (admin); the answer's ``token`` is shown only this once.
+
+        ``expires``: a lifetime (``"30d"``, ``"12h"``, seconds) or a datetime; None: never.
+        """
         body: dict[str, Any] = {"name": name, "grants": normalize_grants(grants)}
         if default_namespace is not None:
             validate_name(default_namespace, "namespace")
             body["default_namespace"] = default_namespace
+        body.update(token_expiry(expires))
         return self.api.post("/v1/tokens", body)
+
+    def tokens(self, *, page_size: int | None = None) -> Iterator[dict[str, Any]]:
+        """Tokens newest first (an admin of ``*`` sees all, others only their own),
+        fetched a page at a time as you iterate; no secrets, only ``prefix``."""
+        return self.api.pages("/v1/tokens", limit=page_size)
+
+    def revoke_token(self, token_id: int) -> dict[str, Any]:
+        """Revoke a token (admin of ``*``, or the token itself): refused at once by every
+        server process. Revoking a revoked token answers it again."""
+        return self.api.delete(f"/v1/tokens/{int(token_id)}")
+
+    def audit(
+        self,
+        *,
+        actor: str | None = None,
+        action: str | None = None,
+        namespace: str | None = None,
+        target: str | None = None,
+        since: str | datetime | None = None,
+        until: str | datetime | None = None,
+        page_size: int | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Audit rows newest first (admins), lazily a page at a time.
+
+        ``since`` (inclusive) and ``until`` (exclusive) take a datetime, an ISO-8601
+        text or a duration ago (``"2h"``); each row has ``detail.before``/``after``.
+        """
+        params = {
+            "actor": actor,
+            "action": action,
+            "namespace": namespace,
+            "target": target,
+            "since": moment(since) if since is not None else None,
+            "until": moment(until) if until is not None else None,
+        }
+        return self.api.pages("/v1/audit", params=params, limit=page_size)
+
+    def presets(
+        self, namespace: str | None = None, *, page_size: int | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Training presets: the built-ins, then ``namespace``'s own (default: the token's
+        default namespace), lazily a page at a time."""
+        return self.api.pages("/v1/presets", params={"namespace": namespace}, limit=page_size)
+
+    def preset(self, name: str, namespace: str | None = None) -> dict[str, Any]:
+        """One preset (the namespace's own, else a built-in): ``params``, ``builtin``, ..."""
+        query = {"namespace": namespace} if namespace else None
+        return self.api.get(f"/v1/presets/{quote_path(name)}", params=query)
+
+    def save_preset(
+        self,
+        name: str,
+        params: Mapping[str, Any],
+        namespace: str | None = None,
+        description: str | None = None,
+    ) -> dict[str, Any]:
+        """Create or replace a namespace's preset (write scope): ``r`` and ``lora_alpha``
+        required, plus any of target_modules, steps, epochs, lr, seed, max_length,
+        batch_size, eval_fraction. A train job naming it gets a copy of these params."""
+        path = f"/v1/presets/{quote_path(name)}"
+        if namespace:
+            path += f"?namespace={quote_path(namespace)}"
+        return self.api.put(path, preset_request(params, description))
+
+    def delete_preset(self, name: str, namespace: str | None = None) -> dict[str, Any]:
+        """Delete a namespace's preset (write scope); returns what it held."""
+        path = f"/v1/presets/{quote_path(name)}"
+        if namespace:
+            path += f"?namespace={quote_path(namespace)}"
+        return self.api.delete(path)
 
     def gc(self) -> dict[str, Any]:
         """Garbage-collect blobs no version references (admin): ``POST /v1/admin/gc``."""

@@ -199,7 +199,8 @@ def set_alias(
         "alias.set",
         namespace=ns.name,
         target=f"{adapter.name}@{alias}",
-        detail={"version": number, "previous": previous},
+        before=None if previous is None else {"version": previous},
+        after={"version": number},
     )
     try:
         session.flush()
@@ -229,6 +230,7 @@ def remove_alias(
         "alias.remove",
         namespace=ns.name,
         target=f"{adapter.name}@{alias}",
-        detail={"previous": previous},
+        before={"version": previous},
+        after=None,
     )
     return {"alias": alias, "version": None, "previous": previous}

@@ -36,7 +36,7 @@ from registry.job_params import (
     TrainParams,
 )
 from registry.models import Adapter, BaseModelFile, BaseModelRecord, Job, Namespace
-from registry.services import audit, catalog, job_state
+from registry.services import audit, catalog, job_state, presets
 from registry.services.pagination import Page, PageRequest, SortKey, paginate
 
 _JOB_ORDER = (
@@ -214,6 +214,7 @@ def submit_job(session: Session, principal: Principal, request: JobRequest) -> J
             raise InvalidJob(
                 "a train job takes no inputs: use params.dataset and params.continue_from"
             )
+        presets.apply(session, namespace, req.params.preset, req.params.model_fields_set, params)
         _check_train(session, principal, req.params, params)
     elif isinstance(req.params, MirrorImportParams):
         if req.inputs:
@@ -256,7 +257,16 @@ def submit_job(session: Session, principal: Principal, request: JobRequest) -> J
         "job.submit",
         namespace=namespace,
         target=job.id,
-        detail={"type": req.type, "output": req.output},
+        before=None,
+        after={
+            "id": job.id,
+            "type": job.type,
+            "status": job.status,
+            "queue": job.queue,
+            "output": job.output,
+            "inputs": [i["ref"] for i in resolved],
+            "params": params,
+        },
     )
     session.flush()
     return job
@@ -352,11 +362,20 @@ def cancel_job(session: Session, principal: Principal, job_id: str) -> Job:
     require_scope(principal, job.namespace, bool(ns and ns.private), "write")
     if job.status in TERMINAL_STATUSES:
         raise Conflict(f"job '{job_id}' already {job.status}")
+    status_before = job.status
     job_state.cancel_queued(session, job_id)
     job_state.request_cancel(session, job_id)
     session.refresh(job)
     if job.status in (JobStatus.SUCCEEDED, JobStatus.FAILED):
         raise Conflict(f"job '{job_id}' already {job.status}")
-    audit.record(session, principal, "job.cancel", namespace=job.namespace, target=job.id)
+    audit.record(
+        session,
+        principal,
+        "job.cancel",
+        namespace=job.namespace,
+        target=job.id,
+        before={"status": status_before},
+        after={"status": job.status, "cancel_requested": job.cancel_requested},
+    )
     session.flush()
     return job

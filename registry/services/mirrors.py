@@ -132,9 +132,21 @@ def add_mirror(session: Session, principal: Principal, body: MirrorRequest) -> M
         "mirror.add",
         namespace=namespace,
         target=f"{namespace}/{body.name}",
-        detail={"upstream": format_upstream(body.repo, body.revision)},
+        before=None,
+        after=_audited(mirror),
     )
     return mirror
+
+
+def _audited(mirror: Mirror) -> dict[str, Any]:
+    """What the audit log keeps of a mirror (its settings, not its sync state)."""
+    return {
+        "id": mirror.id,
+        "direction": mirror.direction,
+        "upstream": format_upstream(mirror.repo_id, mirror.revision),
+        "target": f"{mirror.namespace}/{mirror.name}",
+        "interval_s": mirror.interval_s,
+    }
 
 
 def _refresh(session: Session, mirror: Mirror) -> None:
@@ -204,7 +216,8 @@ def remove_mirror(session: Session, principal: Principal, mirror_id: int) -> Mir
         "mirror.remove",
         namespace=mirror.namespace,
         target=f"{mirror.namespace}/{mirror.name}",
-        detail={"upstream": format_upstream(mirror.repo_id, mirror.revision)},
+        before=_audited(mirror),
+        after=None,
     )
     session.flush()
     return mirror

@@ -8,9 +8,11 @@ the very next request on every worker and process, with no invalidation protocol
 
 What cannot change is cached in the process: the version's :class:`~registry.services.
 manifests.Manifest` (keyed by the version's identity, so a reused row id is a miss),
-the caller's principal (for ``LOREG_TOKEN_CACHE_S`` seconds: a revoked token stops
-working within that bound) and the serialised answer (for a tenth of the download
-URLs' lifetime, so every URL handed out keeps at least 90% of it).
+the caller's principal (for ``LOREG_TOKEN_CACHE_S`` seconds, with its expiry, checked
+against the clock on every use) and the serialised answer (for a tenth of the download
+URLs' lifetime, so every URL handed out keeps at least 90% of it). Whether the caller's
+token is still not revoked is part of the one statement (``token_active``), so a
+revoked token is refused by the very next request in every process.
 
 Anything unusual -- no row, a blob marked lost -- goes to the general path
 (:func:`registry.services.catalog.resolve_ref`), which raises the same errors as
@@ -30,7 +32,8 @@ from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
 from loreg.refs import Ref
-from registry.auth import Principal, check_visible, hash_token
+from registry.auth import REVOKED_MESSAGE, Principal, check_visible, hash_token, refuse_expired
+from registry.errors import Unauthorized
 from registry.models import Adapter, Alias, BlobFault, Namespace, Version, VersionFile
 from registry.schemas import ResolvedVersion
 from registry.services import catalog, manifests, tokens
@@ -55,6 +58,7 @@ class Target:
     version_key: tuple[Any, ...]  # identity of the version row (id, adapter, number, digest, time)
     aliases: tuple[str, ...]
     files_missing: bool
+    token_active: bool = True  # the caller's token is not revoked (always True: anonymous)
 
     @property
     def version_id(self) -> int:
@@ -103,6 +107,7 @@ def _lookup_statement(kind: str) -> sa.Select:
             _ve.c.digest,
             _ve.c.created_at,
             faults.label("files_missing"),
+            tokens.ACTIVE_TOKEN.exists().label("token_active"),  # token check (audit part)
             on_version.c.name.label("alias_name"),
         )
         .select_from(joined)
@@ -113,8 +118,12 @@ def _lookup_statement(kind: str) -> sa.Select:
 _STATEMENTS = {kind: _lookup_statement(kind) for kind in ("alias", "version", "digest", "latest")}
 
 
-def _statement_and_params(ref: Ref) -> tuple[sa.Select, dict[str, Any]]:
+def _statement_and_params(
+    ref: Ref, token_id: int | None = None
+) -> tuple[sa.Select, dict[str, Any]]:
+    # token check: no row has id 0, so anonymous callers ignore ``token_active``
     params: dict[str, Any] = {"namespace": ref.namespace, "name": ref.name}
+    params["token_id"] = token_id or 0
     if ref.alias is not None:
         return _STATEMENTS["alias"], {**params, "alias": ref.alias}
     if ref.version is not None:
@@ -129,14 +138,15 @@ def _run(ctx: Context, statement: sa.Select, params: dict[str, Any]) -> list[sa.
         return list(conn.execute(statement, params).all())
 
 
-def lookup(ctx: Context, ref: Ref) -> Target | None:
-    """Which version ``ref`` selects now, with its aliases and blob faults; None if nothing.
+def lookup(ctx: Context, ref: Ref, token_id: int | None = None) -> Target | None:
+    """Which version ``ref`` selects now, with its aliases and blob faults, and whether
+    token ``token_id`` is still not revoked; None if nothing.
 
     One statement on the read engine: autocommit, so no BEGIN/ROLLBACK round trips,
     and no pre-ping; a pooled connection found dead (the database restarted) is
     dropped and the statement sent once more on a new one.
     """
-    statement, params = _statement_and_params(ref)
+    statement, params = _statement_and_params(ref, token_id)
     try:
         rows = _run(ctx, statement, params)
     except sa.exc.DBAPIError as exc:
@@ -146,10 +156,10 @@ def lookup(ctx: Context, ref: Ref) -> Target | None:
     return _target([tuple(r) for r in rows])
 
 
-async def lookup_async(ctx: Context, ref: Ref) -> Target | None:
+async def lookup_async(ctx: Context, ref: Ref, token_id: int | None = None) -> Target | None:
     """:func:`lookup` on the event loop (``ctx.async_lookup``, Postgres on psycopg 3)."""
     assert ctx.async_lookup is not None
-    statement, params = _statement_and_params(ref)
+    statement, params = _statement_and_params(ref, token_id)
     return _target(list(await ctx.async_lookup.rows(statement, params)))
 
 
@@ -157,23 +167,30 @@ def _target(rows: list[tuple]) -> Target | None:
     """The lookup's rows (one per alias on the version, or one) as a Target."""
     if not rows:
         return None
-    ns_name, private, version_id, adapter_id, number, digest, created_at, missing, _ = rows[0]
+    ns_name, private, version_id, adapter_id, number, digest, created_at, missing = rows[0][:8]
     return Target(
         namespace=ns_name,
         private=bool(private),
         version_key=(version_id, adapter_id, number, digest, created_at),
         aliases=tuple(sorted(r[-1] for r in rows if r[-1] is not None)),
         files_missing=bool(missing),
+        token_active=bool(rows[0][8]),  # token check
     )
 
 
-def principal_of(ctx: Context, token: str | None) -> Principal:
+def principal_of(ctx: Context, token: str | None, *, confirm: bool = True) -> Principal:
     """The caller of a bearer token (anonymous for None), cached for the token TTL.
 
-    Raises Unauthorized for an unknown or revoked token (never cached).
+    A principal from the cache is confirmed not revoked with one primary-key lookup
+    (``confirm``; the resolve hot path passes False: its one statement checks it).
+    Raises Unauthorized for an unknown, revoked or expired token (never cached).
     """
     cached = cached_principal(ctx, token)
     if cached is not None:
+        if confirm and cached.authenticated:
+            assert token is not None and cached.token_id is not None  # authenticated
+            if not _token_active(ctx, cached.token_id):
+                _forget_revoked(ctx, token)
         return cached
     assert token is not None  # anonymous is always "cached"
     with Session(ctx.engine) as session:
@@ -185,12 +202,53 @@ def principal_of(ctx: Context, token: str | None) -> Principal:
 
 def cached_principal(ctx: Context, token: str | None) -> Principal | None:
     """The caller without touching the database (anonymous, or a token checked less than
-    ``token_cache_s`` ago), else None."""
+    ``token_cache_s`` ago), else None. 401 once the token's expiry has passed."""
     if token is None:
         return Principal()
     if ctx.settings.token_cache_s <= 0:
         return None
-    return ctx.hot.principals.get(hash_token(token))
+    principal = ctx.hot.principals.get(hash_token(token))
+    if principal is not None:
+        try:
+            refuse_expired(principal)
+        except Unauthorized:
+            ctx.hot.principals.discard(hash_token(token))
+            raise
+    return principal
+
+
+def _token_active(ctx: Context, token_id: int) -> bool:
+    """Whether the token is not revoked: one primary-key lookup on the read engine, sent
+    once more on a pooled connection found dead (as :func:`lookup` does)."""
+
+    def ask() -> bool:
+        with ctx.read_engine.connect() as conn:
+            return tokens.is_active(conn, token_id)
+
+    try:
+        return ask()
+    except sa.exc.DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+        return ask()  # the pool dropped that connection: once more
+
+
+def _forget_revoked(ctx: Context, token: str) -> None:
+    """Drop a token found revoked from this process's cache, and refuse the request."""
+    ctx.hot.principals.discard(hash_token(token))
+    raise Unauthorized(REVOKED_MESSAGE)
+
+
+def refuse_revoked(
+    ctx: Context, token: str | None, principal: Principal, target: Target | None
+) -> None:
+    """401 if the caller's token was revoked: from the lookup's ``token_active``, or, when
+    the lookup found no row, one primary-key lookup (a miss is not the hot path)."""
+    if not principal.authenticated or token is None or principal.token_id is None:
+        return
+    active = target.token_active if target is not None else _token_active(ctx, principal.token_id)
+    if not active:
+        _forget_revoked(ctx, token)
 
 
 def _manifest(ctx: Context, target: Target) -> manifests.Manifest:
@@ -269,9 +327,11 @@ def finish(
 def resolve_json(ctx: Context, token: str | None, ref_text: str, base_url: str) -> bytes:
     """The JSON answer of ``GET /v1/resolve/{ref_text}`` for the bearer ``token``
     (blocking: run it in a worker thread)."""
-    principal = principal_of(ctx, token)
+    principal = principal_of(ctx, token, confirm=False)
     ref = parsed(ref_text, principal.default_namespace)
-    return finish(ctx, principal, ref_text, lookup(ctx, ref), base_url)
+    target = lookup(ctx, ref, principal.token_id)
+    refuse_revoked(ctx, token, principal, target)
+    return finish(ctx, principal, ref_text, target, base_url)
 
 
 async def resolve_json_async(
@@ -281,9 +341,13 @@ async def resolve_json_async(
     and only a cache miss (token, manifest, answer) goes to a worker thread."""
     principal = cached_principal(ctx, token)
     if principal is None:
-        principal = await run_in_threadpool(principal_of, ctx, token)
+        principal = await run_in_threadpool(principal_of, ctx, token, confirm=False)
     ref = parsed(ref_text, principal.default_namespace)
-    target = await lookup_async(ctx, ref)
+    target = await lookup_async(ctx, ref, principal.token_id)
+    if target is not None:
+        refuse_revoked(ctx, token, principal, target)  # no database call
+    else:
+        await run_in_threadpool(refuse_revoked, ctx, token, principal, target)
     body = cached_answer(ctx, principal, target, base_url)
     if body is None:
         body = await run_in_threadpool(finish, ctx, principal, ref_text, target, base_url)

@@ -1,23 +1,35 @@
-"""Tokens and namespaces: creation, authentication, first-start bootstrap."""
+"""Tokens and namespaces: creation, authentication, listing, revocation, bootstrap.
+
+Who sees which tokens (``GET /v1/tokens``) and who may revoke one
+(``DELETE /v1/tokens/{id}``): a token with ``admin`` on ``*`` sees and revokes every
+token; any other token sees and revokes only itself (another id is 404, as if it did
+not exist). Revoking is idempotent: a token already revoked answers its view again,
+with no second audit row.
+"""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlmodel import Session, select
+import sqlalchemy as sa
+from sqlmodel import Session, col, select
 
 from registry.auth import (
     ALL_NAMESPACES,
+    REVOKED_MESSAGE,
     SCOPE_LEVELS,
     Principal,
     generate_token,
     hash_token,
+    refuse_expired,
     require_scope,
 )
-from registry.errors import Conflict, Unauthorized
-from registry.models import ApiToken, Namespace, TokenGrant
-from registry.schemas import NamespaceRequest, TokenRequest
+from registry.errors import Conflict, InvalidRequest, NotFound, Unauthorized
+from registry.models import ApiToken, Namespace, TokenGrant, utcnow
+from registry.schemas import MAX_TOKEN_LIFETIME_S, NamespaceRequest, TokenRequest
 from registry.services import audit, catalog
+from registry.services.pagination import Page, PageRequest, SortKey, paginate
 
 DEFAULT_NAMESPACE = "default"
 
@@ -32,13 +44,64 @@ def authenticate(session: Session, token: str | None) -> Principal:
         return Principal()
     row = session.exec(select(ApiToken).where(ApiToken.token_hash == hash_token(token))).first()
     if row is None or row.revoked_at is not None:
-        raise Unauthorized("invalid or revoked token: check LOREG_TOKEN / --token")
+        raise Unauthorized(REVOKED_MESSAGE)
     grants: dict[str, int] = {}
     for g in session.exec(select(TokenGrant).where(TokenGrant.token_id == row.id)).all():
         grants[g.namespace] = max(grants.get(g.namespace, 0), _WORD_LEVELS[g.scope])
-    return Principal(
-        token_id=row.id, name=row.name, default_namespace=row.default_namespace, grants=grants
+    expires = _aware(row.expires_at)
+    principal = Principal(
+        token_id=row.id,
+        name=row.name,
+        default_namespace=row.default_namespace,
+        grants=grants,
+        expires_at=expires.timestamp() if expires is not None else None,
     )
+    refuse_expired(principal)
+    return principal
+
+
+#: ``SELECT 1 FROM api_tokens WHERE id = :token_id AND revoked_at IS NULL``: whether a
+#: token checked earlier (and cached) is still not revoked; one primary-key lookup.
+ACTIVE_TOKEN = (
+    sa.select(sa.literal(1))
+    .select_from(ApiToken)
+    .where(
+        col(ApiToken.id) == sa.bindparam("token_id", type_=sa.Integer),
+        col(ApiToken.revoked_at).is_(None),
+    )
+)
+
+
+def is_active(conn: sa.Connection, token_id: int) -> bool:
+    """Whether token ``token_id`` is still not revoked (one indexed statement on ``conn``)."""
+    return conn.execute(ACTIVE_TOKEN, {"token_id": token_id}).first() is not None
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    """A stored timestamp as timezone-aware UTC (SQLite hands back naive ones)."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
+
+
+def _iso(value: datetime | None) -> str | None:
+    aware = _aware(value)
+    return aware.isoformat() if aware is not None else None
+
+
+def _expiry(req: TokenRequest) -> datetime | None:
+    """When a new token expires, from ``expires_at`` or ``expires_in`` (422 if in the past)."""
+    now = utcnow()
+    if req.expires_in is not None:
+        return now + timedelta(seconds=req.expires_in)
+    if req.expires_at is None:
+        return None
+    when = req.expires_at.astimezone(UTC)
+    if when <= now:
+        raise InvalidRequest(f"expires_at {when.isoformat()} is not in the future")
+    if when > now + timedelta(seconds=MAX_TOKEN_LIFETIME_S):
+        raise InvalidRequest("expires_at is more than ten years away: choose a nearer date")
+    return when
 
 
 def _insert_token(
@@ -47,6 +110,7 @@ def _insert_token(
     grants: list[tuple[str, str]],
     default_namespace: str,
     created_by: str | None,
+    expires_at: datetime | None = None,
 ) -> tuple[ApiToken, str]:
     secret = generate_token()
     row = ApiToken(
@@ -55,6 +119,7 @@ def _insert_token(
         prefix=secret[:8],
         default_namespace=default_namespace,
         created_by=created_by,
+        expires_at=expires_at,
     )
     session.add(row)
     session.flush()
@@ -79,18 +144,119 @@ def create_token(session: Session, principal: Principal, req: TokenRequest) -> d
     default_ns = catalog.checked_name(
         req.default_namespace or principal.default_namespace, "namespace"
     )
+    expires_at = _expiry(req)
     row, secret = _insert_token(
-        session, req.name, sorted(grants.items()), default_ns, principal.name
+        session, req.name, sorted(grants.items()), default_ns, principal.name, expires_at
     )
-    audit.record(session, principal, "token.create", target=req.name, detail={"grants": grants})
+    granted = [{"namespace": ns, "scope": s} for ns, s in sorted(grants.items())]
+    audit.record(
+        session,
+        principal,
+        "token.create",
+        target=req.name,
+        before=None,
+        after={
+            "id": row.id,
+            "name": row.name,
+            "grants": granted,
+            "default_namespace": default_ns,
+            "expires_at": _iso(expires_at),
+        },
+    )
     return {
         "id": row.id,
         "name": row.name,
         "token": secret,
-        "grants": [{"namespace": ns, "scope": s} for ns, s in sorted(grants.items())],
+        "grants": granted,
         "default_namespace": default_ns,
         "created_at": row.created_at.isoformat(),
+        "expires_at": _iso(expires_at),
     }
+
+
+def _sees_all(principal: Principal) -> bool:
+    return principal.can(ALL_NAMESPACES, "admin")
+
+
+def _require_token(principal: Principal) -> None:
+    if not principal.authenticated:
+        raise Unauthorized("listing or revoking tokens needs a token: pass --token or LOREG_TOKEN")
+
+
+def _token_views(session: Session, rows: list[ApiToken]) -> list[dict[str, Any]]:
+    """The views of ``rows``, their grants read in one statement."""
+    ids = [row.id for row in rows]
+    grants: dict[int, list[dict[str, str]]] = {i: [] for i in ids if i is not None}
+    if ids:
+        found = session.exec(
+            select(TokenGrant)
+            .where(col(TokenGrant.token_id).in_(ids))
+            .order_by(col(TokenGrant.namespace))
+        ).all()
+        for g in found:
+            grants[g.token_id].append({"namespace": g.namespace, "scope": g.scope})
+    now = utcnow()
+    views = []
+    for row in rows:
+        expires = _aware(row.expires_at)
+        views.append(
+            {
+                "id": row.id,
+                "name": row.name,
+                "prefix": row.prefix,
+                "grants": grants.get(row.id or 0, []),
+                "default_namespace": row.default_namespace,
+                "created_by": row.created_by,
+                "created_at": _iso(row.created_at),
+                "expires_at": _iso(expires),
+                "revoked_at": _iso(row.revoked_at),
+                "active": row.revoked_at is None and (expires is None or expires > now),
+            }
+        )
+    return views
+
+
+def list_tokens(session: Session, principal: Principal, page: PageRequest) -> Page[dict[str, Any]]:
+    """Tokens newest first: every token for an admin of ``*``, else only the caller's own."""
+    _require_token(principal)
+    statement = select(ApiToken)
+    if not _sees_all(principal):
+        statement = statement.where(col(ApiToken.id) == principal.token_id)
+    found = paginate(
+        session,
+        statement,
+        [SortKey(col(ApiToken.id), descending=True)],
+        page,
+        scope=f"tokens:{'all' if _sees_all(principal) else principal.token_id}",
+        key_of=lambda row: [row.id],
+        render=lambda row: row,
+    )
+    return Page(_token_views(session, found.items), found.next_cursor)
+
+
+def revoke_token(session: Session, principal: Principal, token_id: int) -> dict[str, Any]:
+    """Revoke a token (admin of ``*``, or the token itself); idempotent; 404 if unseen.
+
+    Every process refuses it from the next request on: the check of a cached token
+    reads ``revoked_at`` (``registry.services.resolve``).
+    """
+    _require_token(principal)
+    row = session.get(ApiToken, token_id)
+    if row is None or (not _sees_all(principal) and row.id != principal.token_id):
+        raise NotFound(f"token {token_id} not found")
+    if row.revoked_at is None:
+        row.revoked_at = utcnow()
+        session.add(row)
+        audit.record(
+            session,
+            principal,
+            "token.revoke",
+            target=row.name,
+            before={"id": row.id, "revoked_at": None},
+            after={"id": row.id, "revoked_at": _iso(row.revoked_at)},
+        )
+        session.flush()
+    return _token_views(session, [row])[0]
 
 
 def create_namespace(session: Session, principal: Principal, req: NamespaceRequest) -> dict:
@@ -102,7 +268,12 @@ def create_namespace(session: Session, principal: Principal, req: NamespaceReque
     ns = Namespace(name=name, private=req.private)
     session.add(ns)
     audit.record(
-        session, principal, "namespace.create", namespace=name, detail={"private": req.private}
+        session,
+        principal,
+        "namespace.create",
+        namespace=name,
+        before=None,
+        after={"name": name, "private": req.private},
     )
     session.flush()
     return {"name": ns.name, "private": ns.private, "created_at": ns.created_at.isoformat()}

@@ -85,7 +85,8 @@ def body(job_type: str, params: Any, **extra: Any) -> dict[str, Any]:
         (
             "train",
             {**TRAIN, "preset": None},
-            "params.preset must be one of small, medium, large, xlarge",
+            "params.preset must be a preset name: a built-in (small, medium, large, xlarge) "
+            "or one saved in the job's namespace (loreg preset save)",
         ),
         ("train", {**TRAIN, "lr": 0}, "params.lr = 0 is out of range (0.0, 1.0]"),
         (

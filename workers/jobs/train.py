@@ -40,7 +40,9 @@ CURVE_POINTS = 200
 
 def settings_from_params(params: dict[str, Any]) -> TrainSettings:
     """Training settings from job params (preset r/alpha unless ``r``/``lora_alpha`` given)."""
-    preset_r, preset_alpha = PRESET_SHAPES[params.get("preset", Preset.SMALL)]
+    # a saved preset's r and lora_alpha were copied into params at submission
+    shape = PRESET_SHAPES.get(params.get("preset", Preset.SMALL))
+    preset_r, preset_alpha = shape or PRESET_SHAPES[Preset.SMALL]
     return TrainSettings(
         r=int(params.get("r") or preset_r),
         lora_alpha=float(params.get("lora_alpha") or preset_alpha),

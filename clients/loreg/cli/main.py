@@ -55,7 +55,7 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ),
     ("base", "loreg.cli.base_models:setup_base", "base models: push, pull, ls"),
     ("dataset", "loreg.cli.datasets:setup_dataset", "datasets (chat JSONL) for train jobs"),
-    ("token", "loreg.cli.tokens:setup_token", "API tokens"),
+    ("token", "loreg.cli.tokens:setup_token", "API tokens: create, ls, revoke"),
     ("whoami", "loreg.cli.tokens:setup_whoami", "show who the token is and what it may do"),
     ("serve", "loreg.cli.server:setup_serve", "run the registry server"),
     ("db", "loreg.cli.server:setup_db", "database maintenance"),
@@ -73,6 +73,8 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
         "loreg.cli.mirrors:setup_mirror",
         "mirror adapters from an upstream Hugging Face Hub: import, add, ls, rm, sync",
     ),
+    ("audit", "loreg.cli.audit:setup_audit", "who did what, when: the audit log (needs admin)"),
+    ("preset", "loreg.cli.presets:setup_preset", "training presets: save, ls, show, rm"),
 )
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 
-from registry.api.deps import ContextDep, PrincipalDep, SessionDep
+from registry.api.deps import ContextDep, PageDep, PrincipalDep, SessionDep
 from registry.auth import require_scope
 from registry.errors import NotFound
 from registry.schemas import (
@@ -20,7 +20,9 @@ from registry.schemas import (
     Liveness,
     RepairReport,
     TokenCreated,
+    TokenPage,
     TokenRequest,
+    TokenView,
     error_responses,
 )
 from registry.services import fsck, tokens, urls
@@ -77,6 +79,24 @@ def create_token(
 ) -> dict[str, Any]:
     """Create an API token; the secret is returned once."""
     return tokens.create_token(session, principal, body)
+
+
+@router.get("/tokens", response_model=TokenPage, responses=error_responses(400, 401, 422))
+def list_tokens(session: SessionDep, principal: PrincipalDep, page: PageDep) -> dict[str, Any]:
+    """Tokens newest first: all of them for an admin of ``*``, else only the caller's own."""
+    return tokens.list_tokens(session, principal, page).as_dict()
+
+
+@router.delete(
+    "/tokens/{token_id}", response_model=TokenView, responses=error_responses(401, 404, 422)
+)
+def revoke_token(
+    token_id: Annotated[int, Path(ge=1, le=MAX_INT64)], session: SessionDep, principal: PrincipalDep
+) -> dict[str, Any]:
+    """Revoke a token (admin of ``*``, or the token itself); refused at once everywhere.
+
+    Revoking a revoked token answers it again (idempotent)."""
+    return tokens.revoke_token(session, principal, token_id)
 
 
 @router.get(

@@ -96,7 +96,14 @@ def _namespace(
         ns = Namespace(name=name, private=False)
         session.add(ns)
         session.flush()
-        audit.record(session, principal, "namespace.create", namespace=name)
+        audit.record(
+            session,
+            principal,
+            "namespace.create",
+            namespace=name,
+            before=None,
+            after={"name": name, "private": False},
+        )
         return ns
     require_write(principal, ns.name, ns.private)
     return ns
@@ -139,7 +146,15 @@ def create_repo(
     except sa.exc.IntegrityError:  # created concurrently by another request
         session.rollback()
         return CreatedRepo(url, existed=True)
-    audit.record(session, principal, "adapter.create", namespace=ns.name, target=name)
+    audit.record(
+        session,
+        principal,
+        "adapter.create",
+        namespace=ns.name,
+        target=name,
+        before=None,
+        after={"name": name, "kind": ArtifactKind.ADAPTER.value},
+    )
     return CreatedRepo(url, existed=False)
 
 

@@ -170,7 +170,14 @@ def write_version(
         "version.publish",
         namespace=ns.name,
         target=f"{adapter.name}-v{version.number}",
-        detail={"digest": v.digest},
+        before=None,
+        after={
+            "version": version.number,
+            "digest": v.digest,
+            "size": version.size,
+            "kind": adapter.kind,
+            "job_id": version.job_id,
+        },
     )
     session.flush()
     return True, catalog.version_view(session, ctx, ns, adapter, version, base_url, principal)
@@ -183,7 +190,14 @@ def _namespace_for_write(session: Session, principal: Principal, name: str) -> N
         ns = Namespace(name=name, private=False)
         session.add(ns)
         session.flush()
-        audit.record(session, principal, "namespace.create", namespace=ns.name)
+        audit.record(
+            session,
+            principal,
+            "namespace.create",
+            namespace=ns.name,
+            before=None,
+            after={"name": ns.name, "private": False},
+        )
     require_scope(principal, ns.name, ns.private, "write")
     return ns
 
@@ -317,7 +331,12 @@ def write_base_model(
         )
     _mark_committed(session, upload, {"base_model_id": bm_id})
     audit.record(
-        session, principal, "base_model.publish", target=bm.name, detail={"digest": v.digest}
+        session,
+        principal,
+        "base_model.publish",
+        target=bm.name,
+        before=None,
+        after={"name": bm.name, "digest": v.digest, "size": bm.size, "job_id": bm.job_id},
     )
     session.flush()
     return True, base_model_view(session, ctx, bm, base_url)

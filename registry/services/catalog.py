@@ -83,7 +83,11 @@ def get_adapter(
 
 
 def find_version(session: Session, adapter: Adapter, ref: Ref, label: str) -> Version:
-    """The version a ref selects (latest, number, alias or digest), else 404."""
+    """The version a ref selects (latest, number, alias or digest), else 404.
+
+    Latest is the newest version not yanked; a number, digest or alias selects a
+    yanked version too (the resolve answer then carries a warning).
+    """
     query = select(Version).where(Version.adapter_id == adapter.id)
     if ref.version is not None:
         query = query.where(Version.number == ref.version)
@@ -97,11 +101,26 @@ def find_version(session: Session, adapter: Adapter, ref: Ref, label: str) -> Ve
             raise NotFound(f"alias '{ref.alias}' not found on '{label}'")
         query = query.where(Version.id == alias.version_id)
     else:
-        query = query.order_by(col(Version.number).desc()).limit(1)
+        query = (
+            query.where(col(Version.yanked_at).is_(None))
+            .order_by(col(Version.number).desc())
+            .limit(1)
+        )
     version = session.exec(query).first()
+    if version is None and ref.is_latest and _has_versions(session, adapter):
+        raise NotFound(
+            f"'{ref.canonical()}' not found: every version of '{label}' is yanked; "
+            "pull one by its number (name-vN) or digest, or unyank one"
+        )
     if version is None:
         raise NotFound(f"'{ref.canonical()}' not found")
     return version
+
+
+def _has_versions(session: Session, adapter: Adapter) -> bool:
+    return (
+        session.exec(select(Version.id).where(Version.adapter_id == adapter.id)).first() is not None
+    )
 
 
 def resolve_ref(
@@ -162,8 +181,9 @@ def check_files_present(
 
 
 def _adapter_summary(session: Session, ns: Namespace, adapter: Adapter) -> dict[str, Any]:
+    unyanked = sa.case((col(Version.yanked_at).is_(None), Version.number))
     count, latest = session.exec(
-        select(func.count(col(Version.id)), func.max(Version.number)).where(
+        select(func.count(col(Version.id)), func.max(unyanked)).where(
             Version.adapter_id == adapter.id
         )
     ).one()
@@ -181,6 +201,30 @@ def _adapter_summary(session: Session, ns: Namespace, adapter: Adapter) -> dict[
         "versions": count,
         "aliases": {name: number for name, number in sorted(alias_rows)},
         "updated_at": adapter.updated_at.isoformat(),
+        "deprecation": deprecation_view(adapter),
+    }
+
+
+def deprecation_view(adapter: Adapter) -> dict[str, Any] | None:
+    """The adapter's deprecation (message, successor, by, at), None when not deprecated."""
+    if adapter.deprecated_message is None:
+        return None
+    return {
+        "message": adapter.deprecated_message,
+        "successor": adapter.deprecated_successor,
+        "deprecated_by": adapter.deprecated_by,
+        "deprecated_at": adapter.deprecated_at.isoformat() if adapter.deprecated_at else None,
+    }
+
+
+def yank_view(version: Version) -> dict[str, Any] | None:
+    """A version's yank (at, by, reason), None when it is not yanked."""
+    if version.yanked_at is None:
+        return None
+    return {
+        "yanked_at": version.yanked_at.isoformat(),
+        "yanked_by": version.yanked_by,
+        "reason": version.yank_reason,
     }
 
 
@@ -234,6 +278,7 @@ def adapter_detail(
             "created_at": v.created_at.isoformat(),
             "created_by": v.created_by,
             "base_model": v.base_model,
+            "yanked": yank_view(v),
         }
         for v in versions
     ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -205,6 +206,11 @@ def _adapter_summary(session: Session, ns: Namespace, adapter: Adapter) -> dict[
     }
 
 
+def _iso_utc(ts: datetime) -> str:
+    """ISO-8601 in UTC with its offset (SQLite hands datetimes back without one)."""
+    return (ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)).isoformat()
+
+
 def deprecation_view(adapter: Adapter) -> dict[str, Any] | None:
     """The adapter's deprecation (message, successor, by, at), None when not deprecated."""
     if adapter.deprecated_message is None:
@@ -213,7 +219,7 @@ def deprecation_view(adapter: Adapter) -> dict[str, Any] | None:
         "message": adapter.deprecated_message,
         "successor": adapter.deprecated_successor,
         "deprecated_by": adapter.deprecated_by,
-        "deprecated_at": adapter.deprecated_at.isoformat() if adapter.deprecated_at else None,
+        "deprecated_at": _iso_utc(adapter.deprecated_at) if adapter.deprecated_at else None,
     }
 
 
@@ -222,7 +228,7 @@ def yank_view(version: Version) -> dict[str, Any] | None:
     if version.yanked_at is None:
         return None
     return {
-        "yanked_at": version.yanked_at.isoformat(),
+        "yanked_at": _iso_utc(version.yanked_at),
         "yanked_by": version.yanked_by,
         "reason": version.yank_reason,
     }

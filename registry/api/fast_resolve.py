@@ -67,10 +67,10 @@ async def _answer(ctx: Context, scope: Scope, receive: Receive, ref: str) -> Res
         if response is None:
             raise
         return response
-    response = Response(answer.body, media_type="application/json")
+    ok = Response(answer.body, media_type="application/json")
     for value in answer.warnings:  # a yanked version, a deprecated adapter (loreg.notices)
-        response.headers.append(WARNING_HEADER, value)
-    return response
+        ok.headers.append(WARNING_HEADER, value)
+    return ok
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

@@ -423,3 +423,28 @@ def test_adapter_delete_with_inner_lineage_and_outside_dependents(
     again = _published(admin_api, "family", other_adapter_files)
     assert again["version"] == 1 and again["lineage"] == []
     assert admin_api.get("/v1/resolve/family-v1").json()["digest"] == again["digest"]
+
+
+def test_latest_skips_yanked_versions_on_the_partial_index_on_postgres(
+    registry_server, admin_api, adapter_files, other_adapter_files
+):
+    if registry_server.backend != "postgres_s3":
+        pytest.skip("query plans are Postgres's")
+    import sqlalchemy as sa
+
+    from loreg.refs import parse_ref
+    from registry.services import resolve
+
+    _published(admin_api, "medical", adapter_files)
+    _published(admin_api, "medical", other_adapter_files)
+    assert admin_api.post("/v1/adapters/default/medical/versions/2/yank").is_success
+    engine = registry_server.ctx.engine
+    statement, params = resolve._statement_and_params(parse_ref("default/medical"))
+    compiled = statement.compile(engine)
+    with engine.connect() as conn:
+        conn.execute(sa.text("SET enable_seqscan = off"))
+        values = {**compiled.params, **params}
+        plan = conn.exec_driver_sql(f"EXPLAIN (FORMAT JSON) {compiled}", values).scalar_one()
+    nodes = json.dumps(plan)
+    assert "ix_versions_unyanked_number" in nodes, nodes
+    assert "Seq Scan" not in nodes

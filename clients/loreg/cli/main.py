@@ -65,18 +65,18 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     (
         "yank",
         "loreg.cli.lifecycle:setup_yank",
-        "yank a version: latest and main skip it, exact refs still pull it",
+        "yank a version: latest skips it, exact refs still pull it",
     ),
     ("unyank", "loreg.cli.lifecycle:setup_unyank", "undo a yank"),
     (
         "deprecate",
         "loreg.cli.lifecycle:setup_deprecate",
-        "mark an adapter deprecated, with a message and a successor (--clear: undo)",
+        "mark an adapter deprecated (--clear: undo)",
     ),
     (
         "delete",
         "loreg.cli.lifecycle:setup_delete",
-        "delete a version, or an adapter with --adapter (admin; refused while depended on)",
+        "delete a version, or an adapter with --adapter (admin)",
     ),
     (
         "fsck",

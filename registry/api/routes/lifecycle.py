@@ -26,7 +26,7 @@ _VERSION = "/adapters/{namespace}/{name}/versions/{number}"
 @router.post(
     f"{_VERSION}/yank",
     response_model=YankResult,
-    responses=error_responses(401, 403, 404, 413, 422),
+    responses=error_responses(400, 401, 403, 404, 413, 422),
 )
 def yank_version(
     namespace: str,
@@ -56,7 +56,7 @@ def unyank_version(
 @router.put(
     "/adapters/{namespace}/{name}/deprecation",
     response_model=DeprecationResult,
-    responses=error_responses(401, 403, 404, 413, 422),
+    responses=error_responses(400, 401, 403, 404, 413, 422),
 )
 def deprecate_adapter(
     namespace: str,

@@ -218,6 +218,10 @@ def test_the_sdk_warns_and_the_cli_prints_on_stderr(
 
     assert cli_main(["deprecate", "medical", "-m", "use other", *common]) == 0
     assert "default/medical is deprecated" in capsys.readouterr().out
+    assert cli_main(["show", "medical-v1", *common]) == 0
+    out, err = capsys.readouterr()
+    assert "deprecated: use other" in out and "yanked: old" in out
+    assert "warning: default/medical-v1 was yanked: old" in err
     assert cli_main(["pull", "medical", *common]) == 0
     assert "warning: default/medical is deprecated: use other" in capsys.readouterr().err
     assert cli_main(["deprecate", "medical", "--clear", *common]) == 0

@@ -107,13 +107,22 @@ def _cmd_show(args: argparse.Namespace, registry: Registry) -> int:
                 parent = edge.get("parent") or {}
                 out.write(f"  {edge.get('relation')} {parent.get('kind')} {parent.get('ref')}\n")
         adapter = info.get("adapter") or {}
+        deprecation = adapter.get("deprecation") if isinstance(adapter, dict) else None
+        if isinstance(deprecation, dict):
+            out.write(f"deprecated: {deprecation.get('message')}\n")
+            if deprecation.get("successor"):
+                out.write(f"  successor: {deprecation['successor']}\n")
         versions = adapter.get("versions") if isinstance(adapter, dict) else None
         if isinstance(versions, list) and versions:
             out.write("versions:\n")
             for v in versions:
+                yanked = v.get("yanked")
+                mark = ""
+                if isinstance(yanked, dict):
+                    mark = f"  yanked: {yanked.get('reason') or '(no reason given)'}"
                 out.write(
                     f"  v{v.get('version')}  {v.get('digest')}  {size(v.get('size'))}  "
-                    f"{v.get('created_at') or ''}\n"
+                    f"{v.get('created_at') or ''}{mark}\n"
                 )
 
     return emit(args, info, human)

@@ -3,7 +3,8 @@
 While set, the adapter's views show it and every resolve of one of its versions
 carries a ``Warning`` header (:mod:`registry.services.version_notices`). The
 successor is checked when it is set: a valid ref to an adapter (and version, if it
-names one) the caller can read, other than the adapter itself.
+names one) the caller can read, other than the adapter itself, and not in another
+private namespace (the warning shows its name to every reader of the adapter).
 """
 
 from __future__ import annotations
@@ -36,9 +37,15 @@ def checked_successor(
     """
     ref = catalog.parse(successor, principal)
     try:
-        catalog.resolve_ref(session, principal, ref.canonical())
+        successor_ns, _, _ = catalog.resolve_ref(session, principal, ref.canonical())
     except NotFound as exc:
         raise InvalidRef(f"successor {successor!r} not found: {exc}") from exc
+    if successor_ns.private and successor_ns.id != ns.id:
+        raise InvalidRef(
+            f"successor {successor!r} is in the private namespace '{successor_ns.name}': "
+            f"everyone who reads '{ns.name}/{adapter.name}' would see its name; name a "
+            f"public adapter or one in '{ns.name}'"
+        )
     if (ref.namespace, ref.name) == (ns.name, adapter.name):
         raise InvalidRef(
             f"successor {successor!r} is '{ns.name}/{adapter.name}' itself: name another adapter"

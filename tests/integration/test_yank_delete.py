@@ -249,6 +249,11 @@ def test_deprecate_shows_message_and_successor_and_warns_on_resolve(
         assert r.status_code == 422, (bad, r.text)
         assert word in r.json()["error"]["message"]
     assert admin_api.put(path, json={"message": "   "}).status_code == 422
+    # a successor in another private namespace would leak its name to every reader
+    assert admin_api.post("/v1/namespaces", json={"name": "lab", "private": True}).is_success
+    _published(admin_api, "secret", other_adapter_files, namespace="lab")
+    r = admin_api.put(path, json={"message": "old", "successor": "lab/secret"})
+    assert r.status_code == 422 and "private namespace 'lab'" in r.json()["error"]["message"]
     assert admin_api.put(path, json={"message": "old", "extra": 1}).status_code == 422
     assert admin_api.put(path, json={"message": "old", "successor": "medical2-v9"}).status_code == (
         422
@@ -262,7 +267,11 @@ def test_deprecate_shows_message_and_successor_and_warns_on_resolve(
     assert admin_api.get("/v1/adapters/default/medical").json()["deprecation"] == dep
     listed = admin_api.get("/v1/adapters").json()
     items = listed["items"] if isinstance(listed, dict) else listed
-    assert {a["name"]: a["deprecation"] for a in items} == {"medical": dep, "medical2": None}
+    assert {a["name"]: a["deprecation"] for a in items} == {
+        "medical": dep,
+        "medical2": None,
+        "secret": None,
+    }
     for ref in ("medical", "medical-v1"):
         hot = admin_api.get(f"/v1/resolve/{ref}")
         assert hot.status_code == 200
@@ -318,9 +327,28 @@ def test_delete_is_refused_while_a_child_depends_and_allowed_after(
                 "parent": "default/parent-v1",
             }
         ]
+    # a dependent in a private namespace the deleting admin cannot read: counted, not named
+    assert admin_api.post("/v1/namespaces", json={"name": "lab", "private": True}).is_success
+    _published(
+        admin_api,
+        "hidden",
+        other_adapter_files,
+        namespace="lab",
+        parents=[{"ref": "default/parent-v1", "relation": "combined_from", "params": {}}],
+    )
+    local_admin = {"Authorization": f"Bearer {_token(admin_api, 'admin')}"}
+    with httpx.Client(base_url=registry_server.url, headers=local_admin, timeout=30) as api:
+        r = api.delete("/v1/adapters/default/parent/versions/1")
+    assert r.status_code == 409, r.text
+    dependents = r.json()["error"]["details"]["dependents"]
+    assert {"kind": "version", "ref": None, "private": True, "parent": "default/parent-v1"} in (
+        dependents
+    )
+    assert "lab" not in r.json()["error"]["message"]
+    assert admin_api.delete("/v1/adapters/lab/hidden").status_code == 200
     # nothing was touched
     assert admin_api.get("/v1/resolve/parent@prod").json()["digest"] == parent["digest"]
-    assert _audit(ctx, "version.delete") == []
+    assert [e.target for e in _audit(ctx, "version.delete")] == ["lab/hidden-v1"]
 
     assert admin_api.delete("/v1/adapters/default/parent/versions/9").status_code == 404
     r = admin_api.delete("/v1/adapters/default/child/versions/1")
@@ -349,8 +377,12 @@ def test_delete_is_refused_while_a_child_depends_and_allowed_after(
     [alias_event] = [e for e in _audit(ctx, "alias.remove") if e.target == "parent@prod"]
     assert alias_event.detail == {"before": {"version": "default/parent-v1"}, "after": None}
     events = _audit(ctx, "version.delete")
-    assert [e.target for e in events] == ["default/child-v1", "default/parent-v1"]
-    assert events[1].detail["before"]["digest"] == parent["digest"]
+    assert [e.target for e in events] == [
+        "lab/hidden-v1",
+        "default/child-v1",
+        "default/parent-v1",
+    ]
+    assert events[2].detail["before"]["digest"] == parent["digest"]
     with Session(ctx.engine) as session:
         assert session.exec(select(LineageEdge)).all() == []
 

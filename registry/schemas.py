@@ -512,12 +512,12 @@ class DeprecationResult(BaseModel):
 
 
 class Dependent(BaseModel):
-    """A version or base model whose lineage names a version being deleted."""
+    """A version or base model derived (directly or not) from a version being deleted."""
 
     kind: str = Field(description="version or base_model")
     ref: str | None = Field(description="null when it is in a namespace the caller cannot read")
     private: bool
-    parent: str = Field(description="the version being deleted that it depends on")
+    depth: int = Field(description="1: made directly from a deleted version; 2: from such a one")
 
 
 class DeleteResult(BaseModel):

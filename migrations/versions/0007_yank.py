@@ -5,7 +5,7 @@ keeps "the newest unyanked version" one backward index step (docs/design.md §14
 A deleted version's blobs get ``unreferenced_since``, from which gc counts its grace.
 
 Revision ID: 0007_yank
-Revises: 0006
+Revises: 0007_lineage
 Create Date: 2026-12-04 21:30:00
 """
 
@@ -16,7 +16,7 @@ import sqlmodel  # noqa: F401  (autogenerate emits sqlmodel.sql.sqltypes.AutoStr
 from alembic import op
 
 revision: str = "0007_yank"
-down_revision: str | None = "0006"
+down_revision: str | None = "0007_lineage"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

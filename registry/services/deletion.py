@@ -1,10 +1,11 @@
 """Delete a version or a whole adapter (admin), only when nothing else builds on it.
 
-A version another version or a base model names as a lineage parent (combined,
-compressed, continued, merged from it) cannot go: the delete answers 409
-``conflict`` with those dependents in ``details``. Dependents deleted by the same
-call (other versions of the adapter being deleted) do not block. Which rows depend
-on which is asked in one place, :func:`dependents_of`.
+A version another version or a base model was derived from, directly or through
+others (combined, compressed, continued, merged from it), cannot go: the delete
+answers 409 ``conflict`` with those dependents in ``details``. Dependents deleted by
+the same call (other versions of the adapter being deleted) do not block. Which rows
+depend on which is asked in one place, :func:`dependents_of` (the recursive downward
+lineage walk, :func:`registry.services.lineage.dependents`).
 
 Everything happens in the caller's transaction, flushed before it returns: the
 versions with their files and lineage edges (as child), the aliases on them (each
@@ -23,7 +24,6 @@ reusing an id misses.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -37,7 +37,6 @@ from registry.models import (
     Adapter,
     Alias,
     BaseModelFile,
-    BaseModelRecord,
     Blob,
     LineageEdge,
     Mirror,
@@ -46,77 +45,46 @@ from registry.models import (
     VersionFile,
     utcnow,
 )
-from registry.services import audit, catalog
+from registry.services import audit, catalog, lineage
 
 
-@dataclass(frozen=True)
-class Dependent:
-    """A lineage child outside the deleted set: a version or a base model."""
-
-    parent_version_id: int
-    child_version_id: int | None
-    child_base_model_id: int | None
+def dependents_of(session: Session, version_ids: Sequence[int]) -> list[lineage.Dependent]:
+    """Every version or base model derived, directly or not, from one of ``version_ids``,
+    except those versions themselves, nearest first (the one place a delete asks)."""
+    return lineage.dependents(session, version_ids)
 
 
-def dependents_of(session: Session, version_ids: Sequence[int]) -> list[Dependent]:
-    """Every version or base model whose lineage names one of ``version_ids`` as a
-    direct parent, except those versions themselves (one indexed query on
-    ``lineage_edges.parent_version_id``)."""
-    if not version_ids:
-        return []
-    rows = session.exec(
-        select(
-            LineageEdge.parent_version_id,
-            LineageEdge.child_version_id,
-            LineageEdge.child_base_model_id,
-        ).where(col(LineageEdge.parent_version_id).in_(version_ids))
+def _hidden_namespaces(
+    session: Session, principal: Principal, dependents: list[lineage.Dependent]
+) -> set[str]:
+    """The private namespaces of version dependents the caller may not read."""
+    names = {d.ref.split("/", 1)[0] for d in dependents if d.kind == LineageNodeKind.VERSION}
+    if not names:
+        return set()
+    private = session.exec(
+        select(Namespace.name).where(col(Namespace.name).in_(names), col(Namespace.private))
     ).all()
-    deleted = set(version_ids)
-    return [
-        Dependent(int(parent), child_v, child_b)
-        for parent, child_v, child_b in rows
-        if parent is not None and (child_v is None or child_v not in deleted)
-    ]
+    return {name for name in private if not principal.can(name, "read")}
 
 
-def _dependent_view(
-    session: Session, principal: Principal, dependent: Dependent, parent_refs: dict[int, str]
-) -> dict[str, Any]:
-    """A dependent as the caller may see it (a private namespace's version: no ref)."""
-    parent = parent_refs[dependent.parent_version_id]
-    if dependent.child_base_model_id is not None:
-        base = session.get(BaseModelRecord, dependent.child_base_model_id)
-        ref = base.name if base is not None else None
-        kind = LineageNodeKind.BASE_MODEL.value
-        return {"kind": kind, "ref": ref, "private": False, "parent": parent}
-    version = session.get(Version, dependent.child_version_id)
-    adapter = session.get(Adapter, version.adapter_id) if version else None
-    ns = session.get(Namespace, adapter.namespace_id) if adapter else None
-    kind = LineageNodeKind.VERSION.value
-    if version is None or adapter is None or ns is None:
-        return {"kind": kind, "ref": None, "private": False, "parent": parent}
-    if ns.private and not principal.can(ns.name, "read"):
-        return {"kind": kind, "ref": None, "private": True, "parent": parent}
-    ref = format_ref(ns.name, adapter.name, version=version.number)
-    return {"kind": kind, "ref": ref, "private": False, "parent": parent}
+def _dependent_view(dependent: lineage.Dependent, hidden: set[str]) -> dict[str, Any]:
+    """A dependent as the caller may see it (a version in ``hidden``: no ref)."""
+    kind = str(dependent.kind)
+    if kind == LineageNodeKind.VERSION and dependent.ref.split("/", 1)[0] in hidden:
+        return {"kind": kind, "ref": None, "private": True, "depth": dependent.depth}
+    return {"kind": kind, "ref": dependent.ref, "private": False, "depth": dependent.depth}
 
 
-def _refuse_if_depended_on(
-    session: Session, principal: Principal, ns: Namespace, adapter: Adapter, versions: list[Version]
-) -> None:
-    ids = [v.id for v in versions if v.id is not None]
-    dependents = dependents_of(session, ids)
+def _refuse_if_depended_on(session: Session, principal: Principal, versions: list[Version]) -> None:
+    dependents = dependents_of(session, [v.id for v in versions if v.id is not None])
     if not dependents:
         return
-    refs = {v.id: format_ref(ns.name, adapter.name, version=v.number) for v in versions}
-    views = [
-        _dependent_view(session, principal, d, refs)  # type: ignore[arg-type]
-        for d in dependents
-    ]
+    hidden = _hidden_namespaces(session, principal, dependents)
+    views = [_dependent_view(d, hidden) for d in dependents]
     named = ", ".join(v["ref"] or "(a private version)" for v in views[:10])
     more = f" and {len(views) - 10} more" if len(views) > 10 else ""
     raise Conflict(
-        f"cannot delete: {len(views)} version(s) or base model(s) were made from it "
+        f"cannot delete: {len(views)} version(s) or base model(s) were derived from it "
         f"({named}{more}); delete those first, or yank instead of deleting",
         details={"dependents": views},
     )
@@ -225,7 +193,7 @@ def delete_version(
     ).first()
     if version is None:
         raise NotFound(f"version {number} of '{ns.name}/{adapter.name}' not found")
-    _refuse_if_depended_on(session, principal, ns, adapter, [version])
+    _refuse_if_depended_on(session, principal, [version])
     ref = format_ref(ns.name, adapter.name, version=number)
     try:
         result = _remove_versions(session, principal, ns, adapter, [version])
@@ -244,7 +212,7 @@ def delete_adapter(
     depends on one of them. A mirror targeting it is removed too (audited)."""
     ns, adapter = _admin_adapter(session, principal, namespace, name)
     versions = list(session.exec(select(Version).where(Version.adapter_id == adapter.id)).all())
-    _refuse_if_depended_on(session, principal, ns, adapter, versions)
+    _refuse_if_depended_on(session, principal, versions)
     try:
         result = _remove_adapter(session, principal, ns, adapter, versions)
     except sa.exc.IntegrityError as exc:  # the request's session is rolled back

@@ -324,9 +324,24 @@ def test_delete_is_refused_while_a_child_depends_and_allowed_after(
                 "kind": "version",
                 "ref": "default/child-v1",
                 "private": False,
-                "parent": "default/parent-v1",
+                "depth": 1,
             }
         ]
+    # derived through the child (depth 2): listed too, and it blocks the child's delete
+    _published(
+        admin_api,
+        "grandchild",
+        adapter_files,
+        parents=[{"ref": "child-v1", "relation": "combined_from", "params": {}}],
+    )
+    r = admin_api.delete("/v1/adapters/default/parent/versions/1")
+    assert [(d["ref"], d["depth"]) for d in r.json()["error"]["details"]["dependents"]] == [
+        ("default/child-v1", 1),
+        ("default/grandchild-v1", 2),
+    ]
+    r = admin_api.delete("/v1/adapters/default/child/versions/1")
+    assert r.status_code == 409 and "default/grandchild-v1" in r.json()["error"]["message"]
+    assert admin_api.delete("/v1/adapters/default/grandchild").status_code == 200
     # a dependent in a private namespace the deleting admin cannot read: counted, not named
     assert admin_api.post("/v1/namespaces", json={"name": "lab", "private": True}).is_success
     _published(
@@ -341,14 +356,15 @@ def test_delete_is_refused_while_a_child_depends_and_allowed_after(
         r = api.delete("/v1/adapters/default/parent/versions/1")
     assert r.status_code == 409, r.text
     dependents = r.json()["error"]["details"]["dependents"]
-    assert {"kind": "version", "ref": None, "private": True, "parent": "default/parent-v1"} in (
-        dependents
-    )
+    assert {"kind": "version", "ref": None, "private": True, "depth": 1} in (dependents)
     assert "lab" not in r.json()["error"]["message"]
     assert admin_api.delete("/v1/adapters/lab/hidden").status_code == 200
     # nothing was touched
     assert admin_api.get("/v1/resolve/parent@prod").json()["digest"] == parent["digest"]
-    assert [e.target for e in _audit(ctx, "version.delete")] == ["lab/hidden-v1"]
+    assert [e.target for e in _audit(ctx, "version.delete")] == [
+        "default/grandchild-v1",
+        "lab/hidden-v1",
+    ]
 
     assert admin_api.delete("/v1/adapters/default/parent/versions/9").status_code == 404
     r = admin_api.delete("/v1/adapters/default/child/versions/1")
@@ -378,11 +394,12 @@ def test_delete_is_refused_while_a_child_depends_and_allowed_after(
     assert alias_event.detail == {"before": {"version": "default/parent-v1"}, "after": None}
     events = _audit(ctx, "version.delete")
     assert [e.target for e in events] == [
+        "default/grandchild-v1",
         "lab/hidden-v1",
         "default/child-v1",
         "default/parent-v1",
     ]
-    assert events[2].detail["before"]["digest"] == parent["digest"]
+    assert events[3].detail["before"]["digest"] == parent["digest"]
     with Session(ctx.engine) as session:
         assert session.exec(select(LineageEdge)).all() == []
 
@@ -435,7 +452,7 @@ def test_adapter_delete_with_inner_lineage_and_outside_dependents(
             "kind": "base_model",
             "ref": "merged-base",
             "private": False,
-            "parent": "default/family-v2",
+            "depth": 1,
         }
     ]
     with Session(ctx.engine) as session:

@@ -85,6 +85,9 @@ class Blob(SQLModel, table=True):
     sha256: str = Field(primary_key=True, max_length=64)
     size: int = _bigint()
     created_at: datetime = _ts(index=True)
+    #: When the last version or base model holding it was deleted (set by the delete):
+    #: gc counts its grace period from here, or from ``created_at`` when never set.
+    unreferenced_since: datetime | None = _ts(nullable=True)
 
 
 class BlobFault(SQLModel, table=True):
@@ -126,6 +129,12 @@ class Adapter(SQLModel, table=True):
     base_model: str | None = Field(default=None, max_length=256)
     created_at: datetime = _ts()
     updated_at: datetime = _ts()
+    #: Deprecation (``loreg deprecate``): a message and an optional successor ref;
+    #: every resolve of one of its versions carries a warning while it is set.
+    deprecated_message: str | None = Field(default=None, max_length=1024)
+    deprecated_successor: str | None = Field(default=None, max_length=256)
+    deprecated_by: str | None = Field(default=None, max_length=128)
+    deprecated_at: datetime | None = _ts(nullable=True)
 
 
 class BaseModelRecord(SQLModel, table=True):
@@ -161,13 +170,29 @@ class BaseModelFile(SQLModel, table=True):
     size: int = _bigint()
 
 
+#: The versions a bare ref (latest) may select: the newest unyanked one is one
+#: backward step of this partial index (docs/design.md §14).
+UNYANKED = sa.text("yanked_at IS NULL")
+
+
 class Version(SQLModel, table=True):
-    """An immutable version of an adapter, identified by number and digest."""
+    """An immutable version of an adapter, identified by number and digest.
+
+    Its files never change; ``yanked_*`` (``loreg yank``) is the one mutable fact:
+    a yanked version is skipped by latest and ``main`` but still pulls by exact ref.
+    """
 
     __tablename__ = "versions"
     __table_args__ = (
         sa.UniqueConstraint("adapter_id", "number"),
         sa.UniqueConstraint("adapter_id", "digest"),
+        sa.Index(
+            "ix_versions_unyanked_number",
+            "adapter_id",
+            "number",
+            postgresql_where=UNYANKED,
+            sqlite_where=UNYANKED,
+        ),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -184,6 +209,9 @@ class Version(SQLModel, table=True):
     job_id: str | None = Field(default=None, max_length=32, unique=True)
     created_by: str | None = Field(default=None, max_length=128)
     created_at: datetime = _ts()
+    yanked_at: datetime | None = _ts(nullable=True)
+    yanked_by: str | None = Field(default=None, max_length=128)
+    yank_reason: str | None = Field(default=None, max_length=1024)
 
 
 class VersionFile(SQLModel, table=True):

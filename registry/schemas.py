@@ -489,6 +489,26 @@ class NamespaceView(BaseModel):
     created_at: Timestamp
 
 
+class DeprecationView(BaseModel):
+    """An adapter's deprecation: why, and what to use instead."""
+
+    message: str
+    successor: str | None = Field(description="the ref to use instead (validated when set)")
+    deprecated_by: str | None
+    deprecated_at: Timestamp | None
+
+
+class YankView(BaseModel):
+    """A version's yank: latest and ``main`` skip it; exact refs still pull it."""
+
+    yanked_at: Timestamp
+    yanked_by: str | None
+    reason: str | None
+
+
+_LATEST_DOC = "the version a bare name resolves to: the highest not yanked (null if none)"
+
+
 class AdapterSummary(BaseModel):
     """``GET /v1/adapters`` (each): an adapter (or dataset) and its latest version."""
 
@@ -496,10 +516,11 @@ class AdapterSummary(BaseModel):
     name: str
     description: str | None
     base_model: str | None
-    latest_version: int | None = Field(description="highest version number (null if none)")
+    latest_version: int | None = Field(description=_LATEST_DOC)
     versions: int = Field(description="how many versions it has")
     aliases: dict[str, int] = Field(description="alias name -> version number")
     updated_at: Timestamp
+    deprecation: DeprecationView | None = Field(description="null unless deprecated")
 
 
 class VersionSummary(BaseModel):
@@ -513,6 +534,7 @@ class VersionSummary(BaseModel):
     created_at: Timestamp
     created_by: str | None
     base_model: str | None
+    yanked: YankView | None = Field(description="null unless yanked")
 
 
 class AdapterDetail(AdapterSummary):
@@ -522,6 +544,55 @@ class AdapterDetail(AdapterSummary):
     recent_versions: Page[VersionSummary] = Field(
         description="the newest versions (at most 20), newest first; pass next_cursor as "
         "cursor to GET /v1/adapters/{namespace}/{name}/versions for the older ones"
+    )
+
+
+class YankRequest(StrictBody):
+    """``POST .../versions/{number}/yank``: why (shown to whoever still pulls it)."""
+
+    reason: str | None = Field(None, max_length=1024)
+
+
+class YankResult(BaseModel):
+    """``POST .../yank`` and ``.../unyank``: the version and its yank now (null: unyanked)."""
+
+    ref: str = Field(description="the version, e.g. default/medical-v3")
+    yanked: YankView | None
+    latest_version: int | None = Field(description=_LATEST_DOC)
+
+
+class DeprecateRequest(StrictBody):
+    """``PUT .../deprecation``: the message and, optionally, the ref to use instead."""
+
+    message: str = Field(min_length=1, max_length=1024)
+    successor: str | None = Field(None, max_length=256)
+
+
+class DeprecationResult(BaseModel):
+    """``PUT``/``DELETE .../deprecation``: the adapter's deprecation now (null: cleared)."""
+
+    namespace: str
+    name: str
+    deprecation: DeprecationView | None
+
+
+class Dependent(BaseModel):
+    """A version or base model derived (directly or not) from a version being deleted."""
+
+    kind: str = Field(description="version or base_model")
+    ref: str | None = Field(description="null when it is in a namespace the caller cannot read")
+    private: bool
+    depth: int = Field(description="1: made directly from a deleted version; 2: from such a one")
+
+
+class DeleteResult(BaseModel):
+    """``DELETE`` of a version or an adapter: what was removed."""
+
+    deleted_versions: list[str] = Field(description="refs of the versions removed")
+    deleted_aliases: list[str] = Field(description="name@alias of the aliases removed with them")
+    adapter_deleted: bool
+    unreferenced_blobs: int = Field(
+        description="blobs no longer used by anything: gc removes them after the grace period"
     )
 
 

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from sqlmodel import Session
 
 from registry import migrate
-from registry.services import fsck, mirrors
+from registry.services import fsck, gc, mirrors
 from registry.services.context import Context
 from registry.services.reconciler import Reconciler
 from registry.services.tokens import bootstrap
@@ -102,6 +102,14 @@ def start_mirror_scheduler(ctx: Context) -> mirrors.MirrorScheduler | None:
     if ctx.settings.redis_url:
         return None
     return mirrors.start_periodic(ctx, ctx.dispatcher.enqueue)
+
+
+def start_scheduled_gc(ctx: Context) -> gc.PeriodicGc | None:
+    """Embedded mode: collect garbage every ``LOREG_GC_INTERVAL_S`` in this process (with a
+    broker, Celery beat schedules it: ``loreg worker --beat``)."""
+    if ctx.settings.redis_url:
+        return None
+    return gc.start_periodic(ctx)
 
 
 def cpu_cores() -> int:
@@ -247,9 +255,12 @@ def serve(
     recovery = start_job_recovery(ctx)
     scrubber = fsck.start_periodic(ctx) if not settings.redis_url else None  # else: workers
     scheduler = start_mirror_scheduler(ctx)
+    collector = start_scheduled_gc(ctx)
     try:
         run()
     finally:
+        if collector is not None:
+            collector.stop()
         if scheduler is not None:
             scheduler.stop()
         if scrubber is not None:

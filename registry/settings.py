@@ -125,6 +125,11 @@ class Settings(BaseSettings):
     gc_grace_s: int = Field(
         24 * 3600, ge=0, validation_alias=AliasChoices("LOREG_GC_GRACE_S", "LOREG_GC_GRACE")
     )
+    #: Seconds between scheduled gc passes (0: only on request): Celery beat with a
+    #: broker, a thread of ``loreg serve``'s leader in embedded mode.
+    gc_interval_s: SecondsOrOff = Field(
+        3600.0, validation_alias=AliasChoices("LOREG_GC_INTERVAL_S", "LOREG_GC_INTERVAL")
+    )
     max_json_body_bytes: Bytes = Field(
         4 * MiB,
         validation_alias=AliasChoices("LOREG_MAX_JSON_BODY_BYTES", "LOREG_MAX_JSON_BODY"),

@@ -1,5 +1,11 @@
 """The worker's Celery application: receives ``run_job(job_id)`` over Redis.
 
+It also holds the periodic tasks Celery beat sends (:func:`beat_schedule`): the
+scheduled gc, ``loreg.gc`` every ``LOREG_GC_INTERVAL_S`` seconds on the ``cpu``
+queue, a thin task calling :func:`registry.services.gc.collect_garbage`. Beat runs
+with ``loreg worker --beat`` (in one worker) or on its own:
+``celery -A workers.beat beat``.
+
 The delivery settings (acks late, no prefetch, visibility timeout), queue names
 and task name live in :mod:`registry.queue`, shared with the API that sends the
 messages; this module adds the task that runs them, with retries.
@@ -16,12 +22,13 @@ import logging
 
 from celery import Celery, Task
 
-from registry.queue import RUN_JOB_TASK, make_app
+from registry.queue import DEFAULT_QUEUE, RUN_JOB_TASK, make_app
 from registry.settings import Settings
 
 log = logging.getLogger("loreg.worker")
 BACKOFF_BASE_S = 2.0
 BACKOFF_MAX_S = 300.0
+GC_TASK = "loreg.gc"
 
 
 def retry_countdown(retries: int) -> float:
@@ -36,7 +43,39 @@ def make_celery(settings: Settings) -> Celery:
     """
     app = make_app(settings)
     _register_run_job(app, settings)
+    _register_gc(app, settings)
+    app.conf.beat_schedule = beat_schedule(settings)
     return app
+
+
+def beat_schedule(settings: Settings) -> dict[str, dict]:
+    """Celery beat's entries: the gc every ``gc_interval_s`` seconds (none when 0)."""
+    if settings.gc_interval_s <= 0:
+        return {}
+    return {
+        "loreg-gc": {
+            "task": GC_TASK,
+            "schedule": settings.gc_interval_s,
+            "options": {"queue": DEFAULT_QUEUE, "expires": settings.gc_interval_s},
+        }
+    }
+
+
+def run_gc(settings: Settings) -> dict:
+    """The body of ``loreg.gc``: one gc pass with this worker process's context."""
+    from registry.services.gc import collect_garbage
+    from workers.runner import context_for
+
+    report = collect_garbage(context_for(settings))
+    log.info("scheduled gc: %s", report)
+    return report
+
+
+def _register_gc(app: Celery, settings: Settings) -> None:
+    @app.task(name=GC_TASK, shared=False)
+    def gc_task() -> dict:
+        """Remove expired uploads and blobs unreferenced past the grace period."""
+        return run_gc(settings)
 
 
 def _register_run_job(app: Celery, settings: Settings) -> None:

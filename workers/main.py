@@ -7,7 +7,10 @@ jobs at once in child processes. Its main process also runs a
 :class:`registry.services.reconciler.Reconciler` thread (started once the worker
 is ready, stopped at shutdown), the store scrub when ``LOREG_FSCK_INTERVAL`` is set,
 and the mirror scheduler (``LOREG_MIRROR_POLL_S``, default 60 s; see
-:mod:`registry.services.mirrors`). A worker that runs ``mirror_import`` jobs must not
+:mod:`registry.services.mirrors`). With ``--beat`` it also runs Celery beat, which
+sends the scheduled gc (``loreg.gc`` every ``LOREG_GC_INTERVAL_S``,
+:mod:`workers.celery_app`); run one beat per deployment (this flag on one worker,
+or ``celery beat`` on its own). A worker that runs ``mirror_import`` jobs must not
 have ``HF_HUB_OFFLINE`` set.
 """
 
@@ -84,6 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="seconds between reconciler passes (default: from the job delays; 0 disables)",
     )
+    parser.add_argument(
+        "--beat",
+        action="store_true",
+        help="also run Celery beat in this worker (the scheduled gc); run exactly one beat",
+    )
     return parser
 
 
@@ -155,6 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "database": settings.database_kind,
             "storage": settings.storage_kind,
             "reconcile_interval": args.reconcile_interval,
+            "beat": args.beat,
         }
         print(json.dumps(announcement, sort_keys=True), flush=True)
     if args.reconcile_interval != 0:
@@ -163,18 +172,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         install_fsck(settings)
     if settings.mirror_poll_s > 0:
         install_mirror_scheduler(app, settings)
-    code = app.start(
-        [
-            "worker",
-            f"--queues={','.join(args.queues)}",
-            f"--concurrency={args.concurrency}",
-            f"--loglevel={args.loglevel}",
-            f"--hostname=loreg-{os.getpid()}@%h",
-            "--pool=prefork",
-            "--without-gossip",
-            "--without-mingle",
-        ]
-    )
+    worker_args = [
+        "worker",
+        f"--queues={','.join(args.queues)}",
+        f"--concurrency={args.concurrency}",
+        f"--loglevel={args.loglevel}",
+        f"--hostname=loreg-{os.getpid()}@%h",
+        "--pool=prefork",
+        "--without-gossip",
+        "--without-mingle",
+    ]
+    if args.beat:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        worker_args += ["--beat", f"--schedule={settings.data_dir / 'celerybeat-schedule'}"]
+    code = app.start(worker_args)
     return int(code or 0)
 
 

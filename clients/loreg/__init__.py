@@ -28,6 +28,7 @@ from loreg.errors import (
     ServerError,
     ValidationFailedError,
 )
+from loreg.notices import DeprecatedAdapterWarning, LoregWarning, YankedVersionWarning
 
 if TYPE_CHECKING:
     from loreg.client import PushResult, Registry
@@ -37,10 +38,12 @@ _LAZY = {"Registry": "loreg.client", "PushResult": "loreg.client"}
 __all__ = [
     "AuthenticationError",
     "ConflictError",
+    "DeprecatedAdapterWarning",
     "IntegrityError",
     "InvalidNameError",
     "InvalidRefError",
     "LoregError",
+    "LoregWarning",
     "NotFoundError",
     "OfflineCacheMissError",
     "PermissionDeniedError",
@@ -49,6 +52,7 @@ __all__ = [
     "RequestError",
     "ServerError",
     "ValidationFailedError",
+    "YankedVersionWarning",
     "__version__",
 ]
 

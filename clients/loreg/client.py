@@ -11,13 +11,14 @@ import builtins
 import contextlib
 import os
 import threading
+import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from loreg import constants
+from loreg import constants, notices
 from loreg._httpx import httpx
 from loreg.admin import moment, preset_request, token_expiry
 from loreg.cache import (
@@ -327,8 +328,12 @@ class Registry:
         if self.offline:
             return self._resolve_offline(parsed)
         path = "/v1/resolve/" + quote_path(ref_text(parsed), safe="/@:")
-        resolved = self._api.get(path)
+        resolved, headers = self._api.get_with_headers(path)
         _check_manifest(resolved)
+        found = notices.parse_headers(headers.get_list(notices.HEADER))
+        if found:
+            resolved["warnings"] = [n.to_dict() for n in found]
+            notices.emit(found)
         return resolved
 
     def _resolve_offline(self, ref: Ref) -> dict[str, Any]:
@@ -361,8 +366,11 @@ class Registry:
         return manifest
 
     def _remember(self, ref: Ref, resolved: Mapping[str, Any]) -> None:
-        """Store the manifest and the ref entries that lead to it (for offline mode)."""
-        self.cache.write_manifest(resolved)
+        """Store the manifest and the ref entries that lead to it (for offline mode).
+
+        The answer's ``warnings`` (yanked, deprecated) are not stored: they may change.
+        """
+        self.cache.write_manifest({k: v for k, v in resolved.items() if k != "warnings"})
         namespace, name, digest = resolved["namespace"], resolved["name"], resolved["digest"]
         selector = ref.selector()
         self.cache.write_ref(self._server, namespace, name, f"v{resolved['version']}", digest)
@@ -829,6 +837,73 @@ class Registry:
     def gc(self) -> dict[str, Any]:
         """Garbage-collect blobs no version references (admin): ``POST /v1/admin/gc``."""
         return self.api.post("/v1/admin/gc", {})
+
+    # ---------------------------------------------------------- lifecycle
+    def _exact_version(self, ref: str | Ref, what: str) -> tuple[str, str, int]:
+        """``(namespace, name, number)`` of a ref naming one version (``name-vN``, an alias
+        or a digest); a bare name is refused rather than taken as "the latest"."""
+        self._require_online(what)
+        parsed = _parse(ref)
+        if parsed.is_latest:
+            raise ValidationFailedError(
+                f"{what} needs one version: write {parsed.name}-vN (or @alias, @sha256:...), "
+                "not a bare name"
+            )
+        if parsed.version is not None:
+            return parsed.namespace or self.default_namespace(), parsed.name, parsed.version
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", notices.LoregWarning)
+            resolved = self.resolve(parsed)
+        return resolved["namespace"], resolved["name"], int(resolved["version"])
+
+    def _adapter_path(self, name: str | Ref) -> str:
+        parsed = _parse(name)
+        namespace = parsed.namespace or self.default_namespace()
+        return f"/v1/adapters/{quote_path(namespace)}/{quote_path(parsed.name)}"
+
+    def yank(self, ref: str | Ref, reason: str | None = None) -> dict[str, Any]:
+        """Yank a version: latest and ``main`` skip it, exact refs still pull it (with a
+        :class:`~loreg.notices.YankedVersionWarning`). Returns ``{ref, yanked, latest_version}``."""
+        namespace, name, number = self._exact_version(ref, "yank")
+        path = f"{self._adapter_path(f'{namespace}/{name}')}/versions/{number}/yank"
+        return self._api.post(path, {"reason": reason})
+
+    def unyank(self, ref: str | Ref) -> dict[str, Any]:
+        """Undo :meth:`yank`. Returns ``{ref, yanked: None, latest_version}``."""
+        namespace, name, number = self._exact_version(ref, "unyank")
+        return self._api.post(
+            f"{self._adapter_path(f'{namespace}/{name}')}/versions/{number}/unyank", {}
+        )
+
+    def deprecate(
+        self, name: str | Ref, message: str, successor: str | None = None
+    ) -> dict[str, Any]:
+        """Mark the adapter ``[namespace/]name`` deprecated, optionally naming its successor
+        (a ref the server checks). Returns ``{namespace, name, deprecation}``."""
+        self._require_online("deprecate")
+        body = {"message": message, "successor": successor}
+        return self._api.put(f"{self._adapter_path(name)}/deprecation", body)
+
+    def undeprecate(self, name: str | Ref) -> dict[str, Any]:
+        """Clear the adapter's deprecation. Returns ``{namespace, name, deprecation: None}``."""
+        self._require_online("undeprecate")
+        return self._api.delete(f"{self._adapter_path(name)}/deprecation")
+
+    def delete(self, ref: str | Ref) -> dict[str, Any]:
+        """Delete one version (admin). Refused (ConflictError, ``details["dependents"]``)
+        while another version or base model was made from it."""
+        namespace, name, number = self._exact_version(ref, "delete")
+        return self._api.delete(f"{self._adapter_path(f'{namespace}/{name}')}/versions/{number}")
+
+    def delete_adapter(self, name: str | Ref) -> dict[str, Any]:
+        """Delete an adapter with all its versions (admin); refused like :meth:`delete`."""
+        self._require_online("delete")
+        parsed = _parse(name)
+        if not parsed.is_latest:
+            raise ValidationFailedError(
+                f"delete_adapter takes an adapter name ([namespace/]name), not {name!r}"
+            )
+        return self._api.delete(self._adapter_path(parsed))
 
     # --------------------------------------------------------------- jobs
     def submit_job(

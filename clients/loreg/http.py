@@ -307,7 +307,15 @@ class ApiClient:
 
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
         """Send one request and decode its JSON answer."""
-        response = self.request(method, path, **kwargs)
+        return self._decoded(self.request(method, path, **kwargs), method, path)
+
+    def get_with_headers(self, path: str) -> tuple[Any, httpx.Headers]:
+        """``GET path``: the decoded JSON and the answer's headers (resolve's warnings)."""
+        response = self.request("GET", path)
+        return self._decoded(response, "GET", path), response.headers
+
+    def _decoded(self, response: httpx.Response, method: str, path: str) -> Any:
+        """The JSON of a 2xx answer (None when empty); ServerError when it is not JSON."""
         if not response.content:
             return None
         try:

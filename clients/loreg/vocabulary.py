@@ -110,6 +110,13 @@ class MirrorDirection(StrEnum):
     EXPORT = "export"
 
 
+class WarningKind(StrEnum):
+    """Why a resolve answer carries a ``Warning`` header (``loreg.notices``)."""
+
+    YANKED = "yanked"
+    DEPRECATED = "deprecated"
+
+
 class Scope(StrEnum):
     """What a token may do in a namespace; each scope includes the ones below it."""
 

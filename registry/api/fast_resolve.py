@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from loreg.notices import HEADER as WARNING_HEADER
 from registry.api.deps import base_url
 from registry.api.error_render import typed_error_response
 from registry.auth import parse_bearer
@@ -58,15 +59,18 @@ async def _answer(ctx: Context, scope: Scope, receive: Receive, ref: str) -> Res
         token = parse_bearer(_header(scope, b"authorization"))
         base = _base_url(scope)
         if ctx.async_lookup is not None:
-            body = await resolve.resolve_json_async(ctx, token, ref, base)
+            answer = await resolve.resolve_json_async(ctx, token, ref, base)
         else:
-            body = await run_in_threadpool(resolve.resolve_json, ctx, token, ref, base)
+            answer = await run_in_threadpool(resolve.resolve_json, ctx, token, ref, base)
     except Exception as exc:
         response = typed_error_response(exc, ctx, Request(scope, receive))
         if response is None:
             raise
         return response
-    return Response(body, media_type="application/json")
+    ok = Response(answer.body, media_type="application/json")
+    for value in answer.warnings:  # a yanked version, a deprecated adapter (loreg.notices)
+        ok.headers.append(WARNING_HEADER, value)
+    return ok
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

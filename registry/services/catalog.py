@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -83,7 +84,11 @@ def get_adapter(
 
 
 def find_version(session: Session, adapter: Adapter, ref: Ref, label: str) -> Version:
-    """The version a ref selects (latest, number, alias or digest), else 404."""
+    """The version a ref selects (latest, number, alias or digest), else 404.
+
+    Latest is the newest version not yanked; a number, digest or alias selects a
+    yanked version too (the resolve answer then carries a warning).
+    """
     query = select(Version).where(Version.adapter_id == adapter.id)
     if ref.version is not None:
         query = query.where(Version.number == ref.version)
@@ -97,11 +102,26 @@ def find_version(session: Session, adapter: Adapter, ref: Ref, label: str) -> Ve
             raise NotFound(f"alias '{ref.alias}' not found on '{label}'")
         query = query.where(Version.id == alias.version_id)
     else:
-        query = query.order_by(col(Version.number).desc()).limit(1)
+        query = (
+            query.where(col(Version.yanked_at).is_(None))
+            .order_by(col(Version.number).desc())
+            .limit(1)
+        )
     version = session.exec(query).first()
+    if version is None and ref.is_latest and _has_versions(session, adapter):
+        raise NotFound(
+            f"'{ref.canonical()}' not found: every version of '{label}' is yanked; "
+            "pull one by its number (name-vN) or digest, or unyank one"
+        )
     if version is None:
         raise NotFound(f"'{ref.canonical()}' not found")
     return version
+
+
+def _has_versions(session: Session, adapter: Adapter) -> bool:
+    return (
+        session.exec(select(Version.id).where(Version.adapter_id == adapter.id)).first() is not None
+    )
 
 
 def resolve_ref(
@@ -159,6 +179,34 @@ def check_files_present(
     ).all()
     ref = format_ref(ns.name, adapter.name, version=version.number)
     fsck.check_files_present(ref, [(path, problem) for path, problem in faults])
+
+
+def _iso_utc(ts: datetime) -> str:
+    """ISO-8601 in UTC with its offset (SQLite hands datetimes back without one)."""
+    return (ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)).isoformat()
+
+
+def deprecation_view(adapter: Adapter) -> dict[str, Any] | None:
+    """The adapter's deprecation (message, successor, by, at), None when not deprecated."""
+    if adapter.deprecated_message is None:
+        return None
+    return {
+        "message": adapter.deprecated_message,
+        "successor": adapter.deprecated_successor,
+        "deprecated_by": adapter.deprecated_by,
+        "deprecated_at": _iso_utc(adapter.deprecated_at) if adapter.deprecated_at else None,
+    }
+
+
+def yank_view(version: Version) -> dict[str, Any] | None:
+    """A version's yank (at, by, reason), None when it is not yanked."""
+    if version.yanked_at is None:
+        return None
+    return {
+        "yanked_at": _iso_utc(version.yanked_at),
+        "yanked_by": version.yanked_by,
+        "reason": version.yank_reason,
+    }
 
 
 def _version_number(session: Session, alias: Alias) -> int:

@@ -31,7 +31,13 @@ from sqlmodel import Session, col, func, select
 from loreg.vocabulary import AdapterSort
 from registry.auth import ALL_NAMESPACES, Principal
 from registry.models import Adapter, Alias, Namespace, Version, VersionFile
-from registry.services.catalog import checked_name, get_adapter, visible_namespace
+from registry.services.catalog import (
+    checked_name,
+    deprecation_view,
+    get_adapter,
+    visible_namespace,
+    yank_view,
+)
 from registry.services.pagination import Page, PageRequest, SortKey, paginate
 
 #: How many of the newest versions the adapter detail carries (the rest: the
@@ -115,15 +121,17 @@ def adapter_summaries(
     """The summary (``AdapterSummary``) of each ``(adapter, namespace name)``, in order.
 
     Two queries for any number of adapters: one grouped over their versions (count
-    and highest number, from the ``(adapter_id, number)`` index), one for their aliases.
+    and highest number not yanked, from the ``(adapter_id, number)`` index), one for
+    their aliases.
     """
     ids = [adapter.id for adapter, _ in rows]
     if not ids:
         return []
+    unyanked = sa.case((col(Version.yanked_at).is_(None), Version.number))
     counts = {
         adapter_id: (count, latest)
         for adapter_id, count, latest in session.exec(
-            select(Version.adapter_id, func.count(col(Version.id)), func.max(Version.number))
+            select(Version.adapter_id, func.count(col(Version.id)), func.max(unyanked))
             .where(col(Version.adapter_id).in_(ids))
             .group_by(col(Version.adapter_id))
         ).all()
@@ -150,6 +158,7 @@ def adapter_summaries(
                 "versions": count,
                 "aliases": aliases.get(adapter.id, {}),
                 "updated_at": adapter.updated_at.isoformat(),
+                "deprecation": deprecation_view(adapter),
             }
         )
     return out
@@ -186,6 +195,7 @@ def _versions_page(session: Session, adapter: Adapter, page: PageRequest) -> Pag
             "created_at": v.created_at.isoformat(),
             "created_by": v.created_by,
             "base_model": v.base_model,
+            "yanked": yank_view(v),
         }
         for v in found.items
     ]

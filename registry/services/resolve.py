@@ -6,6 +6,11 @@ moved, a new version may be the latest), the namespace's privacy, the aliases on
 version and whether fsck marked one of its blobs lost. So a moved alias is seen by
 the very next request on every worker and process, with no invalidation protocol.
 
+Whether the version is yanked and whether its adapter is deprecated are mutable too:
+they come from the same statement (``latest`` skips yanked versions inside it, on
+the partial index ``ix_versions_unyanked_number``) and become ``Warning`` headers
+(:mod:`registry.services.version_notices`); the answer body does not change.
+
 What cannot change is cached in the process: the version's :class:`~registry.services.
 manifests.Manifest` (keyed by the version's identity, so a reused row id is a miss),
 the caller's principal (for ``LOREG_TOKEN_CACHE_S`` seconds, with its expiry, checked
@@ -36,7 +41,7 @@ from registry.auth import REVOKED_MESSAGE, Principal, check_visible, hash_token,
 from registry.errors import Unauthorized
 from registry.models import Adapter, Alias, BlobFault, Namespace, Version, VersionFile
 from registry.schemas import ResolvedVersion
-from registry.services import catalog, manifests, tokens
+from registry.services import catalog, manifests, tokens, version_notices
 from registry.services.context import Context
 
 _RESOLVED = TypeAdapter(ResolvedVersion)
@@ -59,11 +64,20 @@ class Target:
     aliases: tuple[str, ...]
     files_missing: bool
     token_active: bool = True  # the caller's token is not revoked (always True: anonymous)
+    warnings: tuple[str, ...] = ()  # Warning header values: yanked, deprecated (mutable)
 
     @property
     def version_id(self) -> int:
         """The version's row id."""
         return int(self.version_key[0])
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A resolve answer: the JSON body and the ``Warning`` header values to send with it."""
+
+    body: bytes
+    warnings: tuple[str, ...] = ()
 
 
 def _lookup_statement(kind: str) -> sa.Select:
@@ -94,7 +108,10 @@ def _lookup_statement(kind: str) -> sa.Select:
             selector = _ve.c.digest == sa.bindparam("digest")
         else:
             newest = _ve.alias("newest")
-            latest = sa.select(sa.func.max(newest.c.number)).where(newest.c.adapter_id == _ad.c.id)
+            # --- yank: latest is the newest version not yanked (partial index) ---
+            latest = sa.select(sa.func.max(newest.c.number)).where(
+                newest.c.adapter_id == _ad.c.id, newest.c.yanked_at.is_(None)
+            )
             selector = _ve.c.number == latest.scalar_subquery()
     joined = joined.outerjoin(on_version, on_version.c.version_id == _ve.c.id)
     return (
@@ -108,6 +125,12 @@ def _lookup_statement(kind: str) -> sa.Select:
             _ve.c.created_at,
             faults.label("files_missing"),
             tokens.ACTIVE_TOKEN.exists().label("token_active"),  # token check (audit part)
+            # --- yank / deprecate: read every time, never cached ---
+            _ve.c.yanked_at,
+            _ve.c.yank_reason,
+            _ad.c.deprecated_message,
+            _ad.c.deprecated_successor,
+            # --- end yank / deprecate ---
             on_version.c.name.label("alias_name"),
         )
         .select_from(joined)
@@ -153,21 +176,23 @@ def lookup(ctx: Context, ref: Ref, token_id: int | None = None) -> Target | None
         if not exc.connection_invalidated:
             raise
         rows = _run(ctx, statement, params)  # the pool dropped that connection: once more
-    return _target([tuple(r) for r in rows])
+    return _target([tuple(r) for r in rows], ref.name)
 
 
 async def lookup_async(ctx: Context, ref: Ref, token_id: int | None = None) -> Target | None:
     """:func:`lookup` on the event loop (``ctx.async_lookup``, Postgres on psycopg 3)."""
     assert ctx.async_lookup is not None
     statement, params = _statement_and_params(ref, token_id)
-    return _target(list(await ctx.async_lookup.rows(statement, params)))
+    return _target(list(await ctx.async_lookup.rows(statement, params)), ref.name)
 
 
-def _target(rows: list[tuple]) -> Target | None:
-    """The lookup's rows (one per alias on the version, or one) as a Target."""
+def _target(rows: list[tuple], name: str) -> Target | None:
+    """The lookup's rows (one per alias on the version, or one) as a Target of the
+    adapter ``name``."""
     if not rows:
         return None
     ns_name, private, version_id, adapter_id, number, digest, created_at, missing = rows[0][:8]
+    yanked_at, yank_reason, deprecated, successor = rows[0][9:13]
     return Target(
         namespace=ns_name,
         private=bool(private),
@@ -175,6 +200,9 @@ def _target(rows: list[tuple]) -> Target | None:
         aliases=tuple(sorted(r[-1] for r in rows if r[-1] is not None)),
         files_missing=bool(missing),
         token_active=bool(rows[0][8]),  # token check
+        warnings=version_notices.header_values(
+            ns_name, name, number, yanked_at, yank_reason, deprecated, successor
+        ),
     )
 
 
@@ -292,7 +320,7 @@ def _ttl(ctx: Context) -> float:
 
 def cached_answer(
     ctx: Context, principal: Principal, target: Target | None, base_url: str
-) -> bytes | None:
+) -> Answer | None:
     """The answer from the caches alone (after the visibility check), else None."""
     if target is None or target.files_missing:
         return None
@@ -300,12 +328,13 @@ def cached_answer(
     manifest = ctx.hot.manifests.get(target.version_key)
     if manifest is None:
         return None
-    return ctx.hot.answers.get(_answer_key(target, manifest, principal, base_url))
+    body = ctx.hot.answers.get(_answer_key(target, manifest, principal, base_url))
+    return None if body is None else Answer(body, target.warnings)
 
 
 def finish(
     ctx: Context, principal: Principal, ref_text: str, target: Target | None, base_url: str
-) -> bytes:
+) -> Answer:
     """The answer for a looked-up target: from the caches, or built (and cached), or
     through the general path when the lookup found nothing or a lost blob."""
     if target is None or target.files_missing:
@@ -321,10 +350,10 @@ def finish(
         view = manifests.resolve_view(ctx, manifest, list(target.aliases), principal, base_url)
         body = serialise(view)
         ctx.hot.answers.put(key, body, _ttl(ctx))
-    return body
+    return Answer(body, target.warnings)
 
 
-def resolve_json(ctx: Context, token: str | None, ref_text: str, base_url: str) -> bytes:
+def resolve_json(ctx: Context, token: str | None, ref_text: str, base_url: str) -> Answer:
     """The JSON answer of ``GET /v1/resolve/{ref_text}`` for the bearer ``token``
     (blocking: run it in a worker thread)."""
     principal = principal_of(ctx, token, confirm=False)
@@ -336,7 +365,7 @@ def resolve_json(ctx: Context, token: str | None, ref_text: str, base_url: str) 
 
 async def resolve_json_async(
     ctx: Context, token: str | None, ref_text: str, base_url: str
-) -> bytes:
+) -> Answer:
     """:func:`resolve_json` on the event loop: the lookup is awaited on ``ctx.async_lookup``
     and only a cache miss (token, manifest, answer) goes to a worker thread."""
     principal = cached_principal(ctx, token)
@@ -354,9 +383,10 @@ async def resolve_json_async(
     return body
 
 
-def _general_path(ctx: Context, principal: Principal, ref_text: str, base_url: str) -> bytes:
+def _general_path(ctx: Context, principal: Principal, ref_text: str, base_url: str) -> Answer:
     """Resolve through the general catalog code: its errors, or its answer after a race."""
     with Session(ctx.engine) as session:
         ns, adapter, version = catalog.resolve_ref(session, principal, ref_text)
         view = catalog.version_view(session, ctx, ns, adapter, version, base_url, principal)
-    return serialise(view)
+        warnings = version_notices.of_rows(ns, adapter, version)
+    return Answer(serialise(view), warnings)

@@ -166,3 +166,76 @@ def test_expired_upload_staging_and_multipart_are_cleaned_on_s3(
     r = admin_api.post(f"/v1/uploads/{upload_id}/commit")
     assert r.status_code == 410, r.text
     assert r.json()["error"]["code"] == "upload_expired"
+
+
+def _backdate_blobs(ctx, by: timedelta) -> None:
+    """Make every blob look ``by`` older (as if uploaded long ago)."""
+    with Session(ctx.engine) as session:
+        for blob in session.exec(select(Blob)).all():
+            blob.created_at = blob.created_at - by
+            session.add(blob)
+        session.commit()
+
+
+def test_deleted_versions_blobs_go_only_after_the_grace_period_from_the_delete(
+    registry_server, admin_api, adapter_files, other_adapter_files
+):
+    ctx = registry_server.ctx
+    card = b"# shared model card\n"
+    kept_files = {**adapter_files, "README.md": card}
+    gone_files = {**other_adapter_files, "README.md": card}
+    assert publish(admin_api, "kept", kept_files)[0].status_code == 201
+    assert publish(admin_api, "gone", gone_files)[0].status_code == 201
+    kept = {sha(b): len(b) for b in kept_files.values()}
+    gone = {sha(b): len(b) for b in gone_files.values() if sha(b) not in kept}
+    assert gone and sha(card) in kept
+    # blobs uploaded long ago: a grace counted from creation would let them go at once
+    _backdate_blobs(ctx, timedelta(seconds=10 * GC_GRACE_S))
+
+    r = admin_api.delete("/v1/adapters/default/gone/versions/1")
+    assert r.status_code == 200, r.text
+    assert r.json()["unreferenced_blobs"] == len(gone)  # the shared card is still used
+    deleted_at = utcnow()
+    with Session(ctx.engine) as session:
+        marks = {b.sha256: b.unreferenced_since for b in session.exec(select(Blob)).all()}
+    assert {s for s, at in marks.items() if at is not None} == set(gone)
+
+    # during the grace period nothing goes
+    assert collect_garbage(ctx, now=deleted_at) == NOTHING
+    inside = deleted_at + timedelta(seconds=GC_GRACE_S - HOUR)
+    assert collect_garbage(ctx, now=inside) == NOTHING
+    assert blob_rows(ctx) == {**kept, **gone}
+    assert stored_blob_keys(ctx) == {blob_key(s) for s in {**kept, **gone}}
+
+    # after it the deleted version's own blobs go; the shared and the kept ones stay
+    after = deleted_at + timedelta(seconds=GC_GRACE_S + HOUR)
+    assert collect_garbage(ctx, now=after) == {
+        "expired_uploads": 0,
+        "deleted_blobs": len(gone),
+        "freed_bytes": sum(gone.values()),
+    }
+    assert blob_rows(ctx) == kept
+    assert stored_blob_keys(ctx) == {blob_key(s) for s in kept}
+    view = admin_api.get("/v1/resolve/kept-v1").json()
+    with httpx.Client(timeout=30) as plain:
+        for f in view["files"]:
+            assert plain.get(f["url"]).content == kept_files[f["path"]]
+    assert collect_garbage(ctx, now=after) == NOTHING
+
+
+def test_a_blob_marked_unreferenced_but_used_again_is_never_removed(
+    registry_server, admin_api, adapter_files, other_adapter_files
+):
+    ctx = registry_server.ctx
+    assert publish(admin_api, "first", other_adapter_files)[0].status_code == 201
+    assert admin_api.delete("/v1/adapters/default/first").status_code == 200
+    # published again (under another name) before any gc ran: the marks stay, the blobs
+    # are referenced again
+    assert publish(admin_api, "second", other_adapter_files)[0].status_code == 201
+    with Session(ctx.engine) as session:
+        marked = [b for b in session.exec(select(Blob)).all() if b.unreferenced_since]
+    assert marked
+    far = utcnow() + timedelta(seconds=100 * GC_GRACE_S)
+    assert collect_garbage(ctx, now=far) == NOTHING
+    assert blob_rows(ctx) == {sha(b): len(b) for b in other_adapter_files.values()}
+    assert admin_api.get("/v1/resolve/second-v1").status_code == 200

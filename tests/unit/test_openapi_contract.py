@@ -300,6 +300,31 @@ def test_real_job_answers_validate_and_keep_every_field(live) -> None:
     assert set(cancelled) == set(JobView.model_fields)
 
 
+def test_real_lifecycle_answers_validate_and_keep_every_field(live) -> None:
+    from registry.schemas import AdapterDetail, DeleteResult, DeprecationResult, YankResult
+
+    client, _ = live
+    publish(client, "medical")
+    publish(client, "child", parents=[{"ref": "medical-v1", "relation": "compressed_from"}])
+    yanked = client.post("/v1/adapters/default/medical/versions/1/yank", json={"reason": "r"})
+    assert yanked.status_code == 200, yanked.text
+    assert YankResult.model_validate(yanked.json()).model_dump(mode="json") == yanked.json()
+    body = {"message": "old", "successor": "child"}
+    deprecated = client.put("/v1/adapters/default/medical/deprecation", json=body)
+    assert deprecated.status_code == 200, deprecated.text
+    model = DeprecationResult.model_validate(deprecated.json())
+    assert model.model_dump(mode="json") == deprecated.json()
+    detail = client.get("/v1/adapters/default/medical").json()
+    assert AdapterDetail.model_validate(detail).model_dump(mode="json") == detail
+    refused = client.delete("/v1/adapters/default/medical/versions/1")
+    assert refused.status_code == 409
+    error = ErrorResponse.model_validate(refused.json())
+    assert error.error.code == "conflict" and error.error.details["dependents"]
+    deleted = client.delete("/v1/adapters/default/child")
+    assert deleted.status_code == 200, deleted.text
+    assert DeleteResult.model_validate(deleted.json()).model_dump(mode="json") == deleted.json()
+
+
 def test_real_errors_validate_against_the_error_model(client) -> None:
     for r in (
         client.get("/v1/resolve/nothing-here"),  # 404

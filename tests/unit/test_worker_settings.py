@@ -58,3 +58,30 @@ def test_train_presets_set_rank_and_alpha(preset, r, alpha):
     assert (got.r, got.lora_alpha, got.steps) == (r, alpha, 3)
     override = settings_from_params({"preset": preset, "r": 2, "lora_alpha": 5.0})
     assert (override.r, override.lora_alpha) == (2, 5.0)
+
+
+def test_the_scheduled_gc_is_a_beat_entry_of_the_worker_app(app):
+    from workers.celery_app import GC_TASK
+
+    assert GC_TASK in app.tasks
+    entry = app.conf.beat_schedule["loreg-gc"]
+    assert entry["task"] == GC_TASK and entry["schedule"] == 3600.0  # LOREG_GC_INTERVAL_S
+    assert entry["options"]["queue"] == "cpu"
+
+
+@pytest.mark.parametrize("beat", [False, True])
+def test_loreg_worker_beat_runs_celery_beat_in_the_worker(tmp_path, monkeypatch, beat):
+    from celery import Celery
+
+    from workers import main as worker_main
+
+    monkeypatch.setenv("LOREG_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("LOREG_REDIS_URL", "redis://127.0.0.1:9/0")
+    started: list[list[str]] = []
+    monkeypatch.setattr(Celery, "start", lambda self, argv: started.append(argv) or 0)
+    monkeypatch.setattr(worker_main, "install_reconciler", lambda *a, **k: None)
+    monkeypatch.setattr(worker_main, "install_mirror_scheduler", lambda *a, **k: None)
+    assert worker_main.main(["--beat"] if beat else []) == 0
+    [argv] = started
+    assert ("--beat" in argv) is beat
+    assert any(a.startswith("--schedule=") for a in argv) is beat

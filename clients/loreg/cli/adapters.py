@@ -161,12 +161,22 @@ def _cmd_show(args: argparse.Namespace, registry: Registry) -> int:
             for edge in lineage:
                 parent = edge.get("parent") or {}
                 out.write(f"  {edge.get('relation')} {parent.get('kind')} {parent.get('ref')}\n")
+        adapter = info.get("adapter") or {}
+        deprecation = adapter.get("deprecation") if isinstance(adapter, dict) else None
+        if isinstance(deprecation, dict):
+            out.write(f"deprecated: {deprecation.get('message')}\n")
+            if deprecation.get("successor"):
+                out.write(f"  successor: {deprecation['successor']}\n")
         if versions:
             out.write("versions (newest first):\n")
             for v in versions:
+                yanked = v.get("yanked")
+                mark = ""
+                if isinstance(yanked, dict):
+                    mark = f"  yanked: {yanked.get('reason') or '(no reason given)'}"
                 out.write(
                     f"  v{v.get('version')}  {v.get('digest')}  {size(v.get('size'))}  "
-                    f"{v.get('created_at') or ''}\n"
+                    f"{v.get('created_at') or ''}{mark}\n"
                 )
 
     return emit(args, info, human)

@@ -17,6 +17,7 @@ import functools
 import os
 import sys
 import traceback
+import warnings
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn, cast
 
@@ -24,6 +25,7 @@ from loreg._version import __version__
 from loreg.cli.output import print_error
 from loreg.constants import debug_mode
 from loreg.errors import LoregError
+from loreg.notices import LoregWarning
 
 if TYPE_CHECKING:
     from loreg.client import Registry
@@ -60,6 +62,22 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("serve", "loreg.cli.server:setup_serve", "run the registry server"),
     ("db", "loreg.cli.server:setup_db", "database maintenance"),
     ("gc", "loreg.cli.admin:setup_gc", "garbage-collect unreferenced blobs (needs admin)"),
+    (
+        "yank",
+        "loreg.cli.lifecycle:setup_yank",
+        "yank a version: latest skips it, exact refs still pull it",
+    ),
+    ("unyank", "loreg.cli.lifecycle:setup_unyank", "undo a yank"),
+    (
+        "deprecate",
+        "loreg.cli.lifecycle:setup_deprecate",
+        "mark an adapter deprecated (--clear: undo)",
+    ),
+    (
+        "delete",
+        "loreg.cli.lifecycle:setup_delete",
+        "delete a version, or an adapter with --adapter (admin)",
+    ),
     (
         "fsck",
         "loreg.cli.server:setup_fsck",
@@ -186,10 +204,13 @@ def main(
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     factory = registry_factory or _default_factory
     registry = None
+    caught: list[warnings.WarningMessage] = []
     try:
-        if not args.local:
-            registry = factory(args)
-        return int(args.handler(args, registry) or 0)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", LoregWarning)
+            if not args.local:
+                registry = factory(args)
+            return int(args.handler(args, registry) or 0)
     except KeyboardInterrupt:
         print_error("interrupted")
         return EXIT_INTERRUPTED
@@ -205,8 +226,19 @@ def main(
         _report(exc, prefix=f"unexpected {type(exc).__name__}: ", suffix=hint)
         return 1
     finally:
+        _print_warnings(caught)
         if registry is not None:
             registry.close()
+
+
+def _print_warnings(caught: list[warnings.WarningMessage]) -> None:
+    """The registry's warnings (a yanked version, a deprecated adapter) as ``warning: ...``
+    lines on stderr; any other warning as Python shows it."""
+    for w in caught:
+        if issubclass(w.category, LoregWarning):
+            print(f"warning: {w.message}", file=sys.stderr)
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno, w.file, w.line)
 
 
 def _debug() -> bool:

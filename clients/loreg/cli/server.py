@@ -73,6 +73,11 @@ def setup_worker(worker: argparse.ArgumentParser, add: Callable[..., Any]) -> No
         metavar="SECONDS",
         help="seconds between reconciler passes (default: from the job delays; 0 disables)",
     )
+    worker.add_argument(
+        "--beat",
+        action="store_true",
+        help="also run Celery beat (the scheduled gc, LOREG_GC_INTERVAL_S); run exactly one",
+    )
 
 
 def _cmd_serve(args: argparse.Namespace, _registry: None) -> int:
@@ -117,6 +122,8 @@ def _cmd_worker(args: argparse.Namespace, _registry: None) -> int:
     worker_main = _import_server("workers.main", "main", extra="worker")
     argv = ["--queues", args.queues, "--concurrency", str(args.concurrency)]
     argv += ["--loglevel", args.loglevel]
+    if args.beat:
+        argv.append("--beat")
     if args.reconcile_interval is not None:
         argv += ["--reconcile-interval", args.reconcile_interval]
     if getattr(args, "json", False):

@@ -61,4 +61,6 @@ def _cmd_push(args: argparse.Namespace, registry: Registry) -> int:
 def _cmd_pull(args: argparse.Namespace, registry: Registry) -> int:
     resolved, path = registry._pull(args.ref)
     data = {"ref": resolved["ref"], "digest": resolved["digest"], "path": str(path)}
+    if resolved.get("warnings"):  # also printed on stderr as "warning: ..."
+        data["warnings"] = resolved["warnings"]
     return emit(args, data, lambda out: out.write(f"{path}\n"))

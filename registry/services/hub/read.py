@@ -258,7 +258,8 @@ def refs(
         select(Version).where(Version.adapter_id == adapter.id).order_by(col(Version.number))
     ).all()
     by_id = {v.id: v for v in versions}
-    branches = [_ref(MAIN, "heads", versions[-1])] if versions else []
+    main = latest_version(session, adapter)  # the newest not yanked
+    branches = [_ref(MAIN, "heads", main)] if main is not None else []
     aliases = session.exec(
         select(Alias).where(Alias.adapter_id == adapter.id).order_by(col(Alias.name))
     ).all()

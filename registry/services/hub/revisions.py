@@ -2,7 +2,7 @@
 
 A Hub repo ``ns/name`` is the adapter ``ns/name``. A revision is one of:
 
-* ``main`` (or ``latest``): the newest version;
+* ``main`` (or ``latest``): the newest version not yanked (``loreg yank``);
 * ``vN``: version N;
 * an alias name (``prod``);
 * a commit id: the first 40 hex digits of the version digest (the client treats only
@@ -165,22 +165,32 @@ def get_repo(
 
 
 def latest_version(session: Session, adapter: Adapter) -> Version | None:
-    """The adapter's newest version, None when it has none yet."""
+    """The adapter's newest version not yanked (``main``), None when it has none."""
     return session.exec(
         select(Version)
-        .where(Version.adapter_id == adapter.id)
+        .where(Version.adapter_id == adapter.id, col(Version.yanked_at).is_(None))
         .order_by(col(Version.number).desc())
         .limit(1)
     ).first()
 
 
+def _has_versions(session: Session, adapter: Adapter) -> bool:
+    found = session.exec(select(Version.id).where(Version.adapter_id == adapter.id)).first()
+    return found is not None
+
+
 def find_version(session: Session, adapter: Adapter, revision: str) -> Version:
     """The version a revision names on ``adapter``; RevisionNotFound otherwise."""
     version = _lookup(session, adapter, revision)
-    if version is None and latest_version(session, adapter) is None:
+    if version is None and not _has_versions(session, adapter):
         raise RevisionNotFound(
             f"revision '{revision}' not found: the repository has no version yet "
             "(push one with loreg push or hf upload first)"
+        )
+    if version is None and isinstance(parse_revision(revision), Latest):
+        raise RevisionNotFound(
+            f"revision '{revision}' not found: every version is yanked; "
+            "use vN or a commit id, or unyank one with loreg unyank"
         )
     if version is None:
         raise RevisionNotFound(

@@ -38,6 +38,7 @@ from registry.api.routes import (
     jobs,
     lineage,
     mirrors,
+    search,
     uploads,
 )
 from registry.errors import RegistryError
@@ -245,6 +246,7 @@ def create_app(settings: Settings | None = None, context: Context | None = None)
         jobs,
         mirrors,
         lineage,
+        search,
         admin,
         hub_write,
         hub_read,

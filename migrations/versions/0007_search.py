@@ -101,7 +101,7 @@ def upgrade() -> None:
         op.execute("ALTER TABLE search_documents ADD COLUMN search_vector tsvector")
         op.execute(
             "CREATE INDEX ix_search_documents_search_vector ON search_documents "
-            "USING gin (search_vector)"
+            "USING gin (search_vector) WITH (fastupdate = off)"
         )
     else:
         op.execute(_FTS5)

@@ -6,8 +6,8 @@ from alembic import context
 from sqlmodel import SQLModel
 
 import registry.models  # noqa: F401  (registers the tables on SQLModel.metadata)
-from registry.models import SEARCH_FTS_OBJECTS
 from registry.db import make_engine
+from registry.models import SEARCH_FTS_OBJECTS
 from registry.settings import Settings, normalize_database_url
 
 config = context.config

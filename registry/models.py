@@ -374,7 +374,10 @@ class SearchDocument(SQLModel, table=True):
     )
 
     adapter_id: int = Field(
-        primary_key=True, foreign_key="adapters.id", ondelete="CASCADE", sa_column_kwargs={"autoincrement": False}
+        primary_key=True,
+        foreign_key="adapters.id",
+        ondelete="CASCADE",
+        sa_column_kwargs={"autoincrement": False},
     )
     namespace_id: int = Field(foreign_key="namespaces.id", index=True)
     namespace: str = Field(max_length=64)

@@ -666,3 +666,7 @@ class SearchHit(BaseModel):
         description="relevance (higher is better) when q is given, else null; comparable "
         "within one search only"
     )
+
+
+#: ``GET /v1/search``: a page of hits (parametrized here, so the model is this module's).
+SearchPage = Page[SearchHit]

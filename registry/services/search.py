@@ -34,7 +34,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session, col, select
 
 from loreg.refs import format_ref
-from loreg.vocabulary import ArtifactKind, SearchSort, Scope
+from loreg.vocabulary import ArtifactKind, Scope, SearchSort
 from registry.auth import ALL_NAMESPACES, Principal
 from registry.errors import InvalidRequest
 from registry.models import Namespace, SearchDocument, SearchDocumentTag
@@ -186,7 +186,9 @@ def build_query(
         q=q,
         namespace=catalog.checked_name(namespace, "namespace") if namespace else None,
         base_model=catalog.checked_base_model_name(base_model) if base_model else None,
-        task_type=_checked_choice(task_type.upper() if task_type else None, TASK_TYPES, "task_type"),
+        task_type=_checked_choice(
+            task_type.upper() if task_type else None, TASK_TYPES, "task_type"
+        ),
         tags=parse_tags(tags or []),
         rank_min=rank_min,
         rank_max=rank_max,
@@ -291,7 +293,10 @@ def _sort_keys(order: SearchSort, score: ColumnElement[Any]) -> list[SortKey]:
         return [SortKey(score, descending=True), SortKey(doc_id)]
     if order == SearchSort.NAME:
         return [SortKey(col(SearchDocument.name)), SortKey(doc_id)]
-    return [SortKey(col(SearchDocument.created_at), descending=True), SortKey(doc_id, descending=True)]
+    return [
+        SortKey(col(SearchDocument.created_at), descending=True),
+        SortKey(doc_id, descending=True),
+    ]
 
 
 def _hit(row: Any) -> dict[str, Any]:

@@ -161,7 +161,9 @@ def _upsert(session: Session, values: dict[str, Any]) -> None:
 
 
 def _write_tags(session: Session, adapter_id: int, tags: list[str]) -> None:
-    session.execute(sa.delete(SearchDocumentTag).where(col(SearchDocumentTag.adapter_id) == adapter_id))
+    session.execute(
+        sa.delete(SearchDocumentTag).where(col(SearchDocumentTag.adapter_id) == adapter_id)
+    )
     normalized = dict.fromkeys(t for t in (normalize_tag(tag) for tag in tags) if t)
     for tag in normalized:
         session.add(SearchDocumentTag(adapter_id=adapter_id, tag=tag))
@@ -216,7 +218,9 @@ def _write_text_index(session: Session, adapter_id: int, fields: dict[str, list[
 
 def remove_adapter(session: Session, adapter_id: int) -> None:
     """Drop an adapter's document (and its tags and text index entry)."""
-    session.execute(sa.delete(SearchDocumentTag).where(col(SearchDocumentTag.adapter_id) == adapter_id))
+    session.execute(
+        sa.delete(SearchDocumentTag).where(col(SearchDocumentTag.adapter_id) == adapter_id)
+    )
     session.execute(sa.delete(SearchDocument).where(col(SearchDocument.adapter_id) == adapter_id))
     if session.get_bind().dialect.name != "postgresql":
         session.execute(sa.text("DELETE FROM search_fts WHERE rowid = :id"), {"id": adapter_id})

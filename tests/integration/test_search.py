@@ -186,7 +186,9 @@ def test_each_filter_and_combinations(catalog, admin_api):
     }
     # combined: text + base model + tags + rank + namespace
     assert names(
-        search(admin_api, q="llama", tags="medical", base_model=LLAMA, rank_max=4, namespace="default")
+        search(
+            admin_api, q="llama", tags="medical", base_model=LLAMA, rank_max=4, namespace="default"
+        )
     ) == ["default/med-llama"]
     assert set(names(search(admin_api, q="medical", base_model=LLAMA, task_type="CAUSAL_LM"))) == {
         "default/med-llama",
@@ -327,7 +329,12 @@ def test_backfill_indexes_adapters_published_before_search(catalog, admin_api, r
         ({"tag": "medical"}, 422, "invalid_request", "accepts q, namespace"),
         ({"rank_min": 9, "rank_max": 2}, 422, "invalid_request", "rank_min (9)"),
         ({"created_after": "yesterday"}, 422, "invalid_request", "created_after"),
-        ({"created_after": "2026-02-02", "created_before": "2026-01-01"}, 422, "invalid_request", "not before"),
+        (
+            {"created_after": "2026-02-02", "created_before": "2026-01-01"},
+            422,
+            "invalid_request",
+            "not before",
+        ),
         ({"sort": "popularity"}, 422, "invalid_request", "sort"),
         ({"sort": "relevance"}, 422, "invalid_request", "needs a text query"),
         ({"limit": 0}, 422, "invalid_request", "limit"),
@@ -340,7 +347,9 @@ def test_backfill_indexes_adapters_published_before_search(catalog, admin_api, r
         ({"cursor": "garbage"}, 400, "invalid_cursor", "cursor"),
     ],
 )
-def test_bad_input_is_a_4xx_naming_the_problem(registry_server, admin_api, params, status, code, needle):
+def test_bad_input_is_a_4xx_naming_the_problem(
+    registry_server, admin_api, params, status, code, needle
+):
     r = admin_api.get("/v1/search", params=params)
     assert r.status_code == status, r.text
     error = error_of(r)
@@ -397,3 +406,31 @@ def test_created_filters_accept_timezones(catalog, admin_api):
     later = (datetime.now(UTC) + timedelta(hours=1)).astimezone().isoformat()
     assert len(names(search(admin_api, created_before=later))) == 5
     assert names(search(admin_api, created_after=later)) == []
+
+
+def test_cli_search(catalog, registry_server, capsys, tmp_path):
+    from loreg import cli
+    from loreg.client import Registry
+
+    def factory(_args):
+        return Registry(
+            url=registry_server.url, token=registry_server.admin_token, cache_dir=tmp_path
+        )
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        code = cli.main(list(argv), registry_factory=factory)
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    code, out, err = run("search", "medical", "--tag", "qa", "--namespace", "default", "--json")
+    assert code == 0, err
+    assert [h["ref"] for h in json.loads(out)] == ["default/med-llama-v1"]
+    code, out, _ = run("search", "--base-model", LLAMA, "--sort", "name", "--limit", "2", "--json")
+    assert [h["name"] for h in json.loads(out)] == ["legal-llama", "med-llama"]
+    code, out, _ = run("search", "--rank-min", "8", "--has-alias")
+    assert code == 0 and "default/legal-llama-v1" in out and "REF" in out
+    assert "med-qwen" not in out
+    code, out, _ = run("search", "nothing-of-the-sort")
+    assert code == 0 and "no adapters found" in out
+    code, _, err = run("search", "--rank-min", "9", "--rank-max", "1")
+    assert code != 0 and "rank_min (9)" in err

@@ -31,7 +31,8 @@ SECRET = "plans"
 _BULK = [
     "INSERT INTO namespaces (name, private, created_at) "
     "SELECT 'ns' || g, g % 10 = 0, now() FROM generate_series(0, 49) g",
-    "INSERT INTO adapters (namespace_id, name, kind, description, base_model, created_at, updated_at) "
+    "INSERT INTO adapters (namespace_id, name, kind, description, base_model, created_at, "
+    "updated_at) "
     "SELECT (SELECT id FROM namespaces WHERE name = 'ns' || (g % 50)), 'adapter-' || g, 'adapter', "
     "'adapter number ' || g, 'org/base-' || (g % 40), now() - g * interval '1 minute', now() "
     f"FROM generate_series(1, {ADAPTERS}) g",

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request
 
 from loreg.vocabulary import SearchSort
 from registry.api.deps import PageDep, PrincipalDep, SessionDep
-from registry.schemas import Page, SearchHit, error_responses
+from registry.schemas import SearchPage, error_responses
 from registry.services import search as search_service
 
 router = APIRouter(prefix="/v1", tags=["search"])
@@ -22,7 +22,7 @@ _TAGS_HELP = (
 
 @router.get(
     "/search",
-    response_model=Page[SearchHit],
+    response_model=SearchPage,
     responses=error_responses(400, 401, 422),
 )
 def search(
@@ -58,8 +58,10 @@ def search(
     ] = False,
     sort: Annotated[
         SearchSort | None,
-        Query(description="relevance (the default with q), created (newest first; the "
-        "default without q) or name"),
+        Query(
+            description="relevance (the default with q), created (newest first; the "
+            "default without q) or name"
+        ),
     ] = None,
 ) -> dict[str, Any]:
     """Adapters the caller may see matching a text query and filters (cursor pages)."""

@@ -111,10 +111,13 @@ def check_parameters(names: list[str]) -> None:
         )
 
 
-def _utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
+def _as_utc(value: datetime) -> datetime:
+    """``value`` in UTC; a naive one (SQLite hands them back so) is taken as UTC."""
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    return None if value is None else _as_utc(value)
 
 
 def parse_tags(values: list[str]) -> tuple[str, ...]:
@@ -316,8 +319,8 @@ def _hit(row: Any) -> dict[str, Any]:
         "versions": doc.versions,
         "has_alias": doc.has_alias,
         "yanked": doc.yanked,
-        "created_at": _utc(doc.created_at).isoformat(),  # type: ignore[union-attr]
-        "updated_at": _utc(doc.updated_at).isoformat(),  # type: ignore[union-attr]
+        "created_at": _as_utc(doc.created_at).isoformat(),
+        "updated_at": _as_utc(doc.updated_at).isoformat(),
         "score": None if score is None else float(score),
     }
 

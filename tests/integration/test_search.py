@@ -310,16 +310,31 @@ def test_documents_follow_publish_and_alias_changes(catalog, admin_api, adapter_
     assert "default/poetry" not in names(search(admin_api, has_alias="true"))
 
 
-def test_backfill_indexes_adapters_published_before_search(catalog, admin_api, registry_server):
-    engine = registry_server.ctx.engine
+def _drop_every_document(engine: sa.engine.Engine) -> None:
+    """The state of a catalog published before search existed."""
     with Session(engine) as session:
         for adapter_id in session.execute(sa.select(SearchDocument.adapter_id)).scalars().all():
             search_index.remove_adapter(session, adapter_id)
         session.commit()
+
+
+def test_backfill_indexes_adapters_published_before_search(catalog, admin_api, registry_server):
+    engine = registry_server.ctx.engine
+    _drop_every_document(engine)
     assert names(search(admin_api)) == []
     assert search_index.backfill(engine, batch=2) == 5
     assert len(names(search(admin_api, q="medical"))) == 3
     assert search_index.backfill(engine) == 0
+
+
+def test_server_start_back_fills_the_index(catalog, admin_api, registry_server):
+    from registry.serve import prepare
+
+    _drop_every_document(registry_server.ctx.engine)
+    ctx, _ = prepare(registry_server.settings)  # what `loreg serve` runs before serving
+    ctx.engine.dispose()
+    assert len(names(search(admin_api, limit=200))) == 5
+    assert names(search(admin_api, q="contract")) == ["default/legal-llama"]
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlmodel import Session
 
-from registry.models import SearchDocument
+from registry.models import Adapter, SearchDocument
 from registry.services import search_index
 from tests.support.publish import publish
 
@@ -449,3 +449,36 @@ def test_cli_search(catalog, registry_server, capsys, tmp_path):
     assert code == 0 and "no adapters found" in out
     code, _, err = run("search", "--rank-min", "9", "--rank-max", "1")
     assert code != 0 and "rank_min (9)" in err
+
+
+def test_card_text_is_searched_with_the_lowest_weight(
+    catalog, admin_api, registry_server, monkeypatch
+):
+    # no card text is stored per version yet (the cards feature adds it and calls
+    # refresh_adapter when a card is ready): stand in for its reader here
+    cards = {"poetry": "## Usage\nGreat for haiku and limericks.", "med-qwen": "A poetry tool."}
+
+    def card_of(session, version):
+        adapter = session.get(Adapter, version.adapter_id)
+        return cards.get(adapter.name)
+
+    monkeypatch.setattr(search_index, "_card_text", card_of)
+    with Session(registry_server.ctx.engine) as session:
+        for adapter_id in session.execute(sa.select(SearchDocument.adapter_id)).scalars().all():
+            search_index.refresh_adapter(session, adapter_id)
+        session.commit()
+    assert names(search(admin_api, q="limericks")) == ["default/poetry"]
+    # a name match outranks a card match
+    assert names(search(admin_api, q="poetry")) == ["default/poetry", "default/med-qwen"]
+
+
+def test_deleting_a_document_drops_its_text_index_entry(catalog, admin_api, registry_server):
+    engine = registry_server.ctx.engine
+    with Session(engine) as session:  # a plain DELETE, as a cascade from the adapter does
+        session.execute(sa.delete(SearchDocument).where(SearchDocument.name == "poetry"))
+        session.commit()
+        if engine.dialect.name == "sqlite":  # the trigger of migration 0007
+            left = session.execute(sa.text("SELECT count(*) FROM search_fts")).scalar_one()
+            assert left == 4
+    assert names(search(admin_api, q="poetry")) == []
+    assert len(names(search(admin_api))) == 4

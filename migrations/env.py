@@ -7,6 +7,7 @@ from sqlmodel import SQLModel
 
 import registry.models  # noqa: F401  (registers the tables on SQLModel.metadata)
 from registry.db import make_engine
+from registry.models import SEARCH_FTS_OBJECTS
 from registry.settings import Settings, normalize_database_url
 
 config = context.config
@@ -19,6 +20,14 @@ def _url() -> str:
     return normalize_database_url(given) if given else Settings.from_env().database_url
 
 
+def include_object(obj, name, type_, reflected, compare_to) -> bool:
+    """Leave the engine-specific full-text objects of search (migration 0007: a
+    tsvector column and its GIN index on Postgres, the FTS5 table and its shadow tables
+    on SQLite) out of the model comparison: SQLModel cannot describe them on both."""
+    del obj, type_, compare_to
+    return not (reflected and name in SEARCH_FTS_OBJECTS)
+
+
 def run_migrations_offline() -> None:
     """Emit SQL without a database connection (``alembic upgrade --sql``)."""
     context.configure(
@@ -27,6 +36,7 @@ def run_migrations_offline() -> None:
         literal_binds=True,
         render_as_batch=True,
         compare_type=True,
+        include_object=include_object,
     )
     with context.begin_transaction():
         context.run_migrations()
@@ -52,6 +62,7 @@ def _configure_and_run(connection) -> None:
         target_metadata=target_metadata,
         render_as_batch=True,
         compare_type=True,
+        include_object=include_object,
     )
     with context.begin_transaction():
         context.run_migrations()

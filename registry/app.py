@@ -41,6 +41,7 @@ from registry.api.routes import (
     lineage,
     mirrors,
     presets,
+    search,
     uploads,
 )
 from registry.errors import RegistryError
@@ -249,6 +250,7 @@ def create_app(settings: Settings | None = None, context: Context | None = None)
         mirrors,
         lineage,
         lifecycle,
+        search,
         admin,
         audit,
         presets,

@@ -419,3 +419,80 @@ class TrainPreset(SQLModel, table=True):
     created_at: datetime = _ts()
     updated_by: str | None = Field(default=None, max_length=128)
     updated_at: datetime = _ts()
+
+
+class SearchDocument(SQLModel, table=True):
+    """What ``GET /v1/search`` finds: one row per adapter, describing its current version.
+
+    The current version is the adapter's latest version that is not yanked; ``yanked``
+    is true when every version is. Written by
+    :func:`registry.services.search_index.refresh_adapter` in the transaction of each
+    change to the adapter (publish, alias set/remove, ...). Besides these columns the
+    text index lives in engine-specific objects the migration creates (names in
+    :data:`SEARCH_FTS_OBJECTS`): the ``search_vector`` tsvector column and its GIN index
+    on Postgres, the ``search_fts`` FTS5 table on SQLite.
+    """
+
+    __tablename__ = "search_documents"
+    __table_args__ = (
+        sa.Index("ix_search_documents_name_id", "name", "adapter_id"),
+        sa.Index("ix_search_documents_created_id", "created_at", "adapter_id"),
+        sa.Index("ix_search_documents_base_model_created", "base_model", "created_at"),
+    )
+
+    adapter_id: int = Field(
+        primary_key=True,
+        foreign_key="adapters.id",
+        ondelete="CASCADE",
+        sa_column_kwargs={"autoincrement": False},
+    )
+    namespace_id: int = Field(foreign_key="namespaces.id", index=True)
+    namespace: str = Field(max_length=64)
+    name: str = Field(max_length=64)
+    kind: str = Field(max_length=16)
+    description: str | None = Field(default=None, max_length=4096)
+    base_model: str | None = Field(default=None, max_length=256)
+    task_type: str | None = Field(default=None, max_length=64, index=True)
+    peft_type: str | None = Field(default=None, max_length=64)
+    rank: int | None = Field(default=None, index=True)
+    tags: list | None = Field(default=None, sa_type=sa.JSON)
+    card_text: str | None = Field(default=None, sa_type=sa.Text)
+    version_id: int | None = Field(default=None, foreign_key="versions.id", ondelete="SET NULL")
+    version: int | None = Field(default=None)
+    versions: int = Field(default=0)
+    has_alias: bool = Field(default=False)
+    yanked: bool = Field(default=False)
+    format: int = Field(default=1)
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
+
+
+class SearchDocumentTag(SQLModel, table=True):
+    """One (lower-cased) tag of a search document: the ``tags`` filter's index."""
+
+    __tablename__ = "search_document_tags"
+    __table_args__ = (sa.Index("ix_search_document_tags_tag_adapter", "tag", "adapter_id"),)
+
+    adapter_id: int = Field(
+        primary_key=True,
+        foreign_key="search_documents.adapter_id",
+        ondelete="CASCADE",
+        sa_column_kwargs={"autoincrement": False},
+    )
+    tag: str = Field(primary_key=True, max_length=64)
+
+
+#: Full-text objects migration 0007 creates outside the models (engine-specific; the
+#: alembic comparison skips them: migrations/env.py).
+SEARCH_FTS_OBJECTS = frozenset(
+    {
+        "search_vector",  # Postgres: search_documents.search_vector (tsvector)
+        "ix_search_documents_search_vector",  # Postgres: its GIN index
+        "search_fts",  # SQLite: the FTS5 table and its shadow tables
+        "search_fts_data",
+        "search_fts_idx",
+        "search_fts_content",
+        "search_fts_docsize",
+        "search_fts_config",
+    }
+)

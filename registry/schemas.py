@@ -804,3 +804,34 @@ class MirrorSync(BaseModel):
 TokenPage = Page[TokenView]
 AuditPage = Page[AuditEventView]
 PresetPage = Page[PresetView]
+
+
+class SearchHit(BaseModel):
+    """``GET /v1/search`` (each item): an adapter and its current version."""
+
+    namespace: str
+    name: str
+    ref: str = Field(description="ref of the current version, e.g. team/med-lora-v3")
+    kind: str = Field(description="adapter or dataset")
+    description: str | None
+    base_model: str | None
+    task_type: str | None = Field(description="PEFT task_type of the current version")
+    peft_type: str | None = Field(description="PEFT peft_type, e.g. LORA")
+    rank: int | None = Field(description="LoRA rank r of the current version")
+    tags: list[str] = Field(description="tags of the current version (metadata.tags)")
+    version: int | None = Field(
+        description="the current version: the latest not yanked (the latest if all are)"
+    )
+    versions: int = Field(description="how many versions the adapter has")
+    has_alias: bool = Field(description="whether any alias points at one of its versions")
+    yanked: bool = Field(description="true when every version is yanked")
+    created_at: Timestamp
+    updated_at: Timestamp = Field(description="when the current version was published")
+    score: float | None = Field(
+        description="relevance (higher is better) when q is given, else null; comparable "
+        "within one search only"
+    )
+
+
+#: ``GET /v1/search``: a page of hits (parametrized here, so the model is this module's).
+SearchPage = Page[SearchHit]

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from sqlmodel import Session
 
 from registry import migrate
-from registry.services import fsck, gc, mirrors
+from registry.services import fsck, gc, mirrors, search_index
 from registry.services.context import Context
 from registry.services.reconciler import Reconciler
 from registry.services.tokens import bootstrap
@@ -63,7 +63,9 @@ def run_job_locally(settings: Settings, job_id: str) -> str:
 
 
 def prepare(settings: Settings) -> tuple[Context, str | None]:
-    """Create the data dir, run migrations, create the default namespace and first admin token.
+    """Create the data dir, run migrations, index adapters search has not seen yet
+    (:func:`registry.services.search_index.backfill`), create the default namespace and
+    first admin token.
 
     Returns the context (its embedded executor is :func:`run_job_locally`) and the
     new admin token (None if tokens already existed). The token is also written to
@@ -72,6 +74,7 @@ def prepare(settings: Settings) -> tuple[Context, str | None]:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     migrate.upgrade(settings.database_url)
     ctx = Context.from_settings(settings, create_bucket=True, run_job=run_job_locally)
+    search_index.backfill(ctx.engine)
     with Session(ctx.engine) as session:
         token = bootstrap(session)
         session.commit()

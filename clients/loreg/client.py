@@ -722,6 +722,53 @@ class Registry:
             self._lineage_path(ref, base_model), params=_lineage_query(direction, depth)
         )
 
+    def search(
+        self,
+        q: str | None = None,
+        *,
+        namespace: str | None = None,
+        base_model: str | None = None,
+        task_type: str | None = None,
+        tags: Iterable[str] | None = None,
+        rank_min: int | None = None,
+        rank_max: int | None = None,
+        peft_type: str | None = None,
+        kind: str | None = None,
+        created_after: datetime | str | None = None,
+        created_before: datetime | str | None = None,
+        has_alias: bool | None = None,
+        yanked: bool | None = None,
+        sort: str | None = None,
+        page_size: int | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Adapters matching a text query ``q`` and filters (``GET /v1/search``), as a
+        lazy iterator: a page of ``page_size`` (server default 50) is fetched when the
+        previous one is used up, so stopping early costs no further requests.
+
+        ``tags``: all must be present. ``sort``: ``relevance`` (default with ``q``),
+        ``created`` (newest first; default without) or ``name``. Each item: namespace,
+        name, ref, description, base_model, task_type, peft_type, rank, tags, version,
+        has_alias, yanked, created_at, score, ...
+        """
+        self._require_online("search")
+        dates = {"created_after": created_after, "created_before": created_before}
+        params: dict[str, Any] = {
+            "q": q,
+            "namespace": namespace,
+            "base_model": base_model,
+            "task_type": task_type,
+            "tags": ",".join(tags) if tags else None,
+            "rank_min": rank_min,
+            "rank_max": rank_max,
+            "peft_type": peft_type,
+            "kind": kind,
+            **{k: v.isoformat() if isinstance(v, datetime) else v for k, v in dates.items()},
+            "has_alias": None if has_alias is None else str(has_alias).lower(),
+            "yanked": None if yanked is None else str(yanked).lower(),
+            "sort": sort,
+        }
+        return self.api.pages("/v1/search", params=params, limit=page_size)
+
     def lineage_svg(
         self,
         ref: str | Ref,

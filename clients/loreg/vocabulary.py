@@ -209,6 +209,14 @@ class Preset(StrEnum):
     XLARGE = "xlarge"
 
 
+class SearchSort(StrEnum):
+    """Orders of ``GET /v1/search`` (``sort``); relevance needs a text query ``q``."""
+
+    RELEVANCE = "relevance"
+    CREATED = "created"
+    NAME = "name"
+
+
 #: ``(r, lora_alpha)`` of each built-in preset.
 PRESET_SHAPES: dict[Preset, tuple[int, int]] = {
     Preset.SMALL: (4, 8),
@@ -245,6 +253,7 @@ __all__ = [
     "Queue",
     "Relation",
     "Scope",
+    "SearchSort",
 ]
 
 

@@ -22,7 +22,7 @@ from registry.models import (
     VersionFile,
     utcnow,
 )
-from registry.services import audit, fsck, lineage, manifests
+from registry.services import audit, fsck, lineage, manifests, search_index
 from registry.services.context import Context
 
 _BASE_MODEL_NAME = re.compile(
@@ -255,6 +255,7 @@ def set_alias(
     except sa.exc.IntegrityError:  # a concurrent request created it first: retry as a move
         session.rollback()
         return set_alias(session, principal, namespace, name, alias, number)
+    search_index.refresh_adapter(session, adapter.id)
     return {"alias": alias, "version": number, "previous": previous}
 
 
@@ -272,6 +273,8 @@ def remove_alias(
         raise NotFound(f"alias '{alias}' not found on '{ns.name}/{adapter.name}'")
     previous = _version_number(session, row)
     session.delete(row)
+    assert adapter.id is not None  # read from the database
+    search_index.refresh_adapter(session, adapter.id)
     audit.record(
         session,
         principal,

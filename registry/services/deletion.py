@@ -45,7 +45,7 @@ from registry.models import (
     VersionFile,
     utcnow,
 )
-from registry.services import audit, catalog, lineage
+from registry.services import audit, catalog, lineage, search_index
 
 
 def dependents_of(session: Session, version_ids: Sequence[int]) -> list[lineage.Dependent]:
@@ -200,6 +200,8 @@ def delete_version(
         adapter.updated_at = utcnow()
         session.add(adapter)
         session.flush()
+        assert adapter.id is not None  # read from the database
+        search_index.refresh_adapter(session, adapter.id)  # removed with its last version
     except sa.exc.IntegrityError as exc:  # the request's session is rolled back
         raise _raced(ref) from exc
     return result
@@ -240,6 +242,8 @@ def _remove_adapter(
             detail={"before": {"id": mirror.id, "repo": mirror.repo_id}, "after": None},
         )
     session.flush()
+    assert adapter.id is not None  # read from the database
+    search_index.remove_adapter(session, adapter.id)
     session.delete(adapter)
     audit.record(
         session,

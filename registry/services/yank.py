@@ -17,7 +17,7 @@ from loreg.refs import format_ref
 from registry.auth import Principal, require_scope
 from registry.errors import NotFound
 from registry.models import Adapter, Namespace, Version, utcnow
-from registry.services import audit, catalog
+from registry.services import audit, catalog, search_index
 
 
 def writable_version(
@@ -89,6 +89,8 @@ def yank(
     session.add(version)
     session.flush()
     _record(session, principal, "version.yank", ns, adapter, version, before)
+    assert adapter.id is not None  # read from the database
+    search_index.refresh_adapter(session, adapter.id)  # the current version may change
     return _result(session, ns, adapter, version)
 
 
@@ -103,4 +105,6 @@ def unyank(
         session.add(version)
         session.flush()
         _record(session, principal, "version.unyank", ns, adapter, version, before)
+        assert adapter.id is not None  # read from the database
+        search_index.refresh_adapter(session, adapter.id)
     return _result(session, ns, adapter, version)

@@ -24,6 +24,7 @@ from sqlmodel import SQLModel
 
 import registry.models  # noqa: F401  (registers the tables on SQLModel.metadata)
 from registry import migrate
+from registry.models import SEARCH_FTS_OBJECTS
 from tests.support.servers import temp_pg_database
 
 pytestmark = pytest.mark.integration
@@ -47,7 +48,8 @@ def model_tables() -> set[str]:
 
 
 def schema_of(url: str) -> dict[str, list[tuple[str, str, bool]]]:
-    """Tables of the database with their columns as (name, type, nullable)."""
+    """Tables of the database with their columns as (name, type, nullable), without
+    search's engine-specific text index (see test_search_text_index_is_built)."""
     engine = sa.create_engine(url)
     try:
         inspector = sa.inspect(engine)
@@ -57,6 +59,7 @@ def schema_of(url: str) -> dict[str, list[tuple[str, str, bool]]]:
                 for c in inspector.get_columns(table)
             ]
             for table in sorted(inspector.get_table_names())
+            if table not in SEARCH_FTS_OBJECTS
         }
     finally:
         engine.dispose()
@@ -84,6 +87,36 @@ def test_upgrade_builds_exactly_the_models(database_url):
     assert current_revision(database_url) == head_revision(database_url)
     assert set(schema_of(database_url)) == model_tables() | {VERSION_TABLE}
     migrate.check(database_url)  # raises when autogenerate would emit anything
+
+
+def test_search_text_index_is_built(database_url):
+    """The objects alembic's comparison skips are there: the tsvector column and its GIN
+    index on Postgres, the FTS5 table and its delete trigger on SQLite."""
+    migrate.upgrade(database_url)
+    engine = sa.create_engine(database_url)
+    try:
+        inspector = sa.inspect(engine)
+        if engine.dialect.name == "postgresql":
+            columns = {c["name"]: str(c["type"]) for c in inspector.get_columns("search_documents")}
+            assert columns["search_vector"] == "TSVECTOR"
+            with engine.connect() as conn:
+                method = conn.execute(
+                    sa.text(
+                        "SELECT am.amname FROM pg_class c JOIN pg_am am ON am.oid = c.relam "
+                        "WHERE c.relname = 'ix_search_documents_search_vector'"
+                    )
+                ).scalar_one()
+            assert method == "gin"
+        else:
+            with engine.connect() as conn:
+                sql = conn.execute(
+                    sa.text("SELECT type, name, sql FROM sqlite_master WHERE name LIKE 'search_%'")
+                ).all()
+            by_name = {name: (kind, text) for kind, name, text in sql}
+            assert "USING fts5" in by_name["search_fts"][1]
+            assert by_name["search_documents_fts_delete"][0] == "trigger"
+    finally:
+        engine.dispose()
 
 
 def test_check_detects_a_schema_that_differs_from_the_models(database_url):

@@ -40,6 +40,7 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("push", "loreg.cli.transfer:setup_push", "publish an adapter folder as a new version"),
     ("pull", "loreg.cli.transfer:setup_pull", "download a version and print its local folder"),
     ("ls", "loreg.cli.adapters:setup_ls", "list adapters"),
+    ("search", "loreg.cli.search:setup_search", "find adapters by words, tags, base model, rank"),
     (
         "show",
         "loreg.cli.adapters:setup_show",

@@ -30,7 +30,7 @@ from registry.models import (
     VersionFile,
     utcnow,
 )
-from registry.services import audit, catalog
+from registry.services import audit, catalog, search_index
 from registry.services.base_models import base_model_view
 from registry.services.context import Context
 from registry.services.publish.checks import Validated, validate
@@ -163,6 +163,7 @@ def write_version(
     links = [*_job_links(upload), *implied, *declared]
     _insert_lineage(session, links, child_version_id=version.id)
     _touch_adapter(session, adapter, v, spec.get("description"))
+    search_index.refresh_adapter(session, _row_id(adapter))
     _mark_committed(session, upload, {"version_id": _row_id(version)})
     audit.record(
         session,

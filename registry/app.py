@@ -32,6 +32,7 @@ from registry.api.hub_errors import HUB_PREFIX, hub_error_response, is_hub_reque
 from registry.api.routes import (
     admin,
     base_models,
+    cards,
     catalog,
     hub_read,
     hub_write,
@@ -245,6 +246,7 @@ def create_app(settings: Settings | None = None, context: Context | None = None)
         jobs,
         mirrors,
         lineage,
+        cards,
         admin,
         hub_write,
         hub_read,

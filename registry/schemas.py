@@ -25,11 +25,13 @@ if TYPE_CHECKING:
     JobStatus = vocabulary.JobStatus
     JobTypeWord = vocabulary.JobType
     LineageNodeKindWord = vocabulary.LineageNodeKind
+    CardStatusWord = vocabulary.CardStatus
 else:  # the vocabulary's words as a Literal: OpenAPI keeps each enum inline in its schema
     Scope = Literal[tuple(vocabulary.Scope)]
     JobStatus = Literal[tuple(vocabulary.JobStatus)]
     JobTypeWord = Literal[tuple(vocabulary.JobType)]
     LineageNodeKindWord = Literal[tuple(vocabulary.LineageNodeKind)]
+    CardStatusWord = Literal[tuple(vocabulary.CardStatus)]
 #: Largest byte size (or timestamp) a request may carry: a signed 64-bit database column.
 #: Every integer a request carries has an upper bound, so none overflows the database
 #: driver (a 500); out-of-range values are a 422 naming the field.
@@ -422,6 +424,9 @@ class VersionSummary(BaseModel):
     created_at: Timestamp
     created_by: str | None
     base_model: str | None
+    card_status: CardStatusWord = Field(
+        description="the version's computed card: pending, ready or failed (GET .../card)"
+    )
 
 
 class AdapterDetail(BaseModel):
@@ -639,3 +644,31 @@ class MirrorSync(BaseModel):
     mirror: MirrorView
     submitted: bool = Field(description="false when an earlier sync job is still queued or running")
     job: JobView
+
+
+class VersionCardView(BaseModel):
+    """``GET /v1/adapters/{namespace}/{name}/versions/{n}/card``: a version's computed card."""
+
+    namespace: str
+    name: str
+    version: int
+    ref: str
+    digest: str = Field(description="sha256:<hex> of the manifest")
+    card_status: CardStatusWord = Field(
+        description="pending (its card job has not ended), ready or failed (see error)"
+    )
+    card: dict[str, Any] | None = Field(
+        description="when ready: the figures computed from the weights (per module rank, alpha, "
+        "scaling, norm, singular values, effective rank, energy) merged with a job result's card"
+    )
+    readme: str | None = Field(description="when ready: the version's README.md (bounded)")
+    error: str | None = Field(description="why the card failed (null unless failed)")
+    job_id: str | None = Field(description="the card job that owns the card (null: not yet)")
+    updated_at: Timestamp | None
+
+
+class CardBackfillReport(BaseModel):
+    """``POST /v1/admin/cards/backfill``: one bounded batch of card jobs submitted."""
+
+    submitted: int = Field(description="versions given a pending card and a card job now")
+    remaining: int = Field(description="versions still without a card (call again until 0)")

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from sqlmodel import Session
 
 from registry import migrate
-from registry.services import fsck, mirrors
+from registry.services import cards, fsck, mirrors
 from registry.services.context import Context
 from registry.services.reconciler import Reconciler
 from registry.services.tokens import bootstrap
@@ -247,9 +247,11 @@ def serve(
     recovery = start_job_recovery(ctx)
     scrubber = fsck.start_periodic(ctx) if not settings.redis_url else None  # else: workers
     scheduler = start_mirror_scheduler(ctx)
+    backfill = cards.Backfill(ctx, ctx.dispatcher.enqueue).start()  # versions without a card
     try:
         run()
     finally:
+        backfill.stop()
         if scheduler is not None:
             scheduler.stop()
         if scrubber is not None:

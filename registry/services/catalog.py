@@ -10,6 +10,7 @@ from sqlmodel import Session, col, func, select
 
 from loreg.errors import InvalidRefError
 from loreg.refs import Ref, format_ref, parse_ref, validate_alias, validate_name
+from loreg.vocabulary import CardStatus
 from registry.auth import Principal, check_visible, require_scope
 from registry.errors import InvalidName, InvalidRef, NotFound
 from registry.models import (
@@ -22,6 +23,7 @@ from registry.models import (
     utcnow,
 )
 from registry.services import audit, fsck, lineage, manifests
+from registry.services.card_status import card_statuses
 from registry.services.context import Context
 
 _BASE_MODEL_NAME = re.compile(
@@ -225,6 +227,7 @@ def adapter_detail(
         if versions
         else {}
     )
+    card_status = card_statuses(session, [v.id for v in versions if v.id is not None])
     out["versions"] = [
         {
             "version": v.number,
@@ -234,6 +237,7 @@ def adapter_detail(
             "created_at": v.created_at.isoformat(),
             "created_by": v.created_by,
             "base_model": v.base_model,
+            "card_status": card_status.get(v.id or 0, CardStatus.PENDING),
         }
         for v in versions
     ]

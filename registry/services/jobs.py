@@ -305,12 +305,15 @@ def list_jobs(
     namespace: str | None = None,
     limit: int = 50,
 ) -> list[dict[str, Any]]:
-    """Jobs visible to the caller, newest first, with optional filters."""
+    """Jobs visible to the caller, newest first, with optional filters.
+
+    The registry's own ``card`` jobs (one per published version) are listed only
+    when asked for by ``job_type``, so they do not drown the jobs people submitted.
+    """
     query = select(Job).order_by(col(Job.created_at).desc())
     if status:
         query = query.where(Job.status == status)
-    if job_type:
-        query = query.where(Job.type == job_type)
+    query = query.where(Job.type == job_type if job_type else Job.type != JobType.CARD)
     if namespace:
         query = query.where(Job.namespace == namespace)
     private = session.exec(select(Namespace.name).where(Namespace.private)).all()

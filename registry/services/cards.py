@@ -42,6 +42,7 @@ from registry.services.job_state import ERROR_MAX, truncate
 __all__ = [
     "Backfill",
     "backfill_batch",
+    "card_jobs_in_flight",
     "card_statuses",
     "card_text",
     "card_view",
@@ -181,12 +182,14 @@ def backfill_batch(
     retry_failed: bool = False,
     created_by: str | None = "loreg:backfill",
     enqueue: Enqueue | None = None,
+    count_remaining: bool = True,
 ) -> dict[str, int]:
     """Give up to ``limit`` versions without a card a pending row and a job; send the jobs.
 
     One transaction: a concurrent back-fill that took the same versions first makes
     this one's INSERT fail and roll back whole (each version gets one row and one
-    job). Returns ``{"submitted": n, "remaining": versions still without a card}``.
+    job). Returns ``{"submitted": n, "remaining": versions still without a card}``
+    (``remaining`` -1 without ``count_remaining``: the count reads every version).
     """
     limit = max(1, min(int(limit), MAX_BACKFILL_BATCH))
     submitted: list[tuple[str, str]] = []
@@ -210,7 +213,8 @@ def backfill_batch(
             log.info("card back-fill: another back-fill took this batch first")
             submitted = []
     dispatch(ctx, submitted, enqueue)
-    return {"submitted": len(submitted), "remaining": count_without_card(ctx, retry_failed)}
+    remaining = count_without_card(ctx, retry_failed) if count_remaining else -1
+    return {"submitted": len(submitted), "remaining": remaining}
 
 
 def count_without_card(ctx: Context, retry_failed: bool = False) -> int:
@@ -226,15 +230,33 @@ def count_without_card(ctx: Context, retry_failed: bool = False) -> int:
         )
 
 
+def card_jobs_in_flight(ctx: Context) -> int:
+    """How many card jobs are queued or running (the back-fill's throttle)."""
+    with Session(ctx.engine) as session:
+        return int(
+            session.exec(
+                select(func.count(col(Job.id))).where(
+                    Job.type == JobType.CARD,
+                    col(Job.status).in_([JobStatus.QUEUED, JobStatus.RUNNING]),
+                )
+            ).one()
+        )
+
+
 class Backfill:
     """The leader's start-up back-fill: batches until every version has a card row.
 
-    A daemon thread that ends when a batch submits nothing; an error is logged and
-    ends it (the next start, or an admin's back-fill, carries on).
+    A daemon thread. It submits the next batch only once fewer than ``batch`` card
+    jobs are in flight, so a large catalog never has more than about two batches of
+    card jobs queued (the embedded executor holds its queue in memory). It ends when
+    a batch submits nothing; an error is logged and ends it (the next start, or an
+    admin's back-fill, carries on).
     """
 
-    def __init__(self, ctx: Context, enqueue: Enqueue, batch: int = BACKFILL_BATCH):
-        self.ctx, self.enqueue, self.batch = ctx, enqueue, batch
+    def __init__(
+        self, ctx: Context, enqueue: Enqueue, batch: int = BACKFILL_BATCH, poll_s: float = 2.0
+    ):
+        self.ctx, self.enqueue, self.batch, self.poll_s = ctx, enqueue, batch, poll_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="loreg-card-backfill", daemon=True)
         self.submitted = 0
@@ -252,7 +274,12 @@ class Backfill:
     def _run(self) -> None:
         try:
             while not self._stop.is_set():
-                report = backfill_batch(self.ctx, limit=self.batch, enqueue=self.enqueue)
+                if card_jobs_in_flight(self.ctx) >= self.batch:
+                    self._stop.wait(self.poll_s)
+                    continue
+                report = backfill_batch(
+                    self.ctx, limit=self.batch, enqueue=self.enqueue, count_remaining=False
+                )
                 self.submitted += report["submitted"]
                 if report["submitted"] == 0:
                     break

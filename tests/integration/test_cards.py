@@ -141,9 +141,7 @@ def assert_card_matches(card: dict[str, Any], factors: dict[str, tuple[torch.Ten
     assert card["ranks"] == [2, 4] and card["alphas"] == [8.0, 32.0]
     assert card["use_rslora"] is True and card["storage"] == "peft"
     assert card["dtypes"] == ["BF16", "F16", "F32"]
-    assert card["lora_parameter_count"] == sum(
-        A.numel() + B.numel() for A, B in factors.values()
-    )
+    assert card["lora_parameter_count"] == sum(A.numel() + B.numel() for A, B in factors.values())
     assert card["module_count"] == 4
 
 
@@ -290,9 +288,7 @@ def test_the_job_reads_the_header_then_one_tensor_at_a_time(registry_server, adm
     assert key not in counter.opens  # never streamed whole
     header = parse_safetensors_bytes(weights)
     data_start = 8 + header.header_size
-    tensor_ranges = {
-        (data_start + t.start, data_start + t.end) for t in header.tensors.values()
-    }
+    tensor_ranges = {(data_start + t.start, data_start + t.end) for t in header.tensors.values()}
     reads = [(s, e) for k, s, e in counter.ranges if k == key]
     assert reads[:2] == [(0, 8), (8, data_start)]  # the length, then the header
     # then each tensor once, by exactly its own range, and nothing else
@@ -425,3 +421,74 @@ def test_card_routes_refuse_bad_input(registry_server, admin_api, anon_api, reco
         json={"type": "card", "inputs": [{"ref": "routes-v1"}], "output": "routes"},
     )
     assert r.status_code == 422 and "submitted by the registry itself" in r.text
+
+
+def test_a_job_results_card_facts_are_merged_into_its_computed_card(
+    registry_server, admin_api, recorded, adapter_dir, tmp_path
+):
+    """A compress result keeps its job's card (method, parents, energy kept) in the card."""
+    ctx = registry_server.ctx
+    with loreg.Registry(
+        url=registry_server.url,
+        token=registry_server.admin_token,
+        cache_dir=tmp_path / "cache",
+        progress=False,
+    ) as reg:
+        reg.push(adapter_dir, "medical")  # r=4 on q_proj, v_proj
+        body = {"type": "compress", "inputs": [{"ref": "medical-v1"}], "params": {"rank": 2}}
+        job = reg.api.post("/v1/jobs", {**body, "output": "small"})
+    assert run_job(ctx, job["id"]) == "succeeded"
+    for card_job in card_jobs(admin_api):
+        assert run_card(ctx, card_job["id"]) == "succeeded"
+    parent = admin_api.get(card_path("medical", 1)).json()["card"]
+    view = admin_api.get(card_path("small", 1)).json()
+    assert view["card_status"] == "ready"
+    card = view["card"]
+    declared = admin_api.get("/v1/resolve/small-v1").json()["metadata"]["card"]
+    assert card["job"] == declared  # the job's card, whole
+    for key in ("type", "method", "parents", "energy_kept", "relative_error", "title"):
+        assert card[key] == declared[key], key
+    assert card["type"] == "compress" and card["parents"] == [{"ref": "default/medical-v1"}]
+    assert card["ranks"] == [2] and all(m["rank"] == 2 for m in card["modules"])
+    # the job's energy kept, against the parent's singular values from its own card
+    kept = sum(sum(s * s for s in m["singular_values"][:2]) for m in parent["modules"])
+    total = sum(sum(s * s for s in m["singular_values"]) for m in parent["modules"])
+    assert declared["energy_kept"] == pytest.approx(kept / total, rel=1e-4)
+    # and the result's σ are the parent's top two (a truncated SVD keeps them)
+    for m in card["modules"]:
+        [p] = [x for x in parent["modules"] if x["name"] == m["name"]]
+        assert m["singular_values"] == pytest.approx(p["singular_values"][:2], rel=1e-4)
+
+
+def test_the_leaders_backfill_keeps_at_most_a_batch_of_card_jobs_in_flight(
+    registry_server, admin_api, recorded
+):
+    from registry.services import cards
+
+    ctx = registry_server.ctx
+    for n in range(3):
+        publish_ok(admin_api, f"older{n}", make_adapter(seed=30 + n)[0])
+    with Session(ctx.engine) as session:  # published before cards existed
+        for row in session.exec(select(VersionCard)).all():
+            session.delete(row)
+        for job in session.exec(select(Job).where(Job.type == "card")).all():
+            session.delete(job)
+        session.commit()
+    recorded.sent.clear()
+    backfill = cards.Backfill(ctx, recorded.enqueue, batch=2, poll_s=0.05).start()
+    try:
+        deadline = time.monotonic() + 30
+        while len(recorded.sent) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # two in flight: the thread waits, submitting nothing more
+        assert len(recorded.sent) == 2 and cards.card_jobs_in_flight(ctx) == 2
+        for job_id, _ in list(recorded.sent):
+            assert run_card(ctx, job_id) == "succeeded"
+        backfill._thread.join(30)
+        assert not backfill._thread.is_alive() and backfill.submitted == 3
+    finally:
+        backfill.stop()
+    assert len(recorded.sent) == 3
+    assert run_card(ctx, recorded.sent[-1][0]) == "succeeded"
+    for n in range(3):
+        assert admin_api.get(card_path(f"older{n}", 1)).json()["card_status"] == "ready"

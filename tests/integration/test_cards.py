@@ -492,3 +492,37 @@ def test_the_leaders_backfill_keeps_at_most_a_batch_of_card_jobs_in_flight(
     assert run_card(ctx, recorded.sent[-1][0]) == "succeeded"
     for n in range(3):
         assert admin_api.get(card_path(f"older{n}", 1)).json()["card_status"] == "ready"
+
+
+def test_an_int8_adapters_card_is_of_its_dequantized_factors(registry_server, admin_api, recorded):
+    """The compress job's int8 row-wise format: ΔW of ``qweight · scales`` per row."""
+    from loreg.constants import INT8_FORMAT
+
+    gen = torch.Generator().manual_seed(40)
+    module, d, k, r = "model.layers.0.self_attn.q_proj", 24, 16, 4
+    tensors, dequantized = {}, {}
+    for half, shape in (("A", (r, k)), ("B", (d, r))):
+        q = torch.randint(-127, 128, shape, generator=gen, dtype=torch.int8)
+        scales = torch.rand(shape[0], generator=gen) * 0.01 + 0.001
+        tensors[f"{PREFIX}{module}.lora_{half}.qweight"] = q
+        tensors[f"{PREFIX}{module}.lora_{half}.scales"] = scales
+        dequantized[half] = q.double() * scales.double()[:, None]
+    config = {**CONFIG, "use_rslora": False, "rank_pattern": {}, "alpha_pattern": {}}
+    config["target_modules"] = ["q_proj"]
+    files = {
+        "adapter_config.json": json.dumps(config).encode(),
+        "adapter_model.safetensors": save(tensors, metadata={"format": INT8_FORMAT}),
+    }
+    publish_ok(admin_api, "quantized", files)
+    [job] = card_jobs(admin_api)
+    assert run_card(registry_server.ctx, job["id"]) == "succeeded"
+    card = admin_api.get(card_path("quantized", 1)).json()["card"]
+    assert card["storage"] == INT8_FORMAT and card["dtypes"] == ["F32", "I8"]
+    [got] = card["modules"]
+    assert got["dtype"] == "F32,I8" and got["scaling"] == 2.0
+    dense = 2.0 * (dequantized["B"].numpy() @ dequantized["A"].numpy())
+    want = np.linalg.svd(dense, compute_uv=False)[:r]
+    assert np.allclose(got["singular_values"], want, rtol=REL, atol=0)
+    assert got["frobenius_norm"] == pytest.approx(np.linalg.norm(dense), rel=REL)
+    assert card["lora_parameter_count"] == (d + k) * r
+    assert card["parameter_count"] == (d + k) * r + r + d  # the scales are stored too

@@ -95,15 +95,30 @@ class TensorReader:
             )
         return decode_tensor(raw, info)
 
+    @property
+    def int8(self) -> bool:
+        """Whether the file is in the compress job's int8 row-wise format."""
+        return self.header.metadata.get("format") == INT8_FORMAT
+
+    def factor_names(self, module: LoraModuleShape, half: str) -> list[str]:
+        """The tensors holding a module's factor ``A`` or ``B`` (int8: values, then scales)."""
+        if module.kind == "embedding":
+            return [f"{PEFT_PREFIX}{module.module}.lora_embedding_{half}"]
+        stem = f"{PEFT_PREFIX}{module.module}.lora_{half}"
+        return [f"{stem}.qweight", f"{stem}.scales"] if self.int8 else [f"{stem}.weight"]
+
     def factor(self, module: LoraModuleShape, half: str) -> np.ndarray:
         """A module's factor ``A`` or ``B`` (an int8 one dequantized: ``qweight · scales``)."""
-        if module.kind == "embedding":
-            return self.read(f"{PEFT_PREFIX}{module.module}.lora_embedding_{half}")
-        stem = f"{PEFT_PREFIX}{module.module}.lora_{half}"
-        if self.header.metadata.get("format") == INT8_FORMAT:
-            scales = self.read(f"{stem}.scales")
-            return self.read(f"{stem}.qweight") * scales[:, None]
-        return self.read(f"{stem}.weight")
+        names = self.factor_names(module, half)
+        if len(names) == 2:
+            scales = self.read(names[1])
+            return self.read(names[0]) * scales[:, None]
+        return self.read(names[0])
+
+    def factor_dtype(self, module: LoraModuleShape) -> str:
+        """The stored dtype(s) of a module's factors (``F32``, or ``I8,F32`` for int8)."""
+        names = self.factor_names(module, "A") + self.factor_names(module, "B")
+        return ",".join(sorted({self.header.tensors[n].dtype for n in names}))
 
 
 def read_readme(store: ObjectStore, key: str, size: int) -> tuple[str, bool]:
@@ -161,8 +176,7 @@ def adapter_figures(
             alpha=module_alpha(config, name),
             use_rslora=use_rslora,
         )
-        dtype = _factor_dtype(reader, shape)
-        modules.append(_module_entry(name, figures, dtype, shape.kind))
+        modules.append(_module_entry(name, figures, reader.factor_dtype(shape), shape.kind))
         report(0.1 + 0.8 * (n + 1) / max(total, 1), f"module {n + 1}/{total}: {name}")
     norms = [m["frobenius_norm"] for m in modules]
     ranks = sorted({m["rank"] for m in modules})
@@ -170,7 +184,7 @@ def adapter_figures(
         "peft_type": config.get("peft_type"),
         "use_rslora": use_rslora,
         "use_dora": bool(config.get("use_dora", False)),
-        "storage": "int8" if reader.header.metadata.get("format") == INT8_FORMAT else "peft",
+        "storage": INT8_FORMAT if reader.int8 else "peft",  # the compress job's words
         "lora_parameter_count": sum(m["parameter_count"] for m in modules),
         "parameter_count": summary.parameter_count,
         "weights_bytes": reader.header.data_size + reader.header.header_size + _PREFIX_BYTES,
@@ -187,11 +201,6 @@ def adapter_figures(
         ),
         "modules": modules,
     }
-
-
-def _factor_dtype(reader: TensorReader, shape: LoraModuleShape) -> str:
-    names = [n for n in reader.header.tensors if n.startswith(f"{PEFT_PREFIX}{shape.module}.")]
-    return ",".join(sorted({reader.header.tensors[n].dtype for n in names}))
 
 
 def build_card(

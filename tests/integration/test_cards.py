@@ -27,7 +27,7 @@ from sqlmodel import Session, select
 
 import loreg
 from loreg import cli
-from registry.models import Job, VersionCard
+from registry.models import Adapter, Job, Version, VersionCard
 from registry.storage.base import blob_key
 from tests.support.publish import publish
 from workers.runner import run_job
@@ -174,6 +174,16 @@ def run_card(ctx, job_id: str) -> str:
     return run_job(ctx, job_id)
 
 
+def view_version_id(ctx, name: str) -> int:
+    """The id of version 1 of ``default/name`` (its card row's key)."""
+    with Session(ctx.engine) as session:
+        return session.exec(
+            select(Version.id)
+            .join(Adapter, Adapter.id == Version.adapter_id)
+            .where(Adapter.name == name, Version.number == 1)
+        ).one()
+
+
 # ------------------------------------------------------------------ tests
 
 
@@ -217,6 +227,8 @@ def test_publish_makes_a_pending_card_then_a_ready_one(
             progress=False,
         )
 
+    with registry(None) as sdk:  # the SDK's view is the API's
+        assert sdk.card("handmade") == admin_api.get(card_path("handmade", 1)).json()
     assert cli.main(["show", "handmade-v1", "--modules"], registry_factory=registry) == 0
     out = capsys.readouterr().out
     assert "card: ready" in out and "card ready" in out  # the block, and the versions line
@@ -318,13 +330,27 @@ def test_a_missing_blob_fails_the_card_and_a_retry_makes_it_ready(
     detail = admin_api.get("/v1/adapters/default/lost").json()
     assert detail["versions"][0]["card_status"] == "failed"
 
+    # retrying while the bytes are still gone fails again (through the SDK)
+    with loreg.Registry(
+        url=registry_server.url, token=registry_server.admin_token, progress=False
+    ) as sdk:
+        retried = sdk.recompute_card("lost-v1")
+    assert retried["card_status"] == "pending" and retried["job_id"] != job["id"]
+    assert run_card(ctx, retried["job_id"]) == "failed"
+    assert admin_api.get(card_path("lost", 1)).json()["card_status"] == "failed"
     # the bytes come back; recomputing (write scope) makes a new job and a ready card
     ctx.store.put(key, io.BytesIO(weights), size=len(weights))
     again = admin_api.post(card_path("lost", 1))
     assert again.status_code == 202, again.text
-    assert again.json()["card_status"] == "pending" and again.json()["job_id"] != job["id"]
+    assert again.json()["card_status"] == "pending"
+    assert again.json()["job_id"] not in (job["id"], retried["job_id"])
     new_job = again.json()["job_id"]
     assert recorded.sent[-1] == (new_job, "cpu")
+    # the superseded job cannot overwrite the new one's row
+    with Session(ctx.engine) as session:
+        from registry.services import cards
+
+        assert not cards.record_failed(session, view_version_id(ctx, "lost"), job["id"], "old")
     assert run_card(ctx, new_job) == "succeeded"
     view = admin_api.get(card_path("lost", 1)).json()
     assert view["card_status"] == "ready" and view["error"] is None

@@ -19,7 +19,7 @@ only: the API process imports this without torch.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Annotated, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 import annotated_types
 from pydantic import (
@@ -454,12 +454,18 @@ _BODIES: dict[JobType, type[JobBody]] = {
 }
 
 
+if TYPE_CHECKING:
+    SubmittableType = JobType
+else:  # every type but the registry's own (card): a bad type's 422 lists only these
+    SubmittableType = Literal[tuple(t.value for t in _BODIES)]
+
+
 class _Kind(StrictBody):
     """The ``type`` of a job body alone, read after the checks every body gets."""
 
     model_config = ConfigDict(extra="ignore")
 
-    type: JobType
+    type: SubmittableType
 
 
 AnyJob = Annotated[
@@ -484,4 +490,9 @@ class JobRequest(RootModel[AnyJob]):
         """
         if isinstance(data, JobBody):  # built in process
             return data
+        if isinstance(data, dict) and data.get("type") == JobType.CARD:
+            raise InvalidJob(
+                "type 'card' jobs are submitted by the registry itself; to compute a "
+                "version's card again, POST /v1/adapters/{namespace}/{name}/versions/{n}/card"
+            )
         return _BODIES[_Kind.model_validate(data).type].model_validate(data)

@@ -227,6 +227,27 @@ class VersionFile(SQLModel, table=True):
     size: int = _bigint()
 
 
+class VersionCard(SQLModel, table=True):
+    """A version's computed card (docs/design.md, Cards): one row per version.
+
+    ``pending`` from publish (or back-fill) until the ``card`` job ``job_id`` ends it
+    ``ready`` (``card``: the figures computed from the weights, merged with a job
+    result's own card facts; ``readme``: the version's README.md, bounded) or
+    ``failed`` (``error``). Only the job named in ``job_id`` may end the row, so a
+    retry supersedes an older job.
+    """
+
+    __tablename__ = "version_cards"
+
+    version_id: int = Field(primary_key=True, foreign_key="versions.id", ondelete="CASCADE")
+    status: str = Field(default="pending", max_length=16, index=True)
+    job_id: str | None = Field(default=None, max_length=32)
+    card: dict | None = _json()
+    readme: str | None = Field(default=None, sa_type=sa.Text)
+    error: str | None = Field(default=None, max_length=4096)
+    updated_at: datetime = _ts()
+
+
 class Alias(SQLModel, table=True):
     """A movable name (``prod``) on one version of an adapter."""
 

@@ -26,12 +26,14 @@ if TYPE_CHECKING:
     JobTypeWord = vocabulary.JobType
     LineageNodeKindWord = vocabulary.LineageNodeKind
     LineageDirectionWord = vocabulary.LineageDirection
+    CardStatusWord = vocabulary.CardStatus
 else:  # the vocabulary's words as a Literal: OpenAPI keeps each enum inline in its schema
     Scope = Literal[tuple(vocabulary.Scope)]
     JobStatus = Literal[tuple(vocabulary.JobStatus)]
     JobTypeWord = Literal[tuple(vocabulary.JobType)]
     LineageNodeKindWord = Literal[tuple(vocabulary.LineageNodeKind)]
     LineageDirectionWord = Literal[tuple(vocabulary.LineageDirection)]
+    CardStatusWord = Literal[tuple(vocabulary.CardStatus)]
 #: Largest byte size (or timestamp) a request may carry: a signed 64-bit database column.
 #: Every integer a request carries has an upper bound, so none overflows the database
 #: driver (a 500); out-of-range values are a 422 naming the field.
@@ -535,6 +537,9 @@ class VersionSummary(BaseModel):
     created_by: str | None
     base_model: str | None
     yanked: YankView | None = Field(description="null unless yanked")
+    card_status: CardStatusWord = Field(
+        description="the version's computed card: pending, ready or failed (GET .../card)"
+    )
 
 
 class AdapterDetail(AdapterSummary):
@@ -835,3 +840,31 @@ class SearchHit(BaseModel):
 
 #: ``GET /v1/search``: a page of hits (parametrized here, so the model is this module's).
 SearchPage = Page[SearchHit]
+
+
+class VersionCardView(BaseModel):
+    """``GET /v1/adapters/{namespace}/{name}/versions/{n}/card``: a version's computed card."""
+
+    namespace: str
+    name: str
+    version: int
+    ref: str
+    digest: str = Field(description="sha256:<hex> of the manifest")
+    card_status: CardStatusWord = Field(
+        description="pending (its card job has not ended), ready or failed (see error)"
+    )
+    card: dict[str, Any] | None = Field(
+        description="when ready: the figures computed from the weights (per module rank, alpha, "
+        "scaling, norm, singular values, effective rank, energy) merged with a job result's card"
+    )
+    readme: str | None = Field(description="when ready: the version's README.md (bounded)")
+    error: str | None = Field(description="why the card failed (null unless failed)")
+    job_id: str | None = Field(description="the card job that owns the card (null: not yet)")
+    updated_at: Timestamp | None
+
+
+class CardBackfillReport(BaseModel):
+    """``POST /v1/admin/cards/backfill``: one bounded batch of card jobs submitted."""
+
+    submitted: int = Field(description="versions given a pending card and a card job now")
+    remaining: int = Field(description="versions still without a card (call again until 0)")

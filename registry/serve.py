@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from sqlmodel import Session
 
 from registry import migrate
-from registry.services import fsck, gc, mirrors, search_index
+from registry.services import cards, fsck, gc, mirrors, search_index
 from registry.services.context import Context
 from registry.services.reconciler import Reconciler
 from registry.services.tokens import bootstrap
@@ -259,9 +259,11 @@ def serve(
     scrubber = fsck.start_periodic(ctx) if not settings.redis_url else None  # else: workers
     scheduler = start_mirror_scheduler(ctx)
     collector = start_scheduled_gc(ctx)
+    backfill = cards.Backfill(ctx, ctx.dispatcher.enqueue).start()  # versions without a card
     try:
         run()
     finally:
+        backfill.stop()
         if collector is not None:
             collector.stop()
         if scheduler is not None:

@@ -501,6 +501,8 @@ def run_job(ctx: Context, job_id: str, *, worker: str | None = None) -> str:
             return _end(ctx, jc, JobStatus.FAILED, error=message)
         jc.log(f"succeeded: {result.get('ref')}")
         done = "nothing new: already registered as" if result.get("skipped") else "published"
+        if job.type == JobType.CARD:
+            done = f"card {result.get('card_status')}:"
         jc.message = f"{done} {result.get('ref')}"
         return _end(ctx, jc, JobStatus.SUCCEEDED, result=result)
 

@@ -36,6 +36,7 @@ from loreg.cache import (
 )
 from loreg.errors import (
     LoregError,
+    NotFoundError,
     OfflineCacheMissError,
     ServerError,
     ValidationFailedError,
@@ -580,11 +581,30 @@ class Registry:
         newest versions; :meth:`versions` iterates over all of them.
         """
         resolved = strip_urls(self.resolve(ref))
-        detail = None
+        detail = card = None
         if not self.offline:
             namespace, name = quote_path(resolved["namespace"]), quote_path(resolved["name"])
             detail = self._api.get(f"/v1/adapters/{namespace}/{name}")
-        return {**resolved, "adapter": detail}
+            try:
+                card = self._api.get(_card_path(resolved))
+            except NotFoundError:  # a registry from before cards
+                card = None
+        return {**resolved, "adapter": detail, "card": card}
+
+    def card(self, ref: str | Ref) -> dict[str, Any]:
+        """A version's computed card: ``{card_status, card, readme, error, ...}``.
+
+        ``card_status`` is ``pending`` until the registry's card job has read the
+        weights, then ``ready`` (``card``: per module rank, alpha, scaling, norm,
+        singular values, effective rank, energy; totals) or ``failed`` (``error``).
+        """
+        self._require_online("card")
+        return self._api.get(_card_path(self.resolve(ref)))
+
+    def recompute_card(self, ref: str | Ref) -> dict[str, Any]:
+        """Compute a version's card again (write scope; retries a failed card): pending."""
+        self._require_online("card")
+        return self._api.post(_card_path(self.resolve(ref)), {})
 
     def set_alias(self, ref: str | Ref, alias: str) -> dict[str, Any]:
         """Point ``alias`` at the version ``ref`` resolves to.
@@ -952,6 +972,15 @@ class Registry:
             )
         return self._api.delete(self._adapter_path(parsed))
 
+    def backfill_cards(self, *, limit: int = 500, retry_failed: bool = False) -> dict[str, Any]:
+        """One batch of the card back-fill (admin): ``{submitted, remaining}``.
+
+        Versions without a card (published before cards existed; with
+        ``retry_failed`` also failed ones) get a card job; call until ``remaining`` is 0.
+        """
+        flag = "true" if retry_failed else "false"
+        return self.api.post(f"/v1/admin/cards/backfill?limit={int(limit)}&retry_failed={flag}")
+
     # --------------------------------------------------------------- jobs
     def submit_job(
         self,
@@ -1116,6 +1145,12 @@ def _same_adapter(manifest: Mapping[str, Any], ref: Ref) -> bool:
     if manifest.get("name") != ref.name:
         return False
     return ref.namespace is None or manifest.get("namespace") == ref.namespace
+
+
+def _card_path(resolved: Mapping[str, Any]) -> str:
+    """``/v1/adapters/{ns}/{name}/versions/{n}/card`` of a resolved version."""
+    namespace, name = quote_path(resolved["namespace"]), quote_path(resolved["name"])
+    return f"/v1/adapters/{namespace}/{name}/versions/{int(resolved['version'])}/card"
 
 
 def _alias_path(namespace: str, name: str, alias: str) -> str:

@@ -24,6 +24,8 @@ class JobType(StrEnum):
     TRAIN = "train"
     MIRROR_IMPORT = "mirror_import"
     MIRROR_EXPORT = "mirror_export"
+    #: The registry's own: computes a version's card (submitted on publish, never by a client).
+    CARD = "card"
 
 
 class JobStatus(StrEnum):
@@ -42,6 +44,14 @@ TERMINAL_STATUSES: tuple[JobStatus, ...] = (
     JobStatus.FAILED,
     JobStatus.CANCELLED,
 )
+
+
+class CardStatus(StrEnum):
+    """Where a version's computed card is: ``pending`` until its ``card`` job ends."""
+
+    PENDING = "pending"
+    READY = "ready"
+    FAILED = "failed"
 
 
 class ArtifactKind(StrEnum):
@@ -238,6 +248,7 @@ __all__ = [
     "SIGN_METHODS",
     "TERMINAL_STATUSES",
     "ArtifactKind",
+    "CardStatus",
     "CombineMethod",
     "JobRelation",
     "JobStatus",

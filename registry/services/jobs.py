@@ -324,13 +324,14 @@ def list_jobs(
     """A page of the jobs visible to the caller, newest first, with optional filters.
 
     Keyset order ``(created_at, id)`` descending (the ``ix_jobs_created_at_id`` index);
-    jobs of private namespaces the caller cannot read are left out in SQL.
+    jobs of private namespaces the caller cannot read are left out in SQL. The
+    registry's own ``card`` jobs (one per published version) are listed only when asked
+    for by ``job_type``, so they do not drown the jobs people submitted.
     """
     query = select(Job)
     if status:
         query = query.where(Job.status == status)
-    if job_type:
-        query = query.where(Job.type == job_type)
+    query = query.where(Job.type == job_type if job_type else Job.type != JobType.CARD)
     if namespace:
         query = query.where(Job.namespace == namespace)
     private = session.exec(select(Namespace.name).where(Namespace.private)).all()

@@ -28,9 +28,10 @@ import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session, col, func, select
 
-from loreg.vocabulary import AdapterSort
+from loreg.vocabulary import AdapterSort, CardStatus
 from registry.auth import ALL_NAMESPACES, Principal
 from registry.models import Adapter, Alias, Namespace, Version, VersionFile
+from registry.services.card_status import card_statuses
 from registry.services.catalog import (
     checked_name,
     deprecation_view,
@@ -165,7 +166,8 @@ def adapter_summaries(
 
 
 def _versions_page(session: Session, adapter: Adapter, page: PageRequest) -> Page[Any]:
-    """A page of ``adapter``'s versions, newest first, with their file counts."""
+    """A page of ``adapter``'s versions, newest first, with their file counts and card
+    statuses (one grouped query each)."""
     found = paginate(
         session,
         select(Version).where(Version.adapter_id == adapter.id),
@@ -186,6 +188,7 @@ def _versions_page(session: Session, adapter: Adapter, page: PageRequest) -> Pag
                 .group_by(col(VersionFile.version_id))
             ).all()
         )
+    cards = card_statuses(session, [v.id for v in found.items if v.id is not None])
     items = [
         {
             "version": v.number,
@@ -196,6 +199,7 @@ def _versions_page(session: Session, adapter: Adapter, page: PageRequest) -> Pag
             "created_by": v.created_by,
             "base_model": v.base_model,
             "yanked": yank_view(v),
+            "card_status": cards.get(v.id or 0, CardStatus.PENDING),
         }
         for v in found.items
     ]

@@ -33,6 +33,7 @@ from registry.models import (
     SearchDocumentTag,
     Version,
 )
+from registry.services.card_status import card_text
 
 #: Bumped when what a document holds changes: :func:`backfill` rewrites older ones.
 DOCUMENT_FORMAT = 1
@@ -81,13 +82,9 @@ def _current_version(session: Session, adapter_id: int) -> tuple[Version | None,
 
 
 def _card_text(session: Session, version: Version) -> str | None:
-    """The card (README) text of a version, None while it has none.
-
-    No card text is stored per version yet: the cards feature adds it, and its
-    "card ready" step calls :func:`refresh_adapter`.
-    """
-    del session, version
-    return None
+    """The card text of a version (facts and README), None while its card is not ready."""
+    assert version.id is not None  # read from the database
+    return card_text(session, version.id)
 
 
 def _tags(version: Version) -> list[str]:

@@ -253,7 +253,9 @@ def test_redis_restart_loses_no_job(worker_stack, tmp_path):
         for m, p in methods.items()
     }
     redis = stack.redis.client()
-    assert redis.llen("cpu") == len(ids)  # the messages are in the broker...
+    card_jobs = stack.api.get("/v1/jobs", params={"type": "card"}).json()
+    assert len(card_jobs) == 2  # each push also queued its version's card job (cpu)
+    assert redis.llen("cpu") == len(ids) + len(card_jobs)  # the messages are in the broker...
     stack.redis.restart()
     assert stack.redis.client().llen("cpu") == 0  # ...and now they are gone
 

@@ -65,6 +65,10 @@ class FakeRegistry:
     blobs: dict[str, bytes] = field(default_factory=dict)
     versions: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)
     aliases: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)
+    #: ``GET .../versions/{n}/card`` answers by (namespace, name, number); pending if absent
+    cards: dict[tuple[str, str, int], dict[str, Any]] = field(default_factory=dict)
+    #: ``POST /v1/admin/cards/backfill`` answers, in turn (then submitted 0, remaining 0)
+    backfills: list[dict[str, int]] = field(default_factory=list)
     uploads: dict[str, dict[str, Any]] = field(default_factory=dict)
     staged: dict[tuple[str, str], bytes] = field(default_factory=dict)
     parts: dict[tuple[str, str, int], bytes] = field(default_factory=dict)
@@ -173,6 +177,14 @@ class FakeRegistry:
                 "next_cursor": "20" if newest_first[20:] else None,
             }
             return httpx.Response(200, json={**self._summary(*key), "recent_versions": recent})
+        match = re.fullmatch(r"/v1/adapters/([^/]+)/([^/]+)/versions/(\d+)/card", path)
+        if match and method == "GET":
+            key3 = (match.group(1), match.group(2), int(match.group(3)))
+            pending = {"card_status": "pending", "card": None, "readme": None, "error": None}
+            return httpx.Response(200, json=self.cards.get(key3, pending))
+        if method == "POST" and path == "/v1/admin/cards/backfill":
+            answer = self.backfills.pop(0) if self.backfills else {"submitted": 0, "remaining": 0}
+            return httpx.Response(200, json=answer)
         match = re.fullmatch(r"/v1/adapters/([^/]+)/([^/]+)/aliases/([^/]+)", path)
         if match:
             return self._alias(method, (match.group(1), match.group(2)), match.group(3), body)

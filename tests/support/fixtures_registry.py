@@ -68,7 +68,7 @@ def registry_server(request, tmp_path, registry_settings_overrides) -> Iterator[
         if overrides:
             settings = settings.with_overrides(**overrides)
         ctx, token = prepare(settings)
-        stack.callback(ctx.engine.dispose)
+        stack.callback(ctx.close)  # engines, and the job executor (its child process)
         server = stack.enter_context(ServerThread(create_app(context=ctx)))
         yield RunningRegistry(
             url=server.url, admin_token=token, settings=settings, ctx=ctx, backend=request.param

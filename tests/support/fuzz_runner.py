@@ -374,7 +374,7 @@ def fuzz_backend(backend: str) -> Iterator[tuple[str, str]]:
             endpoint = stack.enter_context(MotoServer()).endpoint_url
         settings = make_settings(backend, Path(tmp), stack, endpoint)
         ctx, token = prepare(settings)
-        stack.callback(ctx.engine.dispose)
+        stack.callback(ctx.close)  # engines, and the job executor (its child process)
         server = stack.enter_context(ServerThread(create_app(context=ctx)))
         yield server.url, token
 

@@ -164,7 +164,8 @@ def test_the_schema_documents_each_job_types_params() -> None:
     schema = JobRequest.model_json_schema()
     mapping = schema["discriminator"]["mapping"]
     assert schema["discriminator"]["propertyName"] == "type"
-    assert set(mapping) == {str(t) for t in JobType}
+    # every type a client may submit: card jobs are the registry's own (refused below)
+    assert set(mapping) == {str(t) for t in JobType} - {JobType.CARD}
     defs = schema["$defs"]
     for job_type, model in mapping.items():
         params = defs[model.rsplit("/", 1)[1]]["properties"]["params"]["$ref"].rsplit("/", 1)[1]
@@ -182,3 +183,8 @@ def test_the_schema_documents_each_job_types_params() -> None:
     assert set(train["required"]) == {"base_model", "dataset"}
     assert train["properties"]["preset"]["default"] == Preset.SMALL
     assert defs["MergeParams"]["properties"] == {}
+
+
+def test_card_jobs_are_the_registrys_own() -> None:
+    with pytest.raises(InvalidJob, match=r"submitted by the registry itself.*versions/\{n\}/card"):
+        JobRequest.model_validate({"type": "card", "output": "x", "inputs": [{"ref": "a"}]})

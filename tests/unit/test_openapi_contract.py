@@ -286,7 +286,10 @@ def test_real_job_answers_validate_and_keep_every_field(live) -> None:
     assert JobView.model_validate(submitted).model_dump(mode="json") == submitted
     assert submitted["status"] == "queued"
     assert submitted["inputs"] == [{"ref": "default/medical-v1", "weight": 1.0}]
-    assert ctx.dispatcher.enqueued == [(submitted["id"], "cpu")]
+    # the publish sent its version's card job first (docs/design.md, Cards)
+    card_job, job_sent = ctx.dispatcher.enqueued
+    assert job_sent == (submitted["id"], "cpu")
+    assert client.get(f"/v1/jobs/{card_job[0]}").json()["type"] == "card"
     got = client.get(f"/v1/jobs/{submitted['id']}")
     assert got.status_code == 200
     with Session(ctx.engine) as session:

@@ -76,7 +76,7 @@ def test_the_finder_sees_a_copy(tmp_path):
     ("enum", "words"),
     [
         (vocabulary.JobStatus, "queued running succeeded failed cancelled"),
-        (vocabulary.JobType, "combine compress merge train mirror_import mirror_export"),
+        (vocabulary.JobType, "combine compress merge train mirror_import mirror_export card"),
         (vocabulary.ArtifactKind, "adapter base_model dataset"),
         (vocabulary.Scope, "read write admin"),
     ],

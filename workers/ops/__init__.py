@@ -11,7 +11,9 @@ and the tests can call them directly.
   (:func:`~workers.ops.svd.lowrank_svd`: QR + small SVD of a product of factors;
   :func:`~workers.ops.svd.dense_truncated_svd`: randomized subspace iteration);
 * :mod:`workers.ops.compress` — rank reduction, fp16/bf16, int8 with per-row scales;
-* :mod:`workers.ops.merge` — fold an adapter into base weights shard by shard.
+* :mod:`workers.ops.merge` — fold an adapter into base weights shard by shard;
+* :mod:`workers.ops.card` — a version card's figures (singular values, norm,
+  effective rank, energy) from one module's factors, in numpy.
 
 The words these operations accept (combine methods and their groups, sign
 rules, precisions) are :mod:`loreg.vocabulary`'s, the same the API validates

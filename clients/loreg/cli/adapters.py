@@ -58,6 +58,9 @@ def setup_show(show: argparse.ArgumentParser, add: Callable[..., Any]) -> None:
         metavar="N",
         help=f"list at most N of the adapter's versions, newest first (default {SHOWN_VERSIONS})",
     )
+    show.add_argument(
+        "--modules", action="store_true", help="also list the card's figures of every module"
+    )
 
 
 def setup_lineage(lineage: argparse.ArgumentParser, add: Callable[..., Any]) -> None:
@@ -171,15 +174,71 @@ def _cmd_show(args: argparse.Namespace, registry: Registry) -> int:
             out.write("versions (newest first):\n")
             for v in versions:
                 yanked = v.get("yanked")
-                mark = ""
+                mark = f"  card {v['card_status']}" if v.get("card_status") else ""
                 if isinstance(yanked, dict):
-                    mark = f"  yanked: {yanked.get('reason') or '(no reason given)'}"
+                    mark += f"  yanked: {yanked.get('reason') or '(no reason given)'}"
                 out.write(
                     f"  v{v.get('version')}  {v.get('digest')}  {size(v.get('size'))}  "
                     f"{v.get('created_at') or ''}{mark}\n"
                 )
+        write_card(out, info.get("card"), modules=bool(getattr(args, "modules", False)))
 
     return emit(args, info, human)
+
+
+#: Card totals ``loreg show`` prints, in order.
+_CARD_TOTALS = (
+    "method",
+    "parameter_count",
+    "lora_parameter_count",
+    "dtypes",
+    "ranks",
+    "alphas",
+    "use_rslora",
+    "storage",
+    "module_count",
+    "frobenius_norm",
+    "effective_rank_mean",
+    "energy_kept",
+)
+
+
+def write_card(out: TextIO, view: dict[str, Any] | None, *, modules: bool = False) -> None:
+    """The ``card:`` block of ``loreg show``: status, totals, optionally one line per module."""
+    if not view:
+        return
+    out.write(f"card: {view.get('card_status')}\n")
+    if view.get("error"):
+        out.write(f"  error: {view['error']}\n")
+    card = view.get("card") or {}
+    for key in _CARD_TOTALS:
+        if card.get(key) is not None:
+            value = card[key]
+            shown = ", ".join(map(str, value)) if isinstance(value, list) else _number(value)
+            out.write(f"  {key.replace('_', ' ')}: {shown}\n")
+    if view.get("readme"):
+        out.write(f"  readme: {len(view['readme'])} characters\n")
+    if modules and card.get("modules"):
+        rows = []
+        for m in card["modules"]:
+            energy = (m.get("energy_top_k") or {}).get("1")
+            rows.append(
+                [
+                    m.get("name"),
+                    m.get("rank"),
+                    _number(m.get("alpha")),
+                    _number(m.get("scaling")),
+                    _number(m.get("frobenius_norm")),
+                    _number(m.get("effective_rank")),
+                    _number(energy) if energy is not None else None,
+                ]
+            )
+        table(out, ["MODULE", "R", "ALPHA", "SCALING", "NORM", "EFF RANK", "TOP-1 ENERGY"], rows)
+
+
+def _number(value: Any) -> str:
+    """A float with 4 significant digits; anything else as is."""
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def _cmd_lineage(args: argparse.Namespace, registry: Registry) -> int:

@@ -63,6 +63,7 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("serve", "loreg.cli.server:setup_serve", "run the registry server"),
     ("db", "loreg.cli.server:setup_db", "database maintenance"),
     ("gc", "loreg.cli.admin:setup_gc", "garbage-collect unreferenced blobs (needs admin)"),
+    ("admin", "loreg.cli.admin:setup_admin", "registry maintenance (needs admin): cards"),
     (
         "yank",
         "loreg.cli.lifecycle:setup_yank",

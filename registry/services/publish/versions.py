@@ -30,7 +30,7 @@ from registry.models import (
     VersionFile,
     utcnow,
 )
-from registry.services import audit, catalog, search_index
+from registry.services import audit, cards, catalog, search_index
 from registry.services.base_models import base_model_view
 from registry.services.context import Context
 from registry.services.publish.checks import Validated, validate
@@ -65,6 +65,8 @@ def commit_upload(
                 write = write_base_model if base else write_version
                 created, view = write(session, ctx, principal, upload, validated, base_url)
                 session.commit()
+                if created and not base:
+                    _send_card_job(ctx, upload)
                 return created, view
         except sa.exc.IntegrityError:
             # Another commit took the version number (or stored the same row) first;
@@ -74,6 +76,15 @@ def commit_upload(
                 raise Conflict("the adapter changed concurrently; retry the commit") from None
             time.sleep(random.uniform(0, min(0.01 * 2**attempt, 0.25)))
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _send_card_job(ctx: Context, upload: UploadSession) -> None:
+    """Send the card job :func:`write_version` queued with the version (after the commit)."""
+    assert upload.result is not None, "a committed upload records what it registered"
+    with Session(ctx.engine) as session:
+        job = cards.pending_job(session, upload.result["version_id"])
+    if job is not None:
+        cards.dispatch(ctx, [job])
 
 
 def committed_view(
@@ -164,6 +175,7 @@ def write_version(
     _insert_lineage(session, links, child_version_id=version.id)
     _touch_adapter(session, adapter, v, spec.get("description"))
     search_index.refresh_adapter(session, _row_id(adapter))
+    cards.request_card(session, version, ns, adapter, principal.name)  # computed off the path
     _mark_committed(session, upload, {"version_id": _row_id(version)})
     audit.record(
         session,

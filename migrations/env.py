@@ -21,7 +21,7 @@ def _url() -> str:
 
 
 def include_object(obj, name, type_, reflected, compare_to) -> bool:
-    """Leave the engine-specific full-text objects of search (migration 0007: a
+    """Leave the engine-specific full-text objects of search (migration 0011: a
     tsvector column and its GIN index on Postgres, the FTS5 table and its shadow tables
     on SQLite) out of the model comparison: SQLModel cannot describe them on both."""
     del obj, type_, compare_to

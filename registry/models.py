@@ -503,7 +503,7 @@ class SearchDocumentTag(SQLModel, table=True):
     tag: str = Field(primary_key=True, max_length=64)
 
 
-#: Full-text objects migration 0007 creates outside the models (engine-specific; the
+#: Full-text objects migration 0011 creates outside the models (engine-specific; the
 #: alembic comparison skips them: migrations/env.py).
 SEARCH_FTS_OBJECTS = frozenset(
     {

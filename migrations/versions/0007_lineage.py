@@ -5,7 +5,7 @@ version it uses ``ix_lineage_edges_parent_version_id``, from a base model (every
 adapter trained against it, every merge of it) it needs this one, else each step of
 the walk scans the whole edge table.
 
-Revision ID: 0007_lineage
+Revision ID: 0007
 Revises: 0006
 Create Date: 2026-12-04 21:30:00
 """
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from alembic import op
 
-revision: str = "0007_lineage"
+revision: str = "0007"
 down_revision: str | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None

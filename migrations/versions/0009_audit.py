@@ -5,8 +5,8 @@
 - ``api_tokens.expires_at``: optional expiry, checked on every request.
 - ``presets``: a namespace's named LoRA training configs.
 
-Revision ID: 0007_audit
-Revises: 0007_pages
+Revision ID: 0009
+Revises: 0008
 Create Date: 2026-12-04 21:30:00
 """
 
@@ -16,8 +16,8 @@ import sqlalchemy as sa
 import sqlmodel  # noqa: F401  (sqlmodel.sql.sqltypes.AutoString)
 from alembic import op
 
-revision: str = "0007_audit"
-down_revision: str | None = "0007_pages"
+revision: str = "0009"
+down_revision: str | None = "0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -4,8 +4,8 @@ A yanked version is skipped by latest; the partial index on the unyanked version
 keeps "the newest unyanked version" one backward index step (docs/design.md §14).
 A deleted version's blobs get ``unreferenced_since``, from which gc counts its grace.
 
-Revision ID: 0007_yank
-Revises: 0007_audit
+Revision ID: 0010
+Revises: 0009
 Create Date: 2026-12-04 21:30:00
 """
 
@@ -15,8 +15,8 @@ import sqlalchemy as sa
 import sqlmodel  # noqa: F401  (autogenerate emits sqlmodel.sql.sqltypes.AutoString)
 from alembic import op
 
-revision: str = "0007_yank"
-down_revision: str | None = "0007_audit"
+revision: str = "0010"
+down_revision: str | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

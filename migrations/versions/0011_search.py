@@ -13,8 +13,8 @@ Existing adapters get their documents when the server starts
 needs the application's reading of configs and metadata, which a migration should
 not freeze.
 
-Revision ID: 0007_search
-Revises: 0007_yank
+Revision ID: 0011
+Revises: 0010
 Create Date: 2026-12-04 21:20:00
 """
 
@@ -24,8 +24,8 @@ import sqlalchemy as sa
 import sqlmodel  # noqa: F401  (autogenerate emits sqlmodel.sql.sqltypes.AutoString)
 from alembic import op
 
-revision: str = "0007_search"
-down_revision: str | None = "0007_yank"
+revision: str = "0011"
+down_revision: str | None = "0010"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

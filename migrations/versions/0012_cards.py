@@ -5,8 +5,8 @@ One row per version: status pending|ready|failed, the card JSON computed by the
 the job that owns the row. Versions published before this migration get their rows
 from the back-fill (docs/design.md, Cards), not from here.
 
-Revision ID: 0007_cards
-Revises: 0007_search
+Revision ID: 0012
+Revises: 0011
 Create Date: 2026-12-04 21:40:00
 """
 
@@ -16,8 +16,8 @@ import sqlalchemy as sa
 import sqlmodel  # noqa: F401  (autogenerate emits sqlmodel.sql.sqltypes.AutoString)
 from alembic import op
 
-revision: str = "0007_cards"
-down_revision: str | None = "0007_search"
+revision: str = "0012"
+down_revision: str | None = "0011"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -4,8 +4,8 @@
 namespace) and ``GET /v1/jobs`` by ``(created_at, id)``: each page is one range scan
 of these indexes whatever its depth (registry.services.pagination).
 
-Revision ID: 0007_pages
-Revises: 0007_lineage
+Revision ID: 0008
+Revises: 0007
 Create Date: 2026-12-04 21:30:00
 """
 
@@ -13,8 +13,8 @@ from collections.abc import Sequence
 
 from alembic import op
 
-revision: str = "0007_pages"
-down_revision: str | None = "0007_lineage"
+revision: str = "0008"
+down_revision: str | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -437,7 +437,7 @@ def test_tampered_or_foreign_cursors_are_refused(catalog, admin_api):
         max_size=12,
     ).map("".join)
 )
-def test_query_syntax_is_never_a_server_error(catalog, admin_api, q):
+def test_query_syntax_is_never_a_server_error(catalog, admin_api, registry_server, q):
     r = admin_api.get("/v1/search", params={"q": q})
     assert r.status_code in (200, 422), r.text
     terms = search_index.words(q)
@@ -446,9 +446,21 @@ def test_query_syntax_is_never_a_server_error(catalog, admin_api, q):
         return
     for hit in r.json()["items"]:  # every word is the start of a word of the hit
         assert (hit["score"] is None) == (not terms)
-        text = " ".join([hit["name"], hit["description"] or "", *hit["tags"]])
+        with Session(registry_server.ctx.engine) as session:  # card text is searched too
+            doc = session.get(SearchDocument, _adapter_id(session, hit))
+            card = doc.card_text if doc is not None else None
+        text = " ".join([hit["name"], hit["description"] or "", *hit["tags"], card or ""])
         have = search_index.words(text)
         assert all(any(w.startswith(t) for w in have) for t in terms), (q, hit)
+
+
+def _adapter_id(session: Session, hit: dict[str, Any]) -> int | None:
+    doc = session.exec(
+        sa.select(SearchDocument.adapter_id).where(
+            SearchDocument.namespace == hit["namespace"], SearchDocument.name == hit["name"]
+        )
+    ).first()
+    return doc[0] if doc is not None else None
 
 
 def test_created_filters_accept_timezones(catalog, admin_api):

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 import loreg
+from tests.support.pages import all_items as _all
 
 CHATS = [
     {"conversation": [{"human": "2+2?", "assistant": "4"}]},
@@ -26,18 +27,6 @@ class _NoDispatch:
 
     def close(self) -> None:
         """Nothing to release."""
-
-
-def _all(api: httpx.Client, path: str, **params) -> list[dict]:
-    items: list[dict] = []
-    query = dict(params)
-    while True:
-        r = api.get(path, params=query)
-        assert r.status_code == 200, r.text
-        items.extend(r.json()["items"])
-        if r.json()["next_cursor"] is None:
-            return items
-        query["cursor"] = r.json()["next_cursor"]
 
 
 def _save(api: httpx.Client, name: str, params: dict, **query) -> httpx.Response:

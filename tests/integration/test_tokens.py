@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
+from tests.support.pages import all_items as _all
 from tests.support.publish import publish
 from tests.support.servers import ServerThread
 
@@ -47,18 +48,6 @@ def _create(admin_api: httpx.Client, name: str, scope: str = "read", **extra) ->
 
 def _bearer(token: str) -> dict:
     return {"Authorization": f"Bearer {token}"}
-
-
-def _all(api: httpx.Client, path: str, **params) -> list[dict]:
-    items: list[dict] = []
-    query = dict(params)
-    while True:
-        r = api.get(path, params=query)
-        assert r.status_code == 200, r.text
-        items.extend(r.json()["items"])
-        if r.json()["next_cursor"] is None:
-            return items
-        query["cursor"] = r.json()["next_cursor"]
 
 
 def _refused(answer: httpx.Response, words: str) -> None:

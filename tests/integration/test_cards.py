@@ -29,25 +29,13 @@ import loreg
 from loreg import cli
 from registry.models import Adapter, Job, Version, VersionCard
 from registry.storage.base import blob_key
+from tests.support.dispatch import RecordingDispatcher
 from tests.support.publish import publish
 from workers.runner import run_job
 
 PREFIX = "base_model.model."
 REL = 1e-6
 README = "# Ünïcode card test\n\nA hand-made adapter whose card is checked against the math.\n"
-
-
-class Recorder:
-    """A dispatcher that records what it is sent (the test runs the jobs itself)."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, str]] = []
-
-    def enqueue(self, job_id: str, queue: str) -> None:
-        self.sent.append((job_id, queue))
-
-    def close(self) -> None:
-        pass
 
 
 # ------------------------------------------------------------------ the adapter
@@ -149,9 +137,9 @@ def assert_card_matches(card: dict[str, Any], factors: dict[str, tuple[torch.Ten
 
 
 @pytest.fixture
-def recorded(registry_server) -> Recorder:
+def recorded(registry_server) -> RecordingDispatcher:
     """Card jobs are recorded, not run: each test runs them with ``run_job``."""
-    recorder = Recorder()
+    recorder = RecordingDispatcher()
     registry_server.ctx._dispatcher = recorder
     return recorder
 

@@ -20,6 +20,7 @@ from sqlmodel import Session
 
 from registry.models import Job, utcnow
 from registry.services.reconciler import REQUEUE_BACKOFF_CAP, reconcile, requeue_due
+from tests.support.dispatch import RecordingDispatcher
 from tests.support.fixtures_worker import JobStack, WorkerProcess, insert_job, write_adapter
 from tests.support.tcpproxy import TcpProxy
 from tests.support.tiny import save_adapter
@@ -46,18 +47,6 @@ def job_row(stack: JobStack, job_id: str) -> Job:
 # ------------------------------------------------------------------ reconcile passes
 
 
-class Recorder:
-    """An ``enqueue`` that records (job id, queue) instead of sending."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, str]] = []
-        self._lock = threading.Lock()
-
-    def __call__(self, job_id: str, queue: str) -> None:
-        with self._lock:
-            self.sent.append((job_id, queue))
-
-
 def test_reconcile_requeues_lost_and_stale_jobs_once(registry_server):
     ctx = registry_server.ctx
     s = ctx.settings
@@ -80,8 +69,8 @@ def test_reconcile_requeues_lost_and_stale_jobs_once(registry_server):
         ),
         "done": insert_job(ctx, status="succeeded", enqueued_at=ago(10 * old)),
     }
-    sent = Recorder()
-    counts = reconcile(ctx, sent, now=now)
+    sent = RecordingDispatcher()
+    counts = reconcile(ctx, sent.enqueue, now=now)
 
     assert sorted(sent.sent) == sorted([(ids["lost_queued"], "gpu"), (ids["dead_worker"], "cpu")])
     assert counts == {"cancelled": 1, "recovered": 1, "requeued": 1, "enqueue_failed": 0}
@@ -100,8 +89,8 @@ def test_reconcile_requeues_lost_and_stale_jobs_once(registry_server):
         assert "host:1" in rows["dead_worker"].message
         assert rows["dead_worker"].heartbeat_at is None
     # the pass marked what it sent: at once again, nothing is due
-    again = Recorder()
-    assert reconcile(ctx, again, now=now + timedelta(seconds=0.5))["requeued"] == 0
+    again = RecordingDispatcher()
+    assert reconcile(ctx, again.enqueue, now=now + timedelta(seconds=0.5))["requeued"] == 0
     assert again.sent == []
 
 
@@ -115,9 +104,9 @@ def test_reconcile_counts_a_broker_refusal_and_retries_later(registry_server):
         raise ConnectionError("broker down")
 
     assert reconcile(ctx, refuse, now=now)["enqueue_failed"] == 1
-    sent = Recorder()
+    sent = RecordingDispatcher()
     later = now + timedelta(seconds=2 * ctx.settings.job_requeue_after_s + 1)
-    assert reconcile(ctx, sent, now=later)["requeued"] == 1
+    assert reconcile(ctx, sent.enqueue, now=later)["requeued"] == 1
     assert sent.sent == [(job_id, "cpu")]
 
 
@@ -126,12 +115,12 @@ def test_concurrent_reconcilers_send_each_job_once(registry_server):
     old = ctx.settings.job_requeue_after_s + 1
     now = utcnow()
     ids = {insert_job(ctx, enqueued_at=now - timedelta(seconds=old)) for _ in range(12)}
-    sent = Recorder()
+    sent = RecordingDispatcher()
     barrier = threading.Barrier(3)
 
     def one_pass() -> None:
         barrier.wait()
-        reconcile(ctx, sent, now=now)
+        reconcile(ctx, sent.enqueue, now=now)
 
     threads = [threading.Thread(target=one_pass) for _ in range(3)]
     for t in threads:

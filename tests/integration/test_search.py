@@ -21,7 +21,9 @@ from sqlmodel import Session
 
 from registry.models import Adapter, SearchDocument
 from registry.services import search_index
+from tests.support.dispatch import RecordingDispatcher
 from tests.support.publish import publish
+from workers.runner import run_job
 
 LLAMA = "meta-llama/Llama-3.2-1B"
 QWEN = "Qwen/Qwen2-0.5B"
@@ -50,7 +52,14 @@ def error_of(r: httpx.Response) -> dict[str, Any]:
 
 @pytest.fixture
 def catalog(registry_server, admin_api, adapter_files, other_adapter_files) -> dict[str, Any]:
-    """Five adapters (one in the private namespace ``vault``) and an alias."""
+    """Five adapters (one in the private namespace ``vault``) and an alias.
+
+    Card jobs are recorded, not run: card text is searched too (a ready card of a
+    Llama adapter matches "llama"), so a card finishing mid-test would change the
+    answers. ``test_a_ready_card_makes_its_text_searchable`` runs them.
+    """
+    sent = RecordingDispatcher()
+    registry_server.ctx._dispatcher = sent
     assert admin_api.post("/v1/namespaces", json={"name": "vault", "private": True}).is_success
     r4, r8 = adapter_files, other_adapter_files
     push(
@@ -105,7 +114,7 @@ def catalog(registry_server, admin_api, adapter_files, other_adapter_files) -> d
         "/v1/tokens",
         json={"name": "outsider", "grants": [{"namespace": "default", "scope": "write"}]},
     ).json()["token"]
-    return {"middle": middle, "reader": reader, "outsider": outsider}
+    return {"middle": middle, "reader": reader, "outsider": outsider, "sent": sent}
 
 
 def client(url: str, token: str | None = None) -> httpx.Client:
@@ -500,8 +509,7 @@ def test_cli_search(catalog, registry_server, capsys, tmp_path):
 def test_card_text_is_searched_with_the_lowest_weight(
     catalog, admin_api, registry_server, monkeypatch
 ):
-    # no card text is stored per version yet (the cards feature adds it and calls
-    # refresh_adapter when a card is ready): stand in for its reader here
+    # chosen card text (instead of the card job's) to test the weights
     cards = {"poetry": "## Usage\nGreat for haiku and limericks.", "med-qwen": "A poetry tool."}
 
     def card_of(session, version):
@@ -516,6 +524,22 @@ def test_card_text_is_searched_with_the_lowest_weight(
     assert names(search(admin_api, q="limericks")) == ["default/poetry"]
     # a name match outranks a card match
     assert names(search(admin_api, q="poetry")) == ["default/poetry", "default/med-qwen"]
+
+
+def test_a_ready_card_makes_its_text_searchable(catalog, admin_api, registry_server):
+    def llama_hits() -> list[str]:
+        return names(search(admin_api, q="llama", namespace="default"))
+
+    assert set(llama_hits()) == {"default/med-llama", "default/legal-llama"}  # cards pending
+    jobs = [job_id for job_id, _ in catalog["sent"].sent]
+    assert len(jobs) == 5  # one card job per published version
+    for job_id in jobs:
+        assert run_job(registry_server.ctx, job_id) == "succeeded"
+    # poetry's card names its base model (meta-llama/...); its name does not: ranked last
+    hits = llama_hits()
+    assert set(hits[:2]) == {"default/med-llama", "default/legal-llama"}
+    assert hits[2:] == ["default/poetry"]
+    assert names(search(admin_api, q="qwen2")) == ["default/med-qwen"]  # card text only
 
 
 def test_deleting_a_document_drops_its_text_index_entry(catalog, admin_api, registry_server):

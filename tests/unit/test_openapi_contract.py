@@ -19,6 +19,7 @@ from sqlmodel import Session
 
 from registry.auth import ANONYMOUS as ANON
 from registry.schemas import ErrorResponse, JobView, ResolvedVersion
+from tests.support.dispatch import RecordingDispatcher
 
 ERROR_REF = "#/components/schemas/ErrorResponse"
 LORA_PREFIX = "base_model.model.model.layers.0.self_attn.q_proj"
@@ -44,19 +45,6 @@ ADAPTER_FILES = {
 }
 
 
-class _RecordingDispatcher:
-    """Stands in for Celery / the local executor: records what would run."""
-
-    def __init__(self) -> None:
-        self.enqueued: list[tuple[str, str]] = []
-
-    def enqueue(self, job_id: str, queue: str) -> None:
-        self.enqueued.append((job_id, queue))
-
-    def close(self) -> None:
-        pass
-
-
 @pytest.fixture
 def live(tmp_path) -> Iterator[tuple[TestClient, Any]]:
     """(client with the admin token, service context) of a fresh in-process registry."""
@@ -70,7 +58,7 @@ def live(tmp_path) -> Iterator[tuple[TestClient, Any]]:
         secret_key=secrets.token_hex(16),
     )
     ctx, token = prepare(settings)
-    ctx._dispatcher = _RecordingDispatcher()
+    ctx._dispatcher = RecordingDispatcher()
     client = TestClient(
         create_app(context=ctx),
         headers={"Authorization": f"Bearer {token}"},
@@ -287,7 +275,7 @@ def test_real_job_answers_validate_and_keep_every_field(live) -> None:
     assert submitted["status"] == "queued"
     assert submitted["inputs"] == [{"ref": "default/medical-v1", "weight": 1.0}]
     # the publish sent its version's card job first (docs/design.md, Cards)
-    card_job, job_sent = ctx.dispatcher.enqueued
+    card_job, job_sent = ctx.dispatcher.sent
     assert job_sent == (submitted["id"], "cpu")
     assert client.get(f"/v1/jobs/{card_job[0]}").json()["type"] == "card"
     got = client.get(f"/v1/jobs/{submitted['id']}")

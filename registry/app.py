@@ -18,6 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import registry
@@ -49,6 +50,9 @@ from registry.errors import RegistryError
 from registry.schemas import ERROR_RESPONSES
 from registry.services.context import Context
 from registry.settings import Settings
+from registry.web import pages
+from registry.web.errors import as_page
+from registry.web.static_files import STATIC_DIR, StaticAssets
 
 log = logging.getLogger("loreg.registry")
 
@@ -260,6 +264,8 @@ def create_app(settings: Settings | None = None, context: Context | None = None)
         hub_read,
     ):
         app.include_router(module.router)
+    app.include_router(pages.router)
+    app.mount("/static", StaticAssets(directory=STATIC_DIR), name="static")
     generate_openapi = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -272,19 +278,19 @@ def create_app(settings: Settings | None = None, context: Context | None = None)
     @app.exception_handler(RegistryError)
     @app.exception_handler(sa.exc.SQLAlchemyError)
     @app.exception_handler(InvalidRefError)
-    async def _typed_error(request: Request, exc: Exception) -> JSONResponse:
+    async def _typed_error(request: Request, exc: Exception) -> Response:
         response = typed_error_response(exc, ctx, request)
         if response is None:
             return await _internal_error(request, exc)
-        return response
+        return as_page(request, response)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
         problems = []
         for err in exc.errors()[:10]:
             where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
             problems.append(f"{where or 'body'}: {err.get('msg')}")
-        return error_json(
+        response = error_json(
             422,
             "invalid_request",
             "invalid request: " + "; ".join(problems),
@@ -293,9 +299,10 @@ def create_app(settings: Settings | None = None, context: Context | None = None)
             ],
             request=request,
         )
+        return as_page(request, response)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
         code = _HTTP_CODES.get(exc.status_code, "error")
         message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
         if exc.status_code == 404 and is_hub_request(request):
@@ -303,7 +310,7 @@ def create_app(settings: Settings | None = None, context: Context | None = None)
                 f"{request.method} {request.url.path}: this Hub API call is not served by "
                 "loreg (docs/hub-protocol.md lists the calls it serves)"
             )
-        return error_json(exc.status_code, code, message, request=request)
+        return as_page(request, error_json(exc.status_code, code, message, request=request))
 
     @app.exception_handler(Exception)
     async def _internal_error(request: Request, exc: Exception) -> JSONResponse:

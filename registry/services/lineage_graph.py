@@ -3,7 +3,8 @@
 ``grandalf`` is pure Python (no Graphviz binary at run time). Parents sit above the
 versions derived from them; each node is a labelled box coloured by kind, each edge a
 path with an arrow and its relation (and weight) as label. A readable version's box
-links to its adapter page, ``/adapters/{namespace}/{name}``. Every text and attribute
+links to its web page, ``/adapters/{namespace}/{name}/versions/{n}``, a base model's
+to ``/base-models/{name}``. Every text and attribute
 is XML-escaped. The web page reuses :func:`render_svg` as is.
 """
 
@@ -136,12 +137,19 @@ def _separate(sugiyama: SugiyamaLayout) -> float:
     return min(v.view.xy[0] - v.view.w / 2 for layer in sugiyama.layers for v in layer)
 
 
-def _adapter_href(node: dict[str, Any]) -> str | None:
-    if node.get("private") or node.get("kind") != LineageNodeKind.VERSION:
+def _node_href(node: dict[str, Any]) -> str | None:
+    """The web page of a readable node: a version's page, or a base model's."""
+    if node.get("private"):
+        return None
+    if node.get("kind") == LineageNodeKind.BASE_MODEL and node.get("ref"):
+        return f"/base-models/{quote(str(node['ref']), safe='/')}"
+    if node.get("kind") != LineageNodeKind.VERSION:
         return None
     if not node.get("namespace") or not node.get("name"):
         return None
-    return f"/adapters/{quote(str(node['namespace']), safe='')}/{quote(str(node['name']), safe='')}"
+    page = f"/adapters/{quote(str(node['namespace']), safe='')}/{quote(str(node['name']), safe='')}"
+    number = node.get("version")
+    return f"{page}/versions/{int(number)}" if isinstance(number, int) else page
 
 
 def _attr(value: object) -> str:
@@ -210,7 +218,7 @@ def render_svg(graph: dict[str, Any]) -> str:
             f'<text x="{_fmt(box.x)}" y="{_fmt(box.y + 4)}" text-anchor="middle">'
             f"{escape(node_label(node))}</text></g>"
         )
-        href = _adapter_href(node)
+        href = _node_href(node)
         if href is not None:
             group = f"<a href={_attr(href)} xlink:href={_attr(href)}>{group}</a>"
         out.append(group)

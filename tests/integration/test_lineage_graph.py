@@ -244,7 +244,9 @@ def test_a_diamond_up_and_down_lists_each_edge_and_node_once(admin_api, diamond,
     classes = [g.get("class") for g in groups]
     assert classes.count("node") == len(up["nodes"]) and classes.count("edge") == len(up["edges"])
     links = {a_.get("href") for a_ in root.iter(f"{SVG_NS}a")}
-    assert links == {f"/adapters/default/{name}" for name in "abcd"}
+    assert links == {f"/adapters/default/{name}/versions/1" for name in "abcd"} | {
+        "/base-models/tiny-llama"
+    }
 
 
 def test_bad_direction_depth_or_format_is_a_422_naming_it(admin_api, diamond):

@@ -11,6 +11,7 @@ import random
 import re
 import xml.etree.ElementTree as ET
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
@@ -239,10 +240,11 @@ def test_the_svg_escapes_labels_and_links_readable_versions_to_their_page() -> N
     assert "combined_from w=0.7" in edge_labels and "combined_from w=0.3" in edge_labels
     links = {a.get("href"): a.find(f"{SVG}g").get("data-key") for a in root.iter(f"{SVG}a")}
     assert links == {
-        "/adapters/default/d": "n0",
-        "/adapters/a%22b%3Cc/b": "n1",
-        "/adapters/default/c": "n2",
-        "/adapters/default/a": "n3",
+        "/adapters/default/d/versions/1": "n0",
+        "/adapters/a%22b%3Cc/b/versions/1": "n1",
+        "/adapters/default/c/versions/1": "n2",
+        "/adapters/default/a/versions/1": "n3",
+        "/base-models/" + quote(HOSTILE, safe="/"): "n4",
     }
     kinds = {
         g_.get("data-key"): g_.get("data-kind")

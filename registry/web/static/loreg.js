@@ -1,0 +1,92 @@
+// loreg pages: progressive enhancement only. Every page works without this file;
+// it adds live job updates (polling /jobs/<id>/live) and copy buttons.
+"use strict";
+
+(function () {
+  const POLL_MS = 1000;
+
+  function setStatus(cell, status, cancelRequested, done) {
+    const badge = document.createElement("span");
+    badge.className = "status status-" + status;
+    badge.textContent = status;
+    cell.replaceChildren(badge);
+    if (cancelRequested && !done) {
+      const extra = document.createElement("span");
+      extra.className = "badge warn";
+      extra.textContent = "cancel requested";
+      cell.append(" ", extra);
+    }
+  }
+
+  function field(root, name) {
+    return root.querySelector('[data-field="' + name + '"]');
+  }
+
+  function apply(root, job) {
+    const status = field(root, "status");
+    if (status) setStatus(status, job.status, job.cancel_requested, job.done);
+    const progress = field(root, "progress");
+    if (progress) {
+      progress.value = job.progress || 0;
+      progress.textContent = Math.round((job.progress || 0) * 100) + "%";
+    }
+    const message = field(root, "message");
+    if (message) message.textContent = job.message || "";
+    const error = field(root, "error");
+    if (error) error.textContent = job.error || "–";
+    const log = field(root, "log_tail");
+    if (log) log.textContent = job.log_tail || "";
+    const finished = field(root, "finished_at");
+    if (finished && job.finished_at) finished.textContent = job.finished_at.replace("T", " ").slice(0, 16) + " UTC";
+    const result = field(root, "result");
+    if (result && job.result_ref) {
+      if (job.result_href) {
+        const link = document.createElement("a");
+        link.href = job.result_href;
+        link.textContent = job.result_ref;
+        result.replaceChildren(link);
+      } else {
+        result.textContent = job.result_ref;
+      }
+    }
+    if (job.done) {
+      root.removeAttribute("data-live-job");
+      root.querySelectorAll("[data-hide-when-done]").forEach((el) => el.remove());
+    }
+  }
+
+  function watch(root) {
+    const id = root.getAttribute("data-live-job");
+    const tick = () => {
+      fetch("/jobs/" + encodeURIComponent(id) + "/live", {
+        credentials: "same-origin",
+        headers: { Accept: "application/json" },
+      })
+        .then((r) => (r.ok ? r.json() : Promise.reject(r.status)))
+        .then((job) => {
+          apply(root, job);
+          if (!job.done) setTimeout(tick, POLL_MS);
+        })
+        .catch(() => setTimeout(tick, POLL_MS * 5));
+    };
+    setTimeout(tick, POLL_MS);
+  }
+
+  function copyButtons() {
+    document.querySelectorAll("button[data-copy]").forEach((button) => {
+      button.addEventListener("click", () => {
+        const source = document.getElementById(button.getAttribute("data-copy"));
+        if (!source || !navigator.clipboard) return;
+        navigator.clipboard.writeText(source.textContent).then(() => {
+          button.textContent = "Copied";
+          setTimeout(() => (button.textContent = "Copy"), 1500);
+        });
+      });
+    });
+  }
+
+  document.addEventListener("DOMContentLoaded", () => {
+    document.querySelectorAll("[data-live-job]").forEach(watch);
+    copyButtons();
+  });
+})();

@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
+import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any, Protocol
@@ -50,6 +53,28 @@ class CeleryDispatcher:
         self.sender.close()
 
 
+#: How often a local job process checks that the API process that started it still runs.
+PARENT_CHECK_S = 1.0
+
+
+def exit_with_parent(parent_pid: int, interval: float = PARENT_CHECK_S) -> None:
+    """Initializer of a local job process: exit once ``parent_pid`` is no longer its parent.
+
+    A pool's worker holds both ends of its task pipe, so it never sees the API process
+    go: killed (SIGKILL) or ended by a signal (uvicorn re-raises SIGTERM after its
+    graceful shutdown, which skips the pool's cleanup), it would wait for tasks forever.
+    A job it was running is abandoned; its heartbeat goes stale and the reconciler of
+    the next ``loreg serve`` re-queues it.
+    """
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(interval)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="loreg-exit-with-parent", daemon=True).start()
+
+
 class LocalDispatcher:
     """Embedded mode: run jobs in a child process (torch stays out of the API process)."""
 
@@ -57,7 +82,10 @@ class LocalDispatcher:
         self.settings = settings
         self.run_job = run_job
         self.pool = ProcessPoolExecutor(
-            max_workers=max_workers, mp_context=multiprocessing.get_context("spawn")
+            max_workers=max_workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=exit_with_parent,
+            initargs=(os.getpid(),),
         )
 
     def enqueue(self, job_id: str, queue: str) -> None:

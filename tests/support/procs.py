@@ -113,3 +113,8 @@ def peer_sockopt(pid: int, fd: int, level: int, option: int) -> int | None:
             return sock.getsockopt(level, option)
     finally:
         os.close(pidfd)
+
+
+def write_own_pid(_settings: object, path: str) -> None:
+    """A job-running callable for the local executor: writes its process id to ``path``."""
+    Path(path).write_text(str(os.getpid()))

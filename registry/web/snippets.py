@@ -5,22 +5,41 @@ from __future__ import annotations
 import json
 import shlex
 
+from loreg.vocabulary import ArtifactKind
+
 
 def snippets(
-    base_url: str, namespace: str, name: str, version: int, base_model: str | None
+    base_url: str,
+    namespace: str,
+    name: str,
+    version: int,
+    base_model: str | None,
+    kind: str = ArtifactKind.ADAPTER,
 ) -> list[tuple[str, str]]:
     """``(label, code)`` pairs for ``loreg pull``, the SDK, ``hf download`` and PEFT.
 
     ``base_url`` is the registry's external URL (no trailing slash). The Hub
-    endpoint is ``<base_url>/hf``; a loreg token is the Hub token there.
+    endpoint is ``<base_url>/hf``; a loreg token is the Hub token there. A dataset
+    gets the two ways to pull its files (nothing loads it onto a model).
     """
     ref = f"{namespace}/{name}-v{version}"
     repo = f"{namespace}/{name}"
     hub = f"{base_url}/hf"
     base = base_model or "<base model>"
     py_ref, py_repo, py_base = json.dumps(ref), json.dumps(repo), json.dumps(base)
+    cli = ("CLI", f"export LOREG_URL={shlex.quote(base_url)}\nloreg pull {shlex.quote(ref)}")
+    if kind == ArtifactKind.DATASET:
+        return [
+            cli,
+            (
+                "Python SDK",
+                "import loreg\n\n"
+                f"registry = loreg.Registry(url={json.dumps(base_url)})\n"
+                f"folder = registry.pull({py_ref})  # the JSONL files, sha256-checked",
+            ),
+        ]
     return [
-        ("CLI", f"export LOREG_URL={shlex.quote(base_url)}\nloreg pull {shlex.quote(ref)}"),
+        cli,
         (
             "Python SDK",
             "import loreg\n"

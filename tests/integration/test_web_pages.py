@@ -405,3 +405,47 @@ def test_base_model_and_audit_pages(site, registry_server, admin_api, base_files
         assert "alias.set" in audit.text and "version.yank" in audit.text
         filtered = parse_page(admin.get("/audit", params={"action": "version.yank"}).text)
         assert "version.yank" in filtered.text and "alias.set" not in filtered.text
+
+
+def test_writers_yank_and_unyank_from_the_page_readers_see_no_buttons(
+    site, registry_server, admin_api
+):
+    page = "/adapters/default/legal/versions/1"
+    with browser(registry_server.url) as reader, browser(registry_server.url) as admin:
+        assert sign_in(reader, site["reader"]).status_code == 303
+        assert not parse_page(reader.get(page).text).find("form", class_="write-action")
+        assert sign_in(admin, registry_server.admin_token).status_code == 303
+        shown = parse_page(admin.get(page).text)
+        (form,) = shown.find("form", class_="write-action inline-form")
+        assert form.attrs["action"] == page + "/yank"
+        # the reader cannot yank by posting the form either (its own CSRF token is valid)
+        forged = reader.post(
+            page + "/yank", data={"csrf": csrf_of(parse_page(reader.get(page).text))}
+        )
+        assert forged.status_code == 403
+        assert "lacks 'write' scope" in parse_page(forged.text).text
+        r = admin.post(page + "/yank", data={"csrf": csrf_of(shown), "reason": "leaks <PII>"})
+        assert r.status_code == 303 and r.headers["location"] == page
+        version = admin_api.get("/v1/adapters/default/legal/versions").json()["items"][0]
+        assert version["yanked"]["reason"] == "leaks <PII>"
+        after = admin.get(page)
+        assert "leaks &lt;PII&gt;" in after.text
+        (unyank,) = parse_page(after.text).find("form", class_="write-action")
+        assert unyank.attrs["action"] == page + "/unyank"
+        r = admin.post(page + "/unyank", data={"csrf": csrf_of(shown)})
+        assert r.status_code == 303
+    assert admin_api.get("/v1/adapters/default/legal/versions").json()["items"][0]["yanked"] is None
+
+
+def test_a_dataset_page_offers_pull_snippets_only(site, registry_server, admin_api):
+    data = {"part-1.jsonl": b'{"conversation": [{"human": "hi", "assistant": "hello"}]}\n'}
+    push(admin_api, "chats", data, kind="dataset")
+    with browser(registry_server.url) as client:
+        listed = parse_page(client.get("/datasets").text)
+        assert {e.attrs["href"] for e in listed.find("a", class_="result-name")} == {
+            "/adapters/default/chats"
+        }
+        page = parse_page(client.get("/adapters/default/chats").text)
+    assert "loreg pull default/chats-v1" in page.text
+    assert 'registry.pull("default/chats-v1")' in page.text
+    assert "PeftModel" not in page.text and "registry.load" not in page.text

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from registry.web.pages import account, browse, catalog_pages, jobs
+from registry.web.pages import account, browse, catalog_pages, jobs, versions
 
 router = APIRouter(include_in_schema=False)
-for _module in (browse, catalog_pages, jobs, account):
+for _module in (browse, versions, catalog_pages, jobs, account):
     router.include_router(_module.router)
 
 __all__ = ["router"]

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 from markupsafe import Markup
 
-from loreg.vocabulary import LineageDirection, SearchSort
+from loreg.vocabulary import ArtifactKind, LineageDirection, SearchSort
 from registry.api.deps import ContextDep, SessionDep
 from registry.errors import InvalidRequest, RegistryError
 from registry.services import cards, catalog, lineage, lineage_graph, listings
@@ -138,9 +138,11 @@ def _version_page(
         by_version.setdefault(aliased, []).append(alias)
     card: dict[str, Any] | None = None
     selected: dict[str, Any] | None = None
+    kind = ArtifactKind.ADAPTER.value
     if number is not None:
         card = cards.card_view(session, principal, namespace, name, number)
-        _, _, version = catalog.resolve_ref(session, principal, f"{namespace}/{name}-v{number}")
+        _, row, version = catalog.resolve_ref(session, principal, f"{namespace}/{name}-v{number}")
+        kind = row.kind
         selected = {
             "version": version.number,
             "digest": version.digest,
@@ -173,9 +175,11 @@ def _version_page(
             detail["name"],
             number,
             selected["base_model"] if selected else None,
+            kind,
         )
         if number is not None
         else [],
+        kind=kind,
         can_write=principal.can(detail["namespace"], "write"),
     )
 

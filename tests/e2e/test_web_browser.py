@@ -396,6 +396,7 @@ def test_lineage_graph_links_to_the_parents(catalog, visits):
     page.wait_for_url(url + parent_href)
     expect(page.locator(".page-head h1")).to_have_text("notes")
     expect(page.locator("h2#version-title")).to_contain_text("v1")
+    visit.shot("07-lineage-parent")
 
     page.go_back()
     page.wait_for_url(re.compile(r"/lineage$"))
@@ -430,7 +431,7 @@ def test_job_pages_update_live_and_a_running_job_is_cancelled(catalog, visits):
     expect(watcher.locator('[data-field="started_at"]')).to_have_text("–")
     expect(watcher.get_by_role("button", name="Cancel job")).to_be_visible()
     watcher.evaluate("window.__marker = 1")
-    admin.shot("07-job-queued")
+    admin.shot("08-job-queued")
 
     reader = visits()
     sign_in(reader, url, catalog.reader_token)
@@ -441,7 +442,7 @@ def test_job_pages_update_live_and_a_running_job_is_cancelled(catalog, visits):
     reader.page.goto(f"{url}/jobs/{combine_id}")
     expect(reader.page.locator('[data-field="status"]')).to_have_text("queued")
     expect(reader.page.get_by_role("button", name="Cancel job")).to_have_count(0)
-    reader.shot("08-job-as-reader")
+    reader.shot("09-job-as-reader")
 
     # the admin cancels the train job from its page, in a second tab
     canceller = admin.page.context.new_page()
@@ -452,7 +453,7 @@ def test_job_pages_update_live_and_a_running_job_is_cancelled(catalog, visits):
     canceller.goto(f"{url}/jobs/{train_id}")
     expect(canceller.locator('[data-field="status"]')).to_have_text("running")
     expect(canceller.locator("progress[data-field=progress]")).to_be_visible()
-    Visit(page=canceller, shots=admin.shots).shot("09-job-running")
+    Visit(page=canceller, shots=admin.shots).shot("10-job-running")
     with canceller.expect_navigation():
         canceller.get_by_role("button", name="Cancel job").click()
     assert canceller.url == f"{url}/jobs/{train_id}"
@@ -464,7 +465,7 @@ def test_job_pages_update_live_and_a_running_job_is_cancelled(catalog, visits):
     )
     expect(canceller.get_by_role("button", name="Cancel job")).to_have_count(0)
     assert job_view(api, train_id)["status"] == "cancelled"
-    Visit(page=canceller, shots=admin.shots).shot("10-job-cancelled")
+    Visit(page=canceller, shots=admin.shots).shot("11-job-cancelled")
 
     # the combine then runs; its page, never reloaded, follows it to the end
     expect(status).to_have_text("succeeded", timeout=90_000)
@@ -479,4 +480,4 @@ def test_job_pages_update_live_and_a_running_job_is_cancelled(catalog, visits):
     expect(watcher.locator('[data-field="attempts"]')).to_have_text("1")
     for moment in ("started_at", "finished_at"):
         expect(watcher.locator(f'[data-field="{moment}"]')).to_have_text(re.compile(r" UTC$"))
-    admin.shot("11-job-succeeded-live")
+    admin.shot("12-job-succeeded-live")

@@ -376,9 +376,11 @@ def test_job_pages_show_live_status_and_cancel_only_to_writers(site, registry_se
         assert not page.find("form", class_="cancel-form")  # read-only: no write buttons
         live = anon.get(f"/jobs/{job['id']}/live").json()
         assert (live["status"], live["done"], live["result_ref"]) == ("queued", False, None)
+        assert (live["attempts"], live["started_at"]) == (0, None)
         assert run_job(registry_server.ctx, job["id"]) == "succeeded"
         live = anon.get(f"/jobs/{job['id']}/live").json()
         assert (live["status"], live["done"]) == ("succeeded", True)
+        assert live["attempts"] == 1 and live["started_at"]  # the page updates these too
         assert live["result_ref"] == "default/blend-v1"
         assert live["result_href"] == "/adapters/default/blend/versions/1"
         done = parse_page(reader.get(f"/jobs/{job['id']}").text)

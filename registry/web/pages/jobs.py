@@ -33,7 +33,17 @@ def _choice(name: str, value: str | None, allowed: list[str]) -> str | None:
 def live_view(job: Job) -> dict[str, Any]:
     """What the page's script updates while a job runs: part of its view, and the log tail."""
     view = job_service.job_view(job)
-    keys = ("id", "status", "progress", "message", "error", "cancel_requested", "finished_at")
+    keys = (
+        "id",
+        "status",
+        "progress",
+        "message",
+        "error",
+        "cancel_requested",
+        "attempts",
+        "started_at",
+        "finished_at",
+    )
     return {key: view[key] for key in keys} | {
         "done": job.status in TERMINAL_STATUSES,
         "log_tail": job.log_tail or "",

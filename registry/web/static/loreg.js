@@ -18,6 +18,11 @@
     }
   }
 
+  // an ISO timestamp as the pages' "when" filter writes it: "2026-01-02 03:04 UTC"
+  function when(iso) {
+    return iso.replace("T", " ").slice(0, 16) + " UTC";
+  }
+
   function field(root, name) {
     return root.querySelector('[data-field="' + name + '"]');
   }
@@ -36,8 +41,12 @@
     if (error) error.textContent = job.error || "–";
     const log = field(root, "log_tail");
     if (log) log.textContent = job.log_tail || "";
+    const attempts = field(root, "attempts");
+    if (attempts && job.attempts != null) attempts.textContent = String(job.attempts);
+    const started = field(root, "started_at");
+    if (started && job.started_at) started.textContent = when(job.started_at);
     const finished = field(root, "finished_at");
-    if (finished && job.finished_at) finished.textContent = job.finished_at.replace("T", " ").slice(0, 16) + " UTC";
+    if (finished && job.finished_at) finished.textContent = when(job.finished_at);
     const result = field(root, "result");
     if (result && job.result_ref) {
       if (job.result_href) {

@@ -87,7 +87,7 @@ def _card_text(session: Session, version: Version) -> str | None:
     return card_text(session, version.id)
 
 
-def _tags(version: Version) -> list[str]:
+def tags_of(version: Version) -> list[str]:
     """The version's tags (``metadata.tags``, as the Hub card shows them)."""
     raw = (version.meta or {}).get("tags")
     if not isinstance(raw, list):
@@ -130,7 +130,7 @@ def _document_values(
         "task_type": _text_or_none(_config_field(version, "task_type"), 64),
         "peft_type": _text_or_none(_config_field(version, "peft_type"), 64),
         "rank": _rank(version),
-        "tags": _tags(version),
+        "tags": tags_of(version),
         "card_text": card[:MAX_CARD_CHARS] if card else None,
         "version_id": version.id,
         "version": version.number,

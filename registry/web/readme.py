@@ -158,10 +158,16 @@ def _cleaner() -> nh3.Cleaner:
 def render_readme(markdown_text: str | None) -> Markup:
     """Render README Markdown to sanitised HTML, safe to insert into a page as is.
 
-    Only the first :data:`MAX_README_CHARS` characters (512 KiB) are rendered. ``None``
-    or an empty text gives an empty :class:`~markupsafe.Markup`.
+    Only the first :data:`MAX_README_CHARS` characters (512 KiB) are rendered. Markdown
+    headings move down one level (``#`` is an ``h2``; the page's title is its ``h1``).
+    ``None`` or an empty text gives an empty :class:`~markupsafe.Markup`.
     """
     if not markdown_text:
         return Markup("")
-    html = _markdown().render(markdown_text[:MAX_README_CHARS])
+    md = _markdown()
+    tokens = md.parse(markdown_text[:MAX_README_CHARS])
+    for token in tokens:  # the page has its own h1: a README's headings start at h2
+        if token.type in ("heading_open", "heading_close"):
+            token.tag = f"h{min(int(token.tag[1]) + 1, 6)}"
+    html = md.renderer.render(tokens, md.options, {})
     return Markup(_cleaner().clean(html))

@@ -17,6 +17,7 @@ import jinja2
 from fastapi import Request
 from fastapi.responses import HTMLResponse
 
+from loreg.vocabulary import SCOPE_LEVELS, Scope
 from registry import __version__
 from registry.web.security import CSRF_FIELD, Visitor, apply_cookies, csrf_token
 
@@ -135,6 +136,7 @@ def render(
         signed_in=principal.authenticated,
         token_rejected=visitor.token_rejected,
         is_admin=principal.can("*", "admin"),
+        can_audit=any(level >= SCOPE_LEVELS[Scope.ADMIN] for level in principal.grants.values()),
         csrf=csrf_token(request),
         path=request.url.path,
         **context,

@@ -362,7 +362,7 @@ def test_adapter_page_shows_its_card_spectrum_and_readme(catalog, visits):
     assert bars.first.bounding_box()["height"] > 0  # drawn, not collapsed by CSS
 
     readme = page.locator("article.readme")
-    expect(readme.locator("h1")).to_have_text("Clinical notes")
+    expect(readme.locator("h2")).to_have_text("Clinical notes")
     table = readme.locator("table")
     expect(table.locator("th")).to_have_text(["metric", "value"])
     expect(table.locator("tbody tr")).to_have_count(2)

@@ -214,6 +214,7 @@ def test_adapter_page_shows_versions_marks_card_spectrum_and_snippets(site, regi
     links = {e.attrs.get("href") for e in page.find("a")}
     assert {"/adapters/default/med/versions/1", "/adapters/default/med/versions/2"} <= links
     assert "/adapters/default/med/versions/1/lineage" in links
+    assert {"/?tags=medical", "/?tags=qa"} <= links  # v1's tags, each a search
     # the computed card: figures and the spectrum chart, drawn on the server
     assert "LoRA parameters" in page.text and "Per-module figures" in page.text
     svg = re.search(r"<svg[^>]*>.*?</svg>", latest.text, re.S)
@@ -245,7 +246,8 @@ def test_a_hostile_readme_renders_inert(site, registry_server):
         "/static/loreg.js"
     ]
     readme_page = parse_page(readme)
-    assert readme_page.find("table") and readme_page.find("h1")
+    assert readme_page.find("table") and readme_page.find("h2")  # "# Medical notes"
+    assert len(page.find("h1")) == 1  # the page's title only
     assert any(
         e.attrs.get("href") == "https://example.org/docs" and "noopener" in (e.attrs["rel"] or "")
         for e in readme_page.find("a")
@@ -402,7 +404,12 @@ def test_base_model_and_audit_pages(site, registry_server, admin_api, base_files
         assert page.status_code == 200 and "linear modules" in page.text
         assert anon.get("/base-models/no-such-model").status_code == 404
         assert anon.get("/audit").status_code == 401
+        with browser(registry_server.url) as reader:  # read-only: no audit link, a 403 page
+            assert sign_in(reader, site["reader"]).status_code == 303
+            assert not parse_page(reader.get("/").text).find("a", href="/audit")
+            assert reader.get("/audit").status_code == 403
         assert sign_in(admin, registry_server.admin_token).status_code == 303
+        assert parse_page(admin.get("/").text).find("a", href="/audit")
         audit = parse_page(admin.get("/audit").text)
         assert "alias.set" in audit.text and "version.yank" in audit.text
         filtered = parse_page(admin.get("/audit", params={"action": "version.yank"}).text)

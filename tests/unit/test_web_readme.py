@@ -89,7 +89,7 @@ def test_basic_markdown_elements() -> None:
     )
     parsed = _parse(render_readme(text))
     tags = [tag for tag, _ in parsed.elements]
-    for expected in ("h1", "h2", "em", "strong", "s", "ul", "ol", "li", "blockquote", "hr"):
+    for expected in ("h2", "h3", "em", "strong", "s", "ul", "ol", "li", "blockquote", "hr"):
         assert expected in tags, expected
     assert "br" in tags
     ol_attrs = next(attrs for tag, attrs in parsed.elements if tag == "ol")
@@ -97,10 +97,11 @@ def test_basic_markdown_elements() -> None:
     _assert_inert(render_readme(text))
 
 
-def test_headings_are_not_shifted() -> None:
-    out = render_readme("# A\n\n###### F\n")
-    assert "<h1>A</h1>" in out
-    assert "<h6>F</h6>" in out
+def test_headings_move_down_one_level_under_the_page_title() -> None:
+    out = render_readme("# A\n\n## B\n\n###### F\n")
+    assert "<h2>A</h2>" in out and "<h3>B</h3>" in out
+    assert "<h6>F</h6>" in out  # h6 is the lowest there is
+    assert "<h1" not in out
 
 
 def test_table_renders_as_table() -> None:

@@ -11,7 +11,7 @@ from markupsafe import Markup
 from loreg.vocabulary import ArtifactKind, LineageDirection, SearchSort
 from registry.api.deps import ContextDep, SessionDep
 from registry.errors import InvalidRequest, RegistryError
-from registry.services import cards, catalog, lineage, lineage_graph, listings
+from registry.services import cards, catalog, lineage, lineage_graph, listings, search_index
 from registry.services import search as search_service
 from registry.services.pagination import PageRequest
 from registry.validation.peft_config import TASK_TYPES
@@ -153,6 +153,7 @@ def _version_page(
             "config": version.config or {},
             "yanked": catalog.yank_view(version),
             "aliases": by_version.get(version.number, []),
+            "tags": search_index.tags_of(version),
         }
     body = card.get("card") if card else None
     modules = (body or {}).get("modules") or []

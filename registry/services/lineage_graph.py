@@ -160,22 +160,57 @@ def _fmt(value: float) -> str:
     return f"{value:.1f}"
 
 
+#: Where along an edge (from its parent end) its label sits: edges that share a child
+#: (a combine's parents) or a parent (versions trained from one base) have spread
+#: apart there, unlike at their middles.
+LABEL_AT = 0.4
+LABEL_HEIGHT = 13.0
+
+
 def _label_anchor(points: list[tuple[float, float]]) -> tuple[float, float]:
-    """Where an edge's label starts: beside the middle of its middle segment."""
-    mid = points[len(points) // 2 - 1 : len(points) // 2 + 1]
-    return sum(p[0] for p in mid) / len(mid) + 4, sum(p[1] for p in mid) / len(mid)
+    """Where an edge's label starts: beside the point :data:`LABEL_AT` along its path."""
+    lengths = [
+        ((x1 - x0) ** 2 + (y1 - y0) ** 2) ** 0.5
+        for (x0, y0), (x1, y1) in zip(points, points[1:], strict=False)
+    ]
+    target = sum(lengths) * LABEL_AT
+    for (x0, y0), (x1, y1), length in zip(points, points[1:], lengths, strict=False):
+        if length > 0 and target <= length:
+            t = target / length
+            return x0 + (x1 - x0) * t + 4, y0 + (y1 - y0) * t
+        target -= length
+    x, y = points[-1] if points else (0.0, 0.0)
+    return x + 4, y
+
+
+def _spread_labels(
+    anchors: list[tuple[float, float]], widths: list[float]
+) -> list[tuple[float, float]]:
+    """Move labels down, a line at a time, until none overlaps one placed before it."""
+    placed: list[tuple[float, float, float]] = []  # x, y (baseline), width
+    out = []
+    for (x, y), w in zip(anchors, widths, strict=True):
+        while any(
+            x < px + pw and px < x + w and abs(y - py) < LABEL_HEIGHT for px, py, pw in placed
+        ):
+            y += LABEL_HEIGHT
+        placed.append((x, y, w))
+        out.append((x, y))
+    return out
 
 
 def render_svg(graph: dict[str, Any]) -> str:
     """The lineage graph answer as a standalone SVG document (text)."""
     boxes, paths = layout(graph)
-    anchors = [_label_anchor(points) for points in paths]
-    label_ends = [
-        x + len(edge_label(e)) * LABEL_CHAR_WIDTH
-        for e, (x, _) in zip(graph["edges"], anchors, strict=True)
-    ]
+    widths = [len(edge_label(e)) * LABEL_CHAR_WIDTH for e in graph["edges"]]
+    anchors = _spread_labels([_label_anchor(points) for points in paths], widths)
+    label_ends = [x + w for w, (x, _) in zip(widths, anchors, strict=True)]
     xs = [b.x + b.w / 2 for b in boxes.values()] + [x for p in paths for x, _ in p] + label_ends
-    ys = [b.y + b.h / 2 for b in boxes.values()] + [y for p in paths for _, y in p]
+    ys = (
+        [b.y + b.h / 2 for b in boxes.values()]
+        + [y for p in paths for _, y in p]
+        + [y + 4 for _, y in anchors]
+    )
     width = max(xs, default=0.0) + MARGIN
     height = max(ys, default=0.0) + MARGIN
     root_key = graph["root"]["key"]

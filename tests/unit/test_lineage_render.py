@@ -258,3 +258,31 @@ def test_the_svg_escapes_labels_and_links_readable_versions_to_their_page() -> N
         if g_.get("class") == "node"
     }
     assert fills["n0"] == lineage_graph.KIND_COLOURS["version"] != fills["n4"] != fills["n5"]
+
+
+@pytest.mark.parametrize(
+    "g",
+    [fan(2), fan(6), diamond(), random_dag(12, 3)],
+    ids=["fan2", "fan6", "diamond", "dag12"],
+)
+def test_no_two_edge_labels_of_the_svg_overlap(g) -> None:
+    root = ET.fromstring(lineage_graph.render_svg(g))
+    boxes = []
+    for group in root.iter(f"{SVG}g"):
+        if group.get("class") != "edge":
+            continue
+        text = group.find(f"{SVG}text")
+        x, y = float(text.get("x")), float(text.get("y"))
+        width = len("".join(text.itertext())) * lineage_graph.LABEL_CHAR_WIDTH
+        boxes.append((x, y, width))
+    assert len(boxes) == len(g["edges"])
+    for i, (x, y, w) in enumerate(boxes):
+        for px, py, pw in boxes[:i]:
+            overlap_x = x < px + pw and px < x + w
+            assert not (overlap_x and abs(y - py) < lineage_graph.LABEL_HEIGHT), (
+                boxes[i],
+                (px, py),
+            )
+    # every label is inside the drawing
+    width, height = float(root.get("width")), float(root.get("height"))
+    assert all(x + w <= width and y <= height for x, y, w in boxes)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hmac
 import secrets
 from dataclasses import dataclass
+from typing import Literal
 from urllib.parse import urlsplit
 
 from fastapi import Request
@@ -118,47 +119,34 @@ def check_csrf(request: Request, submitted: str | None) -> None:
         raise CsrfRefused("a form posted from another site is refused")
 
 
-def _secure(request: Request) -> bool:
-    return request.url.scheme == "https"
+def _set_cookie(
+    request: Request, response: Response, name: str, value: str, samesite: Literal["lax", "strict"]
+) -> None:
+    """One of our cookies: HttpOnly, site-wide, :data:`SESSION_MAX_AGE_S`, Secure on https."""
+    response.set_cookie(
+        name,
+        value,
+        max_age=SESSION_MAX_AGE_S,
+        httponly=True,
+        samesite=samesite,
+        secure=request.url.scheme == "https",
+        path="/",
+    )
 
 
 def apply_cookies(request: Request, response: Response) -> None:
     """Set the CSRF cookie if this request made one, and the security headers."""
     fresh = getattr(request.state, "new_csrf", None)
     if fresh is not None:
-        response.set_cookie(
-            CSRF_COOKIE,
-            fresh,
-            max_age=SESSION_MAX_AGE_S,
-            httponly=True,
-            samesite="strict",
-            secure=_secure(request),
-            path="/",
-        )
+        _set_cookie(request, response, CSRF_COOKIE, fresh, "strict")
     for name, value in SECURITY_HEADERS.items():
         response.headers.setdefault(name, value)
 
 
 def sign_in(request: Request, response: Response, token: str) -> None:
     """Keep ``token`` in the session cookie, with a new CSRF token (no fixation)."""
-    response.set_cookie(
-        TOKEN_COOKIE,
-        token,
-        max_age=SESSION_MAX_AGE_S,
-        httponly=True,
-        samesite="lax",
-        secure=_secure(request),
-        path="/",
-    )
-    response.set_cookie(
-        CSRF_COOKIE,
-        secrets.token_urlsafe(32),
-        max_age=SESSION_MAX_AGE_S,
-        httponly=True,
-        samesite="strict",
-        secure=_secure(request),
-        path="/",
-    )
+    _set_cookie(request, response, TOKEN_COOKIE, token, "lax")
+    _set_cookie(request, response, CSRF_COOKIE, secrets.token_urlsafe(32), "strict")
 
 
 def sign_out(response: Response) -> None:

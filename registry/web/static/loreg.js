@@ -40,7 +40,12 @@
     const error = field(root, "error");
     if (error) error.textContent = job.error || "–";
     const log = field(root, "log_tail");
-    if (log) log.textContent = job.log_tail || "";
+    if (log) {
+      // keep following the newest lines unless the reader scrolled up
+      const atEnd = log.scrollTop + log.clientHeight >= log.scrollHeight - 4;
+      log.textContent = job.log_tail || "";
+      if (atEnd) log.scrollTop = log.scrollHeight;
+    }
     const attempts = field(root, "attempts");
     if (attempts && job.attempts != null) attempts.textContent = String(job.attempts);
     const started = field(root, "started_at");
@@ -95,6 +100,7 @@
   }
 
   document.addEventListener("DOMContentLoaded", () => {
+    document.querySelectorAll(".log").forEach((log) => (log.scrollTop = log.scrollHeight));
     document.querySelectorAll("[data-live-job]").forEach(watch);
     copyButtons();
   });

@@ -36,7 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,11 +86,20 @@ def parse_wrk(output: str) -> Load:
     return Load(latency("50"), latency("99"), float(rps.group(1)), errors)
 
 
-def run_wrk(url: str, connections: int, duration: float, token: str | None) -> Load:
-    """Drive ``url`` with wrk (one thread) for ``duration`` seconds."""
+def run_wrk(
+    url: str,
+    connections: int,
+    duration: float,
+    token: str | None,
+    headers: Mapping[str, str] | None = None,
+) -> Load:
+    """Drive ``url`` with wrk (one thread) for ``duration`` seconds, with a bearer
+    ``token`` (None: none) and any other request ``headers``."""
     cmd = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency"]
     if token:
         cmd += ["-H", f"Authorization: Bearer {token}"]
+    for name, value in (headers or {}).items():
+        cmd += ["-H", f"{name}: {value}"]
     out = subprocess.run(cmd + [url], capture_output=True, text=True, check=True).stdout
     return parse_wrk(out)
 

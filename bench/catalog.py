@@ -32,14 +32,18 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Mapping
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.api import (  # noqa: E402 - after the path insert
     Load,
+    Server,
     load_average,
     production_env,
     publish_template,
@@ -138,10 +142,13 @@ def seed(engine, adapters: int, per_adapter: int) -> dict[str, float]:
         took["adapters"] = time.monotonic() - t0
         t0 = time.monotonic()
         rank = f"({_pg_array([str(r) for r in RANKS])})[1 + a.id % {len(RANKS)}]::int"
-        config = (
-            f"jsonb_set(jsonb_set(t.config::jsonb, '{{r}}', to_jsonb({rank})), "
-            f"'{{lora_alpha}}', to_jsonb(2 * {rank}))::json"
-        )
+
+        def with_rank(column: str) -> str:  # r and lora_alpha of a config or summary
+            return (
+                f"jsonb_set(jsonb_set(coalesce(t.{column}::jsonb, '{{}}'::jsonb), '{{r}}', "
+                f"to_jsonb({rank})), '{{lora_alpha}}', to_jsonb(2 * {rank}))::json"
+            )
+
         tag_list = f"to_jsonb(string_to_array(({tags})[1 + a.id % {len(TAG_SETS)}], ','))"
         meta = f"jsonb_set(coalesce(t.meta::jsonb, '{{}}'::jsonb), '{{tags}}', {tag_list})::json"
         _insert_select(
@@ -151,7 +158,8 @@ def seed(engine, adapters: int, per_adapter: int) -> dict[str, float]:
                 "adapter_id": "a.id",
                 "number": "g",
                 "digest": f"'sha256:' || {_SHA_OF}(a.id || '-' || g, 'UTF8')), 'hex')",
-                "config": config,
+                "config": with_rank("config"),
+                "summary": with_rank("summary"),  # what search reads the rank from
                 "meta": meta,
                 "base_model": "a.base_model",
                 "base_model_id": "NULL",
@@ -245,19 +253,27 @@ def deep_cursor_url(url: str, path: str, token: str, pages: int) -> str | None:
     return f"{path}{sep}cursor={cursor}"
 
 
-def timed(url: str, token: str, conns: int, duration: float) -> Load:
-    """wrk, or for an endpoint slower than a second, three sequential requests."""
+def timed(
+    url: str,
+    token: str | None,
+    conns: int,
+    duration: float,
+    headers: Mapping[str, str] | None = None,
+) -> Load:
+    """wrk, or for an endpoint slower than a second, three sequential requests; with a
+    bearer ``token`` (None: anonymous) and any other ``headers``."""
     import httpx
 
+    sent = {**({"Authorization": f"Bearer {token}"} if token else {}), **(headers or {})}
     start = time.perf_counter()
-    r = httpx.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=600)
+    r = httpx.get(url, headers=sent, timeout=600)
     first = time.perf_counter() - start
     if first < 1.0:
-        return run_wrk(url, conns, duration, token)
+        return run_wrk(url, conns, duration, token, headers)
     samples = [first]
     for _ in range(2):
         start = time.perf_counter()
-        httpx.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=600)
+        httpx.get(url, headers=sent, timeout=600)
         samples.append(time.perf_counter() - start)
     ms = statistics.median(samples) * 1000
     return Load(ms, max(samples) * 1000, 1000 / ms, 0 if r.status_code == 200 else 3)
@@ -283,50 +299,88 @@ def endpoints(args: argparse.Namespace) -> dict[str, str]:
     }
 
 
-def main() -> int:
-    """Seed, serve, load; one line per (endpoint, connections)."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_catalog_options(parser: argparse.ArgumentParser) -> None:
+    """The catalog's size, the server's workers and the wrk runs (shared with bench/web.py)."""
     parser.add_argument("--adapters", type=int, default=10_000)
     parser.add_argument("--per-adapter", type=int, default=100)
     parser.add_argument("--workers", type=int, default=1, help="loreg serve --workers (0: omit)")
     parser.add_argument("--connections", default="1,16")
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run")
+
+
+def print_header(script: str) -> None:
+    """The date, machine, load and command lines every table starts with."""
+    print(
+        f"# {script}  {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC  {platform.node()}  "
+        f"{platform.machine()}  {os.cpu_count()} cores  python {platform.python_version()}  "
+        f"load {load_average()}"
+    )
+    print(f"# command: {' '.join(sys.argv)}")
+
+
+@dataclass
+class Seeded:
+    """A production-mode server over the seeded catalog."""
+
+    server: Server
+    token: str
+    engine: Any
+    versions: int
+
+
+def seeded_server(
+    stack: ExitStack,
+    args: argparse.Namespace,
+    prefix: str = "loreg-catalog-",
+    prepare: Callable[[dict[str, str], Path], None] | None = None,
+) -> Seeded:
+    """Publish the template, seed ``args.adapters`` x ``args.per_adapter`` versions from
+    it and start the server to measure (stopped with ``stack``); prints the seed line.
+
+    ``prepare(env, data_dir)`` runs after the template is published and its server
+    stopped, before the copies are made (bench/web.py computes the template's card).
+    """
+    import sqlalchemy as sa
+
+    work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=prefix)))
+    env, db_url = stack.enter_context(production_env(work))
+    engine = sa.create_engine(db_url)
+    stack.callback(engine.dispose)
+    data_dir = work / "data"
+    server = start_server(env, data_dir, args.workers, work / "seed.log")
+    try:
+        publish_template(server.url, server.token)
+    finally:
+        server.stop()
+    if prepare is not None:
+        prepare(env, data_dir)
+    token = (data_dir / "admin_token").read_text().strip()
+    took = seed(engine, args.adapters, args.per_adapter)
+    with engine.connect() as conn:
+        count = conn.execute(sa.text("SELECT count(*) FROM versions")).scalar_one()
+    steps = ", ".join(f"{k} {v:.0f} s" for k, v in took.items())
+    print(f"# catalog: {count} versions over {args.adapters + 2} adapters ({steps})", flush=True)
+    assert count >= args.adapters * args.per_adapter, count
+    server = start_server(env, data_dir, args.workers, work / "serve.log")
+    stack.callback(server.stop)
+    return Seeded(server, token, engine, count)
+
+
+def main() -> int:
+    """Seed, serve, load; one line per (endpoint, connections)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_catalog_options(parser)
     parser.add_argument("--limit", type=int, default=50, help="page size")
     parser.add_argument("--deep", type=int, default=100, help="pages followed for a deep page")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("wrk not found: apt-get install -y wrk", file=sys.stderr)
         return 2
-    import sqlalchemy as sa
-
     connections = [int(x) for x in args.connections.split(",")]
-    total = args.adapters * args.per_adapter
-    print(
-        f"# bench/catalog.py  {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC  {platform.node()}  "
-        f"{platform.machine()}  {os.cpu_count()} cores  python {platform.python_version()}  "
-        f"load {load_average()}"
-    )
-    print(f"# command: {' '.join(sys.argv)}")
+    print_header("bench/catalog.py")
     with ExitStack() as stack:
-        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="loreg-catalog-")))
-        env, db_url = stack.enter_context(production_env(work))
-        engine = sa.create_engine(db_url)
-        stack.callback(engine.dispose)
-        data_dir = work / "data"
-        server = start_server(env, data_dir, args.workers, work / "seed.log")
-        try:
-            publish_template(server.url, server.token)
-        finally:
-            server.stop()
-        token = (data_dir / "admin_token").read_text().strip()
-        took = seed(engine, args.adapters, args.per_adapter)
-        with engine.connect() as conn:
-            count = conn.execute(sa.text("SELECT count(*) FROM versions")).scalar_one()
-        steps = ", ".join(f"{k} {v:.0f} s" for k, v in took.items())
-        print(f"# catalog: {count} versions over {args.adapters + 2} adapters ({steps})")
-        assert count >= total, count
-        server = start_server(env, data_dir, args.workers, work / "serve.log")
-        stack.callback(server.stop)
+        seeded = seeded_server(stack, args)
+        server, token = seeded.server, seeded.token
         paths = endpoints(args)
         for label in ("adapters", "versions", "jobs", "namespaces", "base models"):
             first = paths[f"{label} page 1"]

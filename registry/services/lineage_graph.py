@@ -10,6 +10,7 @@ is XML-escaped. The web page reuses :func:`render_svg` as is.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -37,6 +38,9 @@ KIND_COLOURS = {
     LineageNodeKind.UNKNOWN.value: "#f3f4f6",
 }
 HIDDEN_COLOUR = "#e5e7eb"
+#: grandalf keeps layout state on its classes (Tarjan's counter ``Vertex.ncur``) and
+#: sets the recursion limit: one layout at a time per process (pages render in threads).
+_LAYOUT_LOCK = threading.Lock()
 
 
 @dataclass
@@ -96,20 +100,21 @@ def layout(graph: dict[str, Any]) -> tuple[dict[str, Box], list[list[tuple[float
         edge = Edge(vertices[e["parent"]["key"]], vertices[e["child"]["key"]])
         edge.view = _EdgeView()
         edges.append(edge)
-    g = Graph(list(vertices.values()), edges)
     offset = 0.0
-    for component in g.C:
-        sugiyama = SugiyamaLayout(component)
-        sugiyama.xspace, sugiyama.yspace = X_GAP, Y_GAP
-        sugiyama.init_all()
-        sugiyama.draw()
-        left = _separate(sugiyama)
-        right = max(v.view.xy[0] + v.view.w / 2 for layer in sugiyama.layers for v in layer)
-        for v in component.sV:
-            v.view.xy = (v.view.xy[0] - left + offset, v.view.xy[1])
-        for e in component.sE:
-            e.view.points = [(x - left + offset, y) for x, y in e.view.points]
-        offset += right - left + X_GAP
+    with _LAYOUT_LOCK:
+        g = Graph(list(vertices.values()), edges)
+        for component in g.C:
+            sugiyama = SugiyamaLayout(component)
+            sugiyama.xspace, sugiyama.yspace = X_GAP, Y_GAP
+            sugiyama.init_all()
+            sugiyama.draw()
+            left = _separate(sugiyama)
+            right = max(v.view.xy[0] + v.view.w / 2 for layer in sugiyama.layers for v in layer)
+            for v in component.sV:
+                v.view.xy = (v.view.xy[0] - left + offset, v.view.xy[1])
+            for e in component.sE:
+                e.view.points = [(x - left + offset, y) for x, y in e.view.points]
+            offset += right - left + X_GAP
     boxes = {
         key: Box(key, v.view.xy[0] + MARGIN, v.view.xy[1] + MARGIN, v.view.w, v.view.h)
         for key, v in vertices.items()

@@ -286,3 +286,19 @@ def test_no_two_edge_labels_of_the_svg_overlap(g) -> None:
     # every label is inside the drawing
     width, height = float(root.get("width")), float(root.get("height"))
     assert all(x + w <= width and y <= height for x, y, w in boxes)
+
+
+def test_svgs_drawn_at_once_in_threads_are_each_drawn_in_full() -> None:
+    # grandalf keeps Tarjan's counter on the Vertex class (set, then deleted, per
+    # layout): pages are rendered in a thread pool, so concurrent layouts must not
+    # share it (the web lineage page answered 500 under 16 connections)
+    from concurrent.futures import ThreadPoolExecutor
+
+    chain = graph(
+        [node(f"n{i}", f"default/chain-v{50 - i}") for i in range(50)],
+        [(i, i + 1, "continued_from", {}) for i in range(49)],
+    )
+    expected = lineage_graph.render_svg(chain)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        drawn = list(pool.map(lambda _: lineage_graph.render_svg(chain), range(64)))
+    assert drawn == [expected] * 64

@@ -22,6 +22,7 @@ from fastapi.testclient import TestClient
 from pydantic import BaseModel, TypeAdapter
 
 from registry import schemas
+from registry.web.pages.common import WEB_TAG
 
 #: Routes that answer bytes, not JSON, each with the reason; every other route has a model.
 RAW_ROUTES: dict[tuple[str, str], str] = {
@@ -87,8 +88,12 @@ def test_every_route_declares_a_response_model(app) -> None:
     routes = _api_routes(app)
     assert len(routes) >= 25, [path for path, _ in routes]  # the walk found the routers
     seen_raw = set()
-    hub_routes = 0
+    hub_routes = page_routes = 0
     for path, route in routes:
+        if WEB_TAG in (route.tags or []):  # HTML pages (registry/web): no JSON contract
+            assert path not in app.openapi()["paths"], f"{path}: pages stay out of OpenAPI"
+            page_routes += 1
+            continue
         if path.startswith(HUB_PREFIX):  # the Hub's shapes, checked by the stock client
             assert not route.include_in_schema, f"{path}: Hub routes stay out of OpenAPI"
             hub_routes += 1
@@ -108,6 +113,7 @@ def test_every_route_declares_a_response_model(app) -> None:
                 assert model.__module__ == schemas.__name__, (key, model)
     assert seen_raw == set(RAW_ROUTES), "a raw route listed here no longer exists"
     assert hub_routes >= 7, "the /hf read routes were not found"
+    assert page_routes >= 10, "the web page routes were not found"
     assert not [p for p in app.openapi()["paths"] if p.startswith(HUB_PREFIX)]
 
 

@@ -60,6 +60,8 @@ def _search_page(
     next_cursor: str | None = None
     error: str | None = None
     try:
+        if len(params["q"]) > search_service.MAX_QUERY_CHARS:
+            raise InvalidRequest(f"the search text is limited to {search_service.MAX_QUERY_CHARS}")
         query = search_service.build_query(
             q=params["q"] or None,
             namespace=params["namespace"] or None,
@@ -71,8 +73,6 @@ def _search_page(
             kind=kind,
             sort=_sort(params["sort"]),
         )
-        if len(params["q"]) > search_service.MAX_QUERY_CHARS:
-            raise InvalidRequest(f"the search text is limited to {search_service.MAX_QUERY_CHARS}")
         found = search_service.search(
             session, principal, query, page_of(ctx, request.query_params.get("cursor"))
         )

@@ -4,7 +4,8 @@ Who sees which tokens (``GET /v1/tokens``) and who may revoke one
 (``DELETE /v1/tokens/{id}``): a token with ``admin`` on ``*`` sees and revokes every
 token; any other token sees and revokes only itself (another id is 404, as if it did
 not exist). Revoking is idempotent: a token already revoked answers its view again,
-with no second audit row.
+with no second audit row. The last working token with ``admin`` on ``*`` cannot be
+revoked (409): nothing else could create tokens or namespaces again.
 """
 
 from __future__ import annotations
@@ -245,6 +246,7 @@ def revoke_token(session: Session, principal: Principal, token_id: int) -> dict[
     if row is None or (not _sees_all(principal) and row.id != principal.token_id):
         raise NotFound(f"token {token_id} not found")
     if row.revoked_at is None:
+        _refuse_last_admin(session, row)
         row.revoked_at = utcnow()
         session.add(row)
         audit.record(
@@ -257,6 +259,36 @@ def revoke_token(session: Session, principal: Principal, token_id: int) -> dict[
         )
         session.flush()
     return _token_views(session, [row])[0]
+
+
+def _working_admins(session: Session) -> list[int]:
+    """Ids of the tokens with ``admin`` on ``*`` that are neither revoked nor expired,
+    locked until the transaction ends (two revokes at once cannot both pass)."""
+    now = utcnow()
+    query = (
+        select(ApiToken.id)
+        .join(TokenGrant, col(TokenGrant.token_id) == col(ApiToken.id))
+        .where(
+            TokenGrant.namespace == ALL_NAMESPACES,
+            TokenGrant.scope == "admin",
+            col(ApiToken.revoked_at).is_(None),
+            sa.or_(col(ApiToken.expires_at).is_(None), col(ApiToken.expires_at) > now),
+        )
+        .order_by(col(ApiToken.id))
+        .with_for_update(of=ApiToken)
+    )
+    return [int(i) for i in session.exec(query).all() if i is not None]
+
+
+def _refuse_last_admin(session: Session, row: ApiToken) -> None:
+    """409 if ``row`` is the last working token with ``admin`` on ``*``."""
+    if _working_admins(session) == [row.id]:
+        raise Conflict(
+            f"token {row.id} ({row.name!r}) is the last working token with admin on '*'; "
+            "revoking it would leave no one able to create tokens: create another admin "
+            'token first (POST /v1/tokens with grants [{"namespace": "*", '
+            '"scope": "admin"}])'
+        )
 
 
 def create_namespace(session: Session, principal: Principal, req: NamespaceRequest) -> dict:

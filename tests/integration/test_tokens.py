@@ -170,3 +170,35 @@ def test_expiry_input_is_checked(registry_server, admin_api):
         assert r.status_code == 422, (body, r.text)
         assert words in r.text, (body, r.text)
     assert "bad" not in {t["name"] for t in _all(admin_api, "/v1/tokens")}
+
+
+def test_the_last_working_admin_token_cannot_be_revoked(registry_server, admin_api):
+    """Revoking the only token with admin on '*' would leave no way to create tokens:
+    409 with what to do; once another admin token exists, either one can go, and an
+    expired admin token does not count as the other one."""
+    me = admin_api.get("/v1/whoami").json()
+    mine = [t for t in _all(admin_api, "/v1/tokens") if t["name"] == me["token_name"]]
+    assert len(mine) == 1
+    boot = mine[0]["id"]
+    refused = admin_api.delete(f"/v1/tokens/{boot}")
+    assert refused.status_code == 409, refused.text
+    message = refused.json()["error"]["message"]
+    assert "last working token with admin on '*'" in message and "POST /v1/tokens" in message
+    assert admin_api.get("/v1/whoami").status_code == 200  # still works
+    star = [{"namespace": "*", "scope": "admin"}]
+    brief = admin_api.post("/v1/tokens", json={"name": "brief", "grants": star, "expires_in": 1})
+    assert brief.status_code == 201, brief.text
+    time.sleep(1.2)
+    still = admin_api.delete(f"/v1/tokens/{boot}")
+    assert still.status_code == 409, still.text  # the expired one cannot take over
+    other = admin_api.post("/v1/tokens", json={"name": "second-admin", "grants": star})
+    assert other.status_code == 201, other.text
+    assert admin_api.delete(f"/v1/tokens/{boot}").status_code == 200
+    as_other = _bearer(other.json()["token"])
+    last = admin_api.delete(f"/v1/tokens/{other.json()['id']}", headers=as_other)
+    assert last.status_code == 409, last.text  # now it is the last one
+    # a namespace admin revoking itself is not affected
+    body = {"name": "ns-admin", "grants": [{"namespace": "default", "scope": "admin"}]}
+    ns_admin = admin_api.post("/v1/tokens", json=body, headers=as_other).json()
+    gone = admin_api.delete(f"/v1/tokens/{ns_admin['id']}", headers=_bearer(ns_admin["token"]))
+    assert gone.status_code == 200, gone.text

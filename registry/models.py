@@ -503,6 +503,18 @@ class SearchDocumentTag(SQLModel, table=True):
     tag: str = Field(primary_key=True, max_length=64)
 
 
+class MaintenanceLease(SQLModel, table=True):
+    """Which process runs a periodic maintenance pass (``fsck``) across the deployment,
+    and until when: the pass runs where the lease is held (:mod:`registry.services.leases`).
+    """
+
+    __tablename__ = "maintenance_leases"
+
+    name: str = Field(primary_key=True, max_length=64)
+    holder: str = Field(max_length=128)
+    expires_at: datetime = _ts()
+
+
 #: Full-text objects migration 0011 creates outside the models (engine-specific; the
 #: alembic comparison skips them: migrations/env.py).
 SEARCH_FTS_OBJECTS = frozenset(

@@ -44,6 +44,7 @@ from registry.models import (
     VersionFile,
     utcnow,
 )
+from registry.services import leases
 from registry.services.context import Context
 from registry.services.periodic import PeriodicThread
 from registry.storage.base import ObjectNotFound, ObjectStore, blob_key
@@ -55,6 +56,10 @@ MAX_THREADS = 16
 HASH_CHUNK = 8 * 2**20
 #: A fault found by hashing is cleared only by hashing again (or by the bytes re-sent).
 HASH_PROBLEM = "sha256"
+#: The periodic scrub's lease (one scrubbing process per deployment) and how many
+#: intervals a claim lasts: the holder renews it every interval, others wait this long.
+LEASE_NAME = "fsck"
+LEASE_INTERVALS = 1.5
 
 Fault = tuple[str, int | None]  # (problem, size found)
 
@@ -351,11 +356,15 @@ def run_from_env(data_dir: str | Path | None = None, *, verify_hashes: bool = Fa
 
 
 class PeriodicFsck(PeriodicThread):
-    """A daemon thread running :func:`scrub` every ``interval_s`` seconds.
+    """A daemon thread running :func:`scrub` every ``interval_s`` seconds, in whichever
+    process holds the ``fsck`` lease (:mod:`registry.services.leases`).
 
-    The first pass runs one interval after :meth:`start` (a restart does not
-    re-scan the whole store). Errors (store or database down) are logged and the
-    next pass tries again.
+    Every ``loreg worker`` runs one; the lease makes one of them scrub per interval
+    (the holder renews it at each pass, for :data:`LEASE_INTERVALS` intervals), and
+    another takes over once the holder has stopped for that long, or at once when it
+    stopped cleanly (:meth:`stop` gives the lease up). The first pass runs one
+    interval after :meth:`start` (a restart does not re-scan the whole store). Errors
+    (store or database down) are logged and the next pass tries again.
     """
 
     def __init__(self, ctx: Context, interval_s: float, *, verify_hashes: bool = False):
@@ -363,10 +372,18 @@ class PeriodicFsck(PeriodicThread):
         self.ctx = ctx
         self.verify_hashes = verify_hashes
         self.last_report: dict[str, Any] | None = None
+        self.holder = leases.new_holder()
+        #: passes left to another process, which held the lease
+        self.skipped = 0
 
     def run_once(self) -> dict[str, Any] | None:
-        """One pass; returns its report, or None when it failed."""
+        """One pass if this process holds the lease; its report, or None when it failed
+        or another process holds the lease."""
         try:
+            lifetime = self.interval_s * LEASE_INTERVALS
+            if not leases.claim(self.ctx.engine, LEASE_NAME, self.holder, lifetime):
+                self.skipped += 1
+                return None
             self.last_report = scrub(self.ctx, verify_hashes=self.verify_hashes)
             return self.last_report
         except Exception as exc:  # noqa: BLE001 - keep scrubbing after outages
@@ -374,6 +391,14 @@ class PeriodicFsck(PeriodicThread):
             return None
         finally:
             self.passes += 1
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the thread, then give the lease up so another process scrubs next."""
+        super().stop(timeout)
+        try:
+            leases.release(self.ctx.engine, LEASE_NAME, self.holder)
+        except Exception as exc:  # noqa: BLE001 - the lease then lapses on its own
+            log.warning("fsck lease not released (it expires on its own): %s", exc)
 
 
 def start_periodic(ctx: Context) -> PeriodicFsck | None:

@@ -12,6 +12,12 @@ connection is closed. A pooled connection found dead is dropped and the statemen
 sent once more on a new one, so the first resolve after a database restart works.
 Every failure to reach the database is a :class:`~registry.errors.DatabaseUnavailable`
 (503), with the message the sync path gives.
+
+Under load, identical lookups waiting for a connection share one statement: the first
+one to queue sends it when a connection frees up, and every identical lookup that
+arrived before then gets its rows. The statement still starts after each of them
+arrived, so each sees every write committed before its request came in (a moved alias
+included); a lookup that finds the statement already sent waits for the next one.
 """
 
 from __future__ import annotations
@@ -19,8 +25,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import weakref
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
@@ -45,6 +51,9 @@ class _LoopPool:
 
     idle: list[Any]
     slots: asyncio.Semaphore
+    #: lookups queued for a connection and not sent yet, by (SQL, parameters): an
+    #: identical lookup arriving now joins one instead of sending its own statement
+    queued: dict[Hashable, asyncio.Future[list[tuple]]] = field(default_factory=dict)
 
 
 class AsyncLookup:
@@ -128,14 +137,43 @@ class AsyncLookup:
         return rows
 
     async def rows(self, statement: sa.Select, params: dict[str, Any]) -> Sequence[tuple]:
-        """The rows of ``statement`` with ``params`` (503 when the database is unreachable)."""
-        import psycopg
+        """The rows of ``statement`` with ``params`` (503 when the database is unreachable).
 
+        With a connection free, the statement is sent at once. Otherwise the lookup
+        queues, sharing a statement not sent yet with the identical lookups queued
+        before it (see the module's docstring). Callers must not modify the rows.
+        """
         sql, literals = self._sql(statement)
         values = {**literals, **params}
         pool = self._pool()
+        if not pool.slots.locked():
+            return await self._send(pool, sql, values)
+        key = (sql, tuple(sorted(values.items())))
+        queued = pool.queued.get(key)
+        if queued is None:
+            queued = asyncio.ensure_future(self._send(pool, sql, values, queued_as=key))
+            queued.add_done_callback(_retrieved)  # its error is logged by no one if all left
+            pool.queued[key] = queued
+        # shielded: one waiter going away (its request cancelled) does not cancel the
+        # statement the others wait on; the statement's own deadline still bounds it
+        return await asyncio.shield(queued)
+
+    async def _send(
+        self,
+        pool: _LoopPool,
+        sql: str,
+        values: dict[str, Any],
+        queued_as: Hashable | None = None,
+    ) -> list[tuple]:
+        """Take a connection (waiting for one under the deadline) and run the statement;
+        from the moment it has one, a queued statement takes no more joiners."""
+        import psycopg
+
         try:
             async with asyncio.timeout(self._deadline), pool.slots:
+                if queued_as is not None:
+                    del pool.queued[queued_as]
+                    queued_as = None
                 if pool.idle:
                     try:
                         return await self._attempt(pool, pool.idle.pop(), sql, values)
@@ -146,12 +184,21 @@ class AsyncLookup:
             raise self._unavailable("no answer in time") from exc
         except psycopg.OperationalError as exc:
             raise self._unavailable(_first_line(exc)) from exc
+        finally:
+            if queued_as is not None:  # failed before it had a connection
+                pool.queued.pop(queued_as, None)
 
     def _unavailable(self, reason: str) -> DatabaseUnavailable:
         return DatabaseUnavailable(
             f"the {self._label} is unavailable ({reason[:300]}); retry later",
             retry_after=self._settings.retry_after_s,
         )
+
+
+def _retrieved(done: asyncio.Future[Any]) -> None:
+    """Mark a shared statement's outcome as seen (the waiters raise it themselves)."""
+    if not done.cancelled():
+        done.exception()
 
 
 def _first_line(exc: BaseException) -> str:

@@ -33,7 +33,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from pydantic import TypeAdapter
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 from starlette.concurrency import run_in_threadpool
 
 from loreg.refs import Ref
@@ -283,12 +283,16 @@ def _manifest(ctx: Context, target: Target) -> manifests.Manifest:
     cached = ctx.hot.manifests.get(target.version_key)
     if cached is not None:
         return cached
-    with Session(ctx.engine) as session:
-        version = session.get(Version, target.version_id)
-        adapter = session.get(Adapter, version.adapter_id) if version else None
-        ns = session.get(Namespace, adapter.namespace_id) if adapter else None
-        if version is None or adapter is None or ns is None:  # deleted since the lookup
+    with Session(ctx.read_engine) as session:  # reads of immutable rows: no transaction
+        found = session.exec(
+            select(Version, Adapter, Namespace)
+            .join(Adapter, col(Adapter.id) == col(Version.adapter_id))
+            .join(Namespace, col(Namespace.id) == col(Adapter.namespace_id))
+            .where(col(Version.id) == target.version_id)
+        ).first()
+        if found is None:  # deleted since the lookup
             raise LookupError("version gone")
+        version, adapter, ns = found
         manifest = manifests.load_manifest(session, ns, adapter, version)
     ctx.hot.manifests.put(target.version_key, manifest)
     return manifest

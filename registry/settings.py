@@ -193,6 +193,15 @@ class Settings(BaseSettings):
     retry_after_s: int = Field(
         5, ge=0, validation_alias=AliasChoices("LOREG_RETRY_AFTER_S", "LOREG_RETRY_AFTER")
     )
+    #: Postgres connections per server process for the resolve lookup on the event loop
+    #: (registry.services.async_lookup); more lookups wait their turn, and identical
+    #: ones waiting share one statement. A lookup takes well under a millisecond on the
+    #: same host, so a few keep a process busy; more only made the database's backends
+    #: compete for the same cores (p99 at 16 connections on 2 cores: ~100 ms with 10,
+    #: 10-25 ms with 4), and with 2, more of the queued lookups share a statement (the
+    #: highest throughput at 16 connections; docs/benchmarks.md). Raise it for a
+    #: database far away (a long round trip per statement).
+    resolve_connections: int = Field(2, ge=1, le=64)
     #: How long a worker process trusts a token it checked (0: check every request). A
     #: token revoked elsewhere is refused by every process within this many seconds.
     token_cache_s: float = Field(

@@ -36,11 +36,6 @@ from registry.db_wait import libpq_connect_timeout, silence_timeout
 from registry.errors import DatabaseUnavailable
 from registry.settings import Settings
 
-#: Most connections open at once per process; more lookups wait their turn. A lookup
-#: takes well under a millisecond, so a few keep a process busy; more only made the
-#: database's backends compete for the same cores (p99 at 16 connections on 2 cores:
-#: ~100 ms with 10, 10-25 ms with 4; docs/benchmarks.md).
-MAX_CONNECTIONS = 4
 #: ``application_name`` of these connections (``pg_stat_activity`` shows it).
 APPLICATION_NAME = "loreg-resolve"
 
@@ -62,6 +57,8 @@ class AsyncLookup:
     def __init__(self, settings: Settings, dialect: sa.Dialect):
         self._settings = settings
         self._dialect = dialect
+        #: connections this process opens at most (the rest of the lookups queue)
+        self.max_connections = settings.resolve_connections
         url = sa.engine.make_url(settings.database_url)
         self._url = url
         self._label = describe_database(url)
@@ -106,7 +103,7 @@ class AsyncLookup:
         loop = asyncio.get_running_loop()
         pool = self._pools.get(loop)
         if pool is None:
-            pool = self._pools[loop] = _LoopPool([], asyncio.Semaphore(MAX_CONNECTIONS))
+            pool = self._pools[loop] = _LoopPool([], asyncio.Semaphore(self.max_connections))
         return pool
 
     def close(self) -> None:

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 import sqlalchemy as sa
 
-from registry.services.async_lookup import MAX_CONNECTIONS, AsyncLookup
+from registry.services.async_lookup import AsyncLookup
 from registry.settings import Settings
 from tests.support.servers import temp_pg_database
 
@@ -80,7 +80,7 @@ def test_identical_queued_lookups_share_one_statement(setup):
     sent = _counting(lookup)
 
     async def scenario() -> list[list[tuple]]:
-        holds = await _busy(lookup, 0.8, MAX_CONNECTIONS)
+        holds = await _busy(lookup, 0.8, lookup.max_connections)
         waiting = [asyncio.ensure_future(lookup.rows(READ, {"key": "k"})) for _ in range(30)]
         other = asyncio.ensure_future(lookup.rows(READ, {"key": "other"}))
         await asyncio.sleep(0.05)
@@ -94,7 +94,7 @@ def test_identical_queued_lookups_share_one_statement(setup):
     assert answers == [[(2, "k")]] * 30 + [[(2, "other")]]
     reads = [sql for sql in sent if "cell" in sql]
     assert len(reads) == 2  # one for the 30 identical lookups, one for the other key
-    assert len(sent) == MAX_CONNECTIONS + 2
+    assert len(sent) == lookup.max_connections + 2
 
 
 def test_a_lookup_arriving_after_the_statement_was_sent_gets_a_new_one(setup):
@@ -102,7 +102,7 @@ def test_a_lookup_arriving_after_the_statement_was_sent_gets_a_new_one(setup):
     sent = _counting(lookup)
 
     async def scenario() -> tuple[list, list, list]:
-        holds = await _busy(lookup, 2.0, MAX_CONNECTIONS - 1)
+        holds = await _busy(lookup, 2.0, lookup.max_connections - 1)
         short = asyncio.ensure_future(lookup.rows(HOLD, {"seconds": 0.4, "tag": "short"}))
         await asyncio.sleep(0.05)
         # queued (every connection busy), sent when the short hold ends at ~0.4 s: it
@@ -127,7 +127,7 @@ def test_a_waiter_cancelled_does_not_cancel_the_shared_statement(setup):
     lookup, _ = setup
 
     async def scenario() -> list[tuple]:
-        holds = await _busy(lookup, 0.4, MAX_CONNECTIONS)
+        holds = await _busy(lookup, 0.4, lookup.max_connections)
         leaving = asyncio.ensure_future(lookup.rows(READ, {"key": "k"}))
         staying = asyncio.ensure_future(lookup.rows(READ, {"key": "k"}))
         await asyncio.sleep(0.05)
@@ -146,7 +146,7 @@ def test_a_shared_statement_that_fails_fails_every_waiter_with_a_503(setup):
     lookup, _ = setup
 
     async def scenario() -> list[BaseException | list]:
-        holds = await _busy(lookup, 0.8, MAX_CONNECTIONS)
+        holds = await _busy(lookup, 0.8, lookup.max_connections)
         lookup._deadline = 0.3  # shorter than the holds: the queued statement times out
         waiting = [lookup.rows(READ, {"key": "k"}) for _ in range(5)]
         outcome = await asyncio.gather(*waiting, return_exceptions=True)

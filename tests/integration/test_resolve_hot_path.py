@@ -303,7 +303,7 @@ def test_concurrent_resolves_queue_for_a_bounded_set_of_connections(
         pytest.skip("the event-loop lookup is Postgres's")
     from concurrent.futures import ThreadPoolExecutor
 
-    from registry.services.async_lookup import APPLICATION_NAME, MAX_CONNECTIONS
+    from registry.services.async_lookup import APPLICATION_NAME
 
     publish(admin_api, "medical", adapter_files)
 
@@ -322,7 +322,7 @@ def test_concurrent_resolves_queue_for_a_bounded_set_of_connections(
             ),
             {"a": APPLICATION_NAME},
         ).scalar_one()
-    assert 1 <= open_now <= MAX_CONNECTIONS
+    assert 1 <= open_now <= registry_server.settings.resolve_connections
 
 
 def test_the_fast_path_and_the_api_route_answer_the_same(registry_server, admin_api, adapter_files):

@@ -203,6 +203,7 @@ def test_an_empty_boolean_counts_as_unset(env, tmp_path):
         ("LOREG_MULTIPART_PART_SIZE", "1024", "LOREG_MULTIPART_PART_SIZE must be at least"),
         ("LOREG_JOB_MAX_ATTEMPTS", "0", "LOREG_JOB_MAX_ATTEMPTS must be at least 1"),
         ("LOREG_FSCK_INTERVAL", "-1", "LOREG_FSCK_INTERVAL must be at least 0"),
+        ("LOREG_RESOLVE_CONNECTIONS", "0", "LOREG_RESOLVE_CONNECTIONS must be at least 1"),
     ],
 )
 def test_an_out_of_range_value_is_refused_naming_the_variable(env, tmp_path, name, value, message):
@@ -317,3 +318,9 @@ def test_the_data_dir_argument_wins_over_loreg_data_dir(env, tmp_path):
     env.setenv("LOREG_DATA_DIR", str(tmp_path / "from-env"))
     assert Settings.from_env(tmp_path / "given").data_dir == (tmp_path / "given").resolve()
     assert Settings.from_env().data_dir == (tmp_path / "from-env").resolve()
+
+
+def test_resolve_connections_is_read_from_the_environment(env, tmp_path):
+    assert Settings.from_env(tmp_path).resolve_connections == 2
+    env.setenv("LOREG_RESOLVE_CONNECTIONS", "6")
+    assert Settings.from_env(tmp_path).resolve_connections == 6

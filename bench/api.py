@@ -10,10 +10,15 @@ and drives it with wrk (Debian's package: ``apt-get install -y wrk``) on loopbac
   version is published through the API; the others are bulk-inserted copies of its
   rows (versions, files, lineage edges) with their own numbers and digests, so the
   tables hold what publish writes;
-* for each scale and worker count, measures p50 / p99 / requests per second at 1 and
-  16 connections for ``GET /v1/livez`` (the stack's floor: no dependency touched) and
-  ``GET /v1/resolve/...`` by alias, by version number and by digest, anonymous and
-  with a bearer token; prints each resolve beside the floor of the same run.
+* for each scale and worker count, after an unmeasured warm-up of every path
+  (``--warmup``), measures p50 / p99 / requests per second at 1 and 16 connections for
+  ``GET /v1/livez`` (the stack's floor: no dependency touched) and ``GET
+  /v1/resolve/...`` by alias, by version number and by digest, anonymous and with a
+  bearer token, and "many refs": every version of ``medical`` in turn (a wrk Lua
+  script), so that concurrent requests never ask for the same ref and cannot share
+  a lookup; prints each resolve beside the floor of the same run. The first warm-up
+  pass over the many refs is printed too ("many refs (cold)", 16 connections, its
+  own row as floor): each worker builds each version's answer once there.
 
 With ``--mlflow``, MLflow's alias lookup is measured in the same run, each (scale,
 workers) configuration right after loreg's (``bench/mlflow_side.py``; MLflow lives in
@@ -92,16 +97,34 @@ def run_wrk(
     duration: float,
     token: str | None,
     headers: Mapping[str, str] | None = None,
+    script: Path | None = None,
 ) -> Load:
     """Drive ``url`` with wrk (one thread) for ``duration`` seconds, with a bearer
-    ``token`` (None: none) and any other request ``headers``."""
+    ``token`` (None: none), any other request ``headers`` and a wrk Lua ``script``."""
     cmd = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency"]
     if token:
         cmd += ["-H", f"Authorization: Bearer {token}"]
     for name, value in (headers or {}).items():
         cmd += ["-H", f"{name}: {value}"]
+    if script is not None:
+        cmd += ["-s", str(script)]
     out = subprocess.run(cmd + [url], capture_output=True, text=True, check=True).stdout
     return parse_wrk(out)
+
+
+def round_robin_script(paths: list[str], out: Path) -> Path:
+    """A wrk Lua script that requests ``paths`` in turn (each connection the next one),
+    so that concurrent requests ask for different refs: no two share a lookup."""
+    quoted = ",\n".join(f'  "{p}"' for p in paths)
+    out.write_text(
+        f"local paths = {{\n{quoted}\n}}\n"
+        "local n = 0\n"
+        "request = function()\n"
+        "  n = n + 1\n"
+        '  return wrk.format("GET", paths[(n % #paths) + 1])\n'
+        "end\n"
+    )
+    return out
 
 
 @dataclass
@@ -114,16 +137,19 @@ class Row:
     token: bool
     conns: int
     load: Load
-    floor: Load
+    floor: Load | None  # None: no floor beside it (the cold pass)
 
     def line(self) -> str:
         """The row as the table prints it."""
-        ratio = self.floor.rps / self.load.rps if self.load.rps else float("inf")
+        if self.floor is None:
+            ratio = "-"
+        else:
+            ratio = f"{self.floor.rps / self.load.rps:.2f}" if self.load.rps else "inf"
         return (
             f"{self.scale:>8} {self.workers:>2} {self.label:<18} "
             f"{'yes' if self.token else 'no':<5} {self.conns:>4} "
             f"{self.load.p50:>7.2f} {self.load.p99:>7.2f} {self.load.rps:>8.0f} "
-            f"{ratio:>7.2f} {self.load.errors:>6}"
+            f"{ratio:>7} {self.load.errors:>6}"
         )
 
 
@@ -357,6 +383,13 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run")
     parser.add_argument("--medical-versions", type=int, default=1000)
     parser.add_argument(
+        "--warmup",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="unmeasured wrk run of each path after each server start (caches, pools)",
+    )
+    parser.add_argument(
         "--py-spy",
         type=int,
         default=0,
@@ -445,7 +478,14 @@ def main() -> int:
             "resolve by alias": "/v1/resolve/default/medical@prod",
             "resolve by number": f"/v1/resolve/default/medical-v{number}",
             "resolve by digest": f"/v1/resolve/default/medical@{digest}",
+            "resolve, many refs": "/v1/resolve/default/medical-v1",
         }
+        # every version of medical in turn: concurrent requests ask for different refs
+        many = round_robin_script(
+            [f"/v1/resolve/default/medical-v{n}" for n in range(1, args.medical_versions + 1)],
+            work / "many-refs.lua",
+        )
+        scripts = {"resolve, many refs": many}
         print(
             f"{'versions':>8} {'wk':>2} {'endpoint':<18} {'token':<5} {'conn':>4} "
             f"{'p50 ms':>7} {'p99 ms':>7} {'req/s':>8} {'x floor':>7} {'errors':>6}"
@@ -459,6 +499,21 @@ def main() -> int:
                     env, data_dir, n_workers, work / f"serve-{scale}-{n_workers}.log"
                 )
                 try:
+                    if args.warmup > 0:  # fill each worker's caches and pools
+                        for label, path in paths.items():
+                            for with_token in (False, True):
+                                warm = run_wrk(
+                                    server.url + path,
+                                    16,
+                                    args.warmup,
+                                    token if with_token else None,
+                                    script=scripts.get(label),
+                                )
+                                if label in scripts and not with_token:
+                                    # the first pass over every ref: each worker builds
+                                    # each answer once (no floor beside it)
+                                    cold = f"{label.split(',')[1].strip()} (cold)"
+                                    emit(scale, n_workers, cold, False, 16, warm, None)
                     for conns in connections:
                         floor: Load | None = None
                         for label, path in paths.items():
@@ -468,6 +523,7 @@ def main() -> int:
                                     conns,
                                     args.duration,
                                     token if with_token else None,
+                                    script=scripts.get(label),
                                 )
                                 floor = floor or load
                                 emit(scale, n_workers, label, with_token, conns, load, floor)

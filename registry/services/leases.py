@@ -19,12 +19,13 @@ import os
 import socket
 import uuid
 from datetime import datetime, timedelta
+from typing import cast
 
 import sqlalchemy as sa
 
 from registry.models import MaintenanceLease, utcnow
 
-_leases = sa.inspect(MaintenanceLease).local_table
+_leases = cast(sa.Table, sa.inspect(MaintenanceLease).local_table)
 
 
 def new_holder() -> str:

@@ -5,14 +5,16 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from registry.db import make_engine
 from registry.services.async_lookup import AsyncLookup, async_lookup_for
 from registry.services.caching import HotCaches
-from registry.settings import Settings
+from registry.settings import ConfigError, Settings
 from registry.storage.base import ObjectStore
 
 if TYPE_CHECKING:
@@ -117,3 +119,26 @@ class Context:
             async_lookup=async_lookup_for(settings, main.dialect),
             store=make_store(settings, create_bucket=create_bucket),
         )
+
+
+def open_existing(data_dir: str | Path | None, *, table: str) -> Context:
+    """The context of the migrated registry the ``LOREG_*`` settings (or ``data_dir``)
+    name, for the server-side commands (``loreg fsck``, ``loreg db admin-token``).
+
+    Raises :class:`registry.settings.ConfigError` when there is no registry database
+    there, or it lacks ``table`` (not migrated yet).
+    """
+    settings = Settings.from_env(data_dir)
+    url = settings.database_url
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
+        raise ConfigError(
+            f"no registry database at {url.removeprefix('sqlite:///')}: pass the server's "
+            "--data-dir or set LOREG_DATA_DIR / LOREG_DATABASE_URL"
+        )
+    ctx = Context.from_settings(settings)
+    if not sa.inspect(ctx.engine).has_table(table):
+        ctx.close()
+        raise ConfigError(
+            f"the database {settings.database_kind} is not migrated: run `loreg db upgrade` first"
+        )
+    return ctx

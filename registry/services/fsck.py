@@ -45,7 +45,7 @@ from registry.models import (
     utcnow,
 )
 from registry.services import leases
-from registry.services.context import Context
+from registry.services.context import Context, open_existing
 from registry.services.periodic import PeriodicThread
 from registry.storage.base import ObjectNotFound, ObjectStore, blob_key
 
@@ -331,22 +331,8 @@ def run_from_env(data_dir: str | Path | None = None, *, verify_hashes: bool = Fa
     Raises :class:`registry.settings.ConfigError` when there is no migrated registry
     database there.
     """
-    from registry.settings import ConfigError, Settings
-
-    settings = Settings.from_env(data_dir)
-    url = settings.database_url
-    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
-        raise ConfigError(
-            f"no registry database at {url.removeprefix('sqlite:///')}: pass the server's "
-            "--data-dir or set LOREG_DATA_DIR / LOREG_DATABASE_URL"
-        )
-    ctx = Context.from_settings(settings)
+    ctx = open_existing(data_dir, table=BlobFault.__tablename__)
     try:
-        if not sa.inspect(ctx.engine).has_table(BlobFault.__tablename__):
-            raise ConfigError(
-                f"the database {settings.database_kind} is not migrated: "
-                "run `loreg db upgrade` first"
-            )
         return scrub(ctx, verify_hashes=verify_hashes)
     finally:
         ctx.close()

@@ -11,6 +11,7 @@ revoked (409): nothing else could create tokens or namespaces again.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -30,6 +31,7 @@ from registry.errors import Conflict, InvalidRequest, NotFound, Unauthorized
 from registry.models import ApiToken, Namespace, TokenGrant, utcnow
 from registry.schemas import MAX_TOKEN_LIFETIME_S, NamespaceRequest, TokenRequest
 from registry.services import audit, catalog
+from registry.services.context import open_existing
 from registry.services.pagination import Page, PageRequest, SortKey, paginate
 
 DEFAULT_NAMESPACE = "default"
@@ -289,6 +291,45 @@ def _refuse_last_admin(session: Session, row: ApiToken) -> None:
             'token first (POST /v1/tokens with grants [{"namespace": "*", '
             '"scope": "admin"}])'
         )
+
+
+#: The audit actor of tokens made by ``loreg db admin-token`` (database access, no token).
+RECOVERY_ACTOR = "loreg db admin-token"
+
+
+def recovery_admin_token(session: Session, name: str) -> dict[str, Any]:
+    """A new token with admin on ``*``, made with database access alone (``loreg db
+    admin-token``): the way back in when no working admin token is left (all expired,
+    or revoked in the database). Audited as ``token.create`` by :data:`RECOVERY_ACTOR`."""
+    name = name.strip()
+    if not 1 <= len(name) <= 128:
+        raise InvalidRequest("a token name must be 1 to 128 characters")
+    row, secret = _insert_token(
+        session, name, [(ALL_NAMESPACES, "admin")], DEFAULT_NAMESPACE, RECOVERY_ACTOR
+    )
+    granted = [{"namespace": ALL_NAMESPACES, "scope": "admin"}]
+    audit.record(
+        session,
+        Principal(name=RECOVERY_ACTOR),
+        "token.create",
+        target=name,
+        before=None,
+        after={"id": row.id, "name": name, "grants": granted, "expires_at": None},
+    )
+    return {"id": row.id, "name": name, "token": secret, "grants": granted}
+
+
+def admin_token_from_env(data_dir: str | Path | None, name: str) -> dict[str, Any]:
+    """``loreg db admin-token``: :func:`recovery_admin_token` in the registry database the
+    ``LOREG_*`` settings (or ``data_dir``) name (ConfigError when there is none)."""
+    ctx = open_existing(data_dir, table=ApiToken.__tablename__)
+    try:
+        with Session(ctx.engine) as session:
+            made = recovery_admin_token(session, name)
+            session.commit()
+        return made
+    finally:
+        ctx.close()
 
 
 def create_namespace(session: Session, principal: Principal, req: NamespaceRequest) -> dict:

@@ -32,6 +32,7 @@ from registry.services import fsck
 from registry.services.context import Context
 from registry.storage.base import blob_key
 from tests.support.publish import publish, send_blob, start_upload
+from tests.support.server_cli import run_server_cli
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -255,33 +256,8 @@ def test_fsck_verify_hashes_finds_same_size_overwrites(
     assert fsck.scrub(ctx, verify_hashes=True)["ok"]
 
 
-def cli_env(server, tmp_path) -> tuple[list[str], dict[str, str]]:
-    """Arguments and environment that point ``loreg fsck`` at the test server's settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LOREG_")}
-    s = server.settings
-    if server.backend == "sqlite_local":
-        return ["--data-dir", str(s.data_dir)], env
-    env.update(
-        LOREG_DATA_DIR=str(tmp_path / "fsck-cli"),
-        LOREG_DATABASE_URL=s.database_url,
-        LOREG_S3_BUCKET=s.s3_bucket,
-        LOREG_S3_ENDPOINT_URL=s.s3_endpoint_url,
-        LOREG_S3_REGION=s.s3_region,
-        LOREG_S3_TRUST_CHECKSUMS="0",
-    )
-    return [], env
-
-
 def loreg_fsck(server, tmp_path, *args: str) -> subprocess.CompletedProcess:
-    extra, env = cli_env(server, tmp_path)
-    return subprocess.run(
-        [str(Path(sys.executable).parent / "loreg"), "fsck", *extra, *args],
-        env=env,
-        cwd=str(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_server_cli(server, tmp_path, "fsck", *args)
 
 
 def test_loreg_fsck_cli_reports_and_exits_non_zero(

@@ -7,10 +7,14 @@ holds the token; an expired one likewise, by the clock.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import pytest
@@ -202,3 +206,48 @@ def test_the_last_working_admin_token_cannot_be_revoked(registry_server, admin_a
     ns_admin = admin_api.post("/v1/tokens", json=body, headers=as_other).json()
     gone = admin_api.delete(f"/v1/tokens/{ns_admin['id']}", headers=_bearer(ns_admin["token"]))
     assert gone.status_code == 200, gone.text
+
+
+def test_loreg_db_admin_token_lets_admins_back_in(registry_server, admin_api, tmp_path):
+    """With no working admin token left (revoked in the database), ``loreg db
+    admin-token`` run with database access makes a new one; audited; no database: 2."""
+    import json
+
+    import sqlalchemy as sa
+
+    from tests.support.server_cli import run_server_cli
+
+    with registry_server.ctx.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE api_tokens SET revoked_at = CURRENT_TIMESTAMP"))
+    _refused(admin_api.get("/v1/whoami"), "revoked")
+    made = run_server_cli(
+        registry_server, tmp_path, "db", "admin-token", "--name", "back", "--json"
+    )
+    assert made.returncode == 0, made.stderr
+    answer = json.loads(made.stdout)
+    assert answer["name"] == "back" and answer["grants"] == [{"namespace": "*", "scope": "admin"}]
+    as_new = _bearer(answer["token"])
+    assert admin_api.get("/v1/whoami", headers=as_new).json()["token_name"] == "back"
+    child = admin_api.post(
+        "/v1/tokens",
+        json={"name": "ci", "grants": [{"namespace": "default", "scope": "write"}]},
+        headers=as_new,
+    )
+    assert child.status_code == 201, child.text  # an admin of '*' again
+    events = admin_api.get(
+        "/v1/audit", params={"action": "token.create", "target": "back"}, headers=as_new
+    )
+    assert events.status_code == 200, events.text
+    assert [e["actor"] for e in events.json()["items"]] == ["loreg db admin-token"]
+    text = run_server_cli(registry_server, tmp_path, "db", "admin-token")
+    assert text.returncode == 0 and text.stdout.startswith("lrg_"), text.stdout
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOREG_")}
+    loreg = str(Path(sys.executable).parent / "loreg")
+    missing = subprocess.run(
+        [loreg, "db", "admin-token", "--data-dir", str(tmp_path / "none")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert missing.returncode == 2 and "no registry database" in missing.stderr, missing.stderr

@@ -30,6 +30,7 @@ SERVER_COMMAND_MODULES = {
     "registry.serve",
     "registry.migrate",
     "registry.services.fsck",
+    "registry.services.tokens",
     "registry.settings",
     "workers.main",
 }

@@ -1,4 +1,4 @@
-"""``loreg serve``, ``loreg db upgrade``, ``loreg fsck`` and ``loreg worker``: server-side commands.
+"""Server-side commands: ``loreg serve``, ``db upgrade|admin-token``, ``fsck``, ``worker``.
 
 They run the server or worker code in this process, so they need the ``server``
 (or ``worker``) extra. The client package never imports ``registry`` or
@@ -49,10 +49,19 @@ def setup_serve(serve: argparse.ArgumentParser, add: Callable[..., Any]) -> None
 
 
 def setup_db(db: argparse.ArgumentParser, add: Callable[..., Any]) -> None:
-    """Subcommands of ``loreg db``: upgrade."""
+    """Subcommands of ``loreg db``: upgrade, admin-token."""
     db_cmds = db.add_subparsers(dest="db_command", metavar="COMMAND", required=True)
     upgrade = add(db_cmds, "upgrade", _cmd_db_upgrade, "apply database migrations", local=True)
     upgrade.add_argument("--data-dir", help="embedded data folder (SQLite)")
+    token = add(
+        db_cmds,
+        "admin-token",
+        _cmd_db_admin_token,
+        "create a token with admin on '*' in the database (when no admin token works)",
+        local=True,
+    )
+    token.add_argument("--data-dir", help="embedded data folder (SQLite)")
+    token.add_argument("--name", default="admin-recovery", help="the new token's name")
 
 
 def setup_fsck(fsck: argparse.ArgumentParser, add: Callable[..., Any]) -> None:
@@ -106,6 +115,21 @@ def _cmd_db_upgrade(args: argparse.Namespace, _registry: None) -> int:
     if isinstance(result, str):
         data["database_url"] = re.sub(r"://([^:/@]*):[^@/]*@", r"://\1:***@", result)
     return emit(args, data, lambda out: out.write("database is up to date\n"))
+
+
+def _cmd_db_admin_token(args: argparse.Namespace, _registry: None) -> int:
+    make = _import_server("registry.services.tokens", "admin_token_from_env")
+    data_dir = Path(args.data_dir).expanduser() if args.data_dir else None
+    with _config_errors():
+        made = make(data_dir, args.name)
+    return emit(
+        args,
+        made,
+        lambda out: out.write(
+            f"{made['token']}\n"
+            f"token {made['id']} ({made['name']}) has admin on '*'; it is shown only now\n"
+        ),
+    )
 
 
 def _cmd_fsck(args: argparse.Namespace, _registry: None) -> int:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from pydantic import ValidationError
 from sqlmodel import Session, col, select
 
 from registry.auth import (
@@ -300,23 +301,16 @@ RECOVERY_ACTOR = "loreg db admin-token"
 def recovery_admin_token(session: Session, name: str) -> dict[str, Any]:
     """A new token with admin on ``*``, made with database access alone (``loreg db
     admin-token``): the way back in when no working admin token is left (all expired,
-    or revoked in the database). Audited as ``token.create`` by :data:`RECOVERY_ACTOR`."""
-    name = name.strip()
-    if not 1 <= len(name) <= 128:
-        raise InvalidRequest("a token name must be 1 to 128 characters")
-    row, secret = _insert_token(
-        session, name, [(ALL_NAMESPACES, "admin")], DEFAULT_NAMESPACE, RECOVERY_ACTOR
-    )
-    granted = [{"namespace": ALL_NAMESPACES, "scope": "admin"}]
-    audit.record(
-        session,
-        Principal(name=RECOVERY_ACTOR),
-        "token.create",
-        target=name,
-        before=None,
-        after={"id": row.id, "name": name, "grants": granted, "expires_at": None},
-    )
-    return {"id": row.id, "name": name, "token": secret, "grants": granted}
+    or revoked in the database). :func:`create_token` on behalf of :data:`RECOVERY_ACTOR`,
+    so it is checked, stored and audited (``token.create``) as any other."""
+    recovery = Principal(name=RECOVERY_ACTOR, grants={ALL_NAMESPACES: _WORD_LEVELS["admin"]})
+    try:
+        request = TokenRequest.model_validate(
+            {"name": name.strip(), "grants": [{"namespace": ALL_NAMESPACES, "scope": "admin"}]}
+        )
+    except ValidationError as exc:
+        raise InvalidRequest("a token name must be 1 to 128 characters") from exc
+    return create_token(session, recovery, request)
 
 
 def admin_token_from_env(data_dir: str | Path | None, name: str) -> dict[str, Any]:

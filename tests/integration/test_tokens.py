@@ -7,6 +7,7 @@ holds the token; an expired one likewise, by the clock.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -18,9 +19,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
 from tests.support.pages import all_items as _all
 from tests.support.publish import publish
+from tests.support.server_cli import run_server_cli
 from tests.support.servers import ServerThread
 
 
@@ -211,12 +214,6 @@ def test_the_last_working_admin_token_cannot_be_revoked(registry_server, admin_a
 def test_loreg_db_admin_token_lets_admins_back_in(registry_server, admin_api, tmp_path):
     """With no working admin token left (revoked in the database), ``loreg db
     admin-token`` run with database access makes a new one; audited; no database: 2."""
-    import json
-
-    import sqlalchemy as sa
-
-    from tests.support.server_cli import run_server_cli
-
     with registry_server.ctx.engine.begin() as conn:
         conn.execute(sa.text("UPDATE api_tokens SET revoked_at = CURRENT_TIMESTAMP"))
     _refused(admin_api.get("/v1/whoami"), "revoked")

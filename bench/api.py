@@ -17,8 +17,8 @@ and drives it with wrk (Debian's package: ``apt-get install -y wrk``) on loopbac
   bearer token, and "many refs": every version of ``medical`` in turn (a wrk Lua
   script), so that concurrent requests never ask for the same ref and cannot share
   a lookup; prints each resolve beside the floor of the same run. The first warm-up
-  pass over the many refs is printed too ("many refs (cold)", 16 connections, its
-  own row as floor): each worker builds each version's answer once there.
+  pass over the many refs is printed too ("many refs (cold)", 16 connections, no
+  floor beside it): each worker builds each version's answer once there.
 
 With ``--mlflow``, MLflow's alias lookup is measured in the same run, each (scale,
 workers) configuration right after loreg's (``bench/mlflow_side.py``; MLflow lives in
@@ -54,6 +54,8 @@ os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 
 LOREG = str(Path(sys.executable).parent / "loreg")
 ADAPTERS_AT_SCALE = 1000
+#: the row of the first pass over the many refs, printed from the warm-up
+COLD = "many refs (cold)"
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
 
 
@@ -512,8 +514,7 @@ def main() -> int:
                                 if label in scripts and not with_token:
                                     # the first pass over every ref: each worker builds
                                     # each answer once (no floor beside it)
-                                    cold = f"{label.split(',')[1].strip()} (cold)"
-                                    emit(scale, n_workers, cold, False, 16, warm, None)
+                                    emit(scale, n_workers, COLD, False, 16, warm, None)
                     for conns in connections:
                         floor: Load | None = None
                         for label, path in paths.items():
